@@ -1,0 +1,59 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let package = Package(
+    name: "mosquitto-mesh",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "mosquitto-mesh", targets: ["mosquitto-mesh"]),
+        .library(name: "MeshCore", targets: ["MeshCore"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.1.0"),
+    ],
+    targets: [
+        // libmosquitto, wrapped once. Only the `Mosquitto` target imports it.
+        .systemLibrary(
+            name: "CMosquitto",
+            pkgConfig: "libmosquitto",
+            providers: [.apt(["libmosquitto-dev"])]
+        ),
+        // Pure decisions: topics, the subscription tree, log parsing, sessions, adverts, routing. No I/O.
+        .target(name: "MeshCore"),
+        // A small, safe MQTT client over libmosquitto.
+        .target(name: "Mosquitto", dependencies: ["CMosquitto"]),
+        // The daemon's parts: links, forwarder, state store, health and metrics.
+        .target(
+            name: "MeshAgent",
+            dependencies: [
+                "MeshCore", "Mosquitto",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        // Starts and stops real brokers, agents and HAProxy for tests and benchmarks.
+        .target(
+            name: "MeshHarness",
+            dependencies: ["Mosquitto", "MeshCore"]
+        ),
+        .executableTarget(
+            name: "mosquitto-mesh",
+            dependencies: [
+                "MeshAgent", "MeshHarness", "MeshCore", "Mosquitto",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ]
+        ),
+        .testTarget(name: "MeshCoreTests", dependencies: ["MeshCore"]),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: ["MeshAgent", "MeshHarness", "MeshCore", "Mosquitto", "mosquitto-mesh"]
+        ),
+    ]
+)

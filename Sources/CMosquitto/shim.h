@@ -1,0 +1,105 @@
+// Why this shim exists: libmosquitto's public header does not include mqtt_protocol.h,
+// where the MQTT v5 property and subscription-option constants live, and Swift cannot
+// walk a C property list efficiently without a few helpers. Everything C-shaped that the
+// mesh needs is declared here, once; only the `Mosquitto` target imports this module.
+#ifndef MOSQUITTO_MESH_SHIM_H
+#define MOSQUITTO_MESH_SHIM_H
+
+#include <mosquitto.h>
+#include <mqtt_protocol.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/// Copies the properties of a received PUBLISH that a re-published copy must carry
+/// (payload format, message expiry as received — so it keeps counting down — content type,
+/// response topic, correlation data and every user property, in order, duplicates
+/// included). Subscription identifiers and topic aliases belong to the receiving
+/// connection and are dropped. A user property whose key equals `marker_key` is not
+/// copied; `*marker_found` reports whether one was seen. Returns MOSQ_ERR_SUCCESS or
+/// the first error from libmosquitto (the partial list is freed on error).
+static inline int mesh_copy_publish_properties(const mosquitto_property *in,
+                                               mosquitto_property **out,
+                                               const char *marker_key,
+                                               bool *marker_found)
+{
+    *out = NULL;
+    if (marker_found) { *marker_found = false; }
+    int rc = MOSQ_ERR_SUCCESS;
+    for (const mosquitto_property *p = in; p != NULL && rc == MOSQ_ERR_SUCCESS; p = mosquitto_property_next(p)) {
+        int id = mosquitto_property_identifier(p);
+        switch (id) {
+        case MQTT_PROP_PAYLOAD_FORMAT_INDICATOR: {
+            uint8_t v = 0;
+            mosquitto_property_read_byte(p, id, &v, false);
+            rc = mosquitto_property_add_byte(out, id, v);
+            break;
+        }
+        case MQTT_PROP_MESSAGE_EXPIRY_INTERVAL: {
+            uint32_t v = 0;
+            mosquitto_property_read_int32(p, id, &v, false);
+            rc = mosquitto_property_add_int32(out, id, v);
+            break;
+        }
+        case MQTT_PROP_CONTENT_TYPE:
+        case MQTT_PROP_RESPONSE_TOPIC: {
+            char *v = NULL;
+            if (mosquitto_property_read_string(p, id, &v, false) != NULL && v != NULL) {
+                rc = mosquitto_property_add_string(out, id, v);
+            }
+            free(v);
+            break;
+        }
+        case MQTT_PROP_CORRELATION_DATA: {
+            void *v = NULL;
+            uint16_t len = 0;
+            if (mosquitto_property_read_binary(p, id, &v, &len, false) != NULL) {
+                rc = mosquitto_property_add_binary(out, id, v, len);
+            }
+            free(v);
+            break;
+        }
+        case MQTT_PROP_USER_PROPERTY: {
+            char *k = NULL;
+            char *v = NULL;
+            if (mosquitto_property_read_string_pair(p, id, &k, &v, false) != NULL && k != NULL && v != NULL) {
+                if (marker_key != NULL && strcmp(k, marker_key) == 0) {
+                    if (marker_found) { *marker_found = true; }
+                } else {
+                    rc = mosquitto_property_add_string_pair(out, id, k, v);
+                }
+            }
+            free(k);
+            free(v);
+            break;
+        }
+        default:
+            // Subscription identifier, topic alias: meaningful only on the connection that
+            // delivered the message; never copied.
+            break;
+        }
+    }
+    if (rc != MOSQ_ERR_SUCCESS) {
+        mosquitto_property_free_all(out);
+        *out = NULL;
+    }
+    return rc;
+}
+
+/// Swift cannot name the untyped C enum values of mqtt_protocol.h as Int32 without casts
+/// at every use; these constants give them one spelling.
+static const int mesh_sub_opt_no_local = MQTT_SUB_OPT_NO_LOCAL;
+static const int mesh_sub_opt_retain_as_published = MQTT_SUB_OPT_RETAIN_AS_PUBLISHED;
+static const int mesh_sub_opt_send_retain_never = MQTT_SUB_OPT_SEND_RETAIN_NEVER;
+static const int mesh_prop_session_expiry_interval = MQTT_PROP_SESSION_EXPIRY_INTERVAL;
+static const int mesh_prop_user_property = MQTT_PROP_USER_PROPERTY;
+static const int mesh_prop_message_expiry_interval = MQTT_PROP_MESSAGE_EXPIRY_INTERVAL;
+static const int mesh_prop_content_type = MQTT_PROP_CONTENT_TYPE;
+static const int mesh_prop_response_topic = MQTT_PROP_RESPONSE_TOPIC;
+static const int mesh_prop_correlation_data = MQTT_PROP_CORRELATION_DATA;
+static const int mesh_prop_payload_format_indicator = MQTT_PROP_PAYLOAD_FORMAT_INDICATOR;
+static const int mesh_protocol_v5 = MQTT_PROTOCOL_V5;
+static const int mesh_protocol_v311 = MQTT_PROTOCOL_V311;
+
+#endif

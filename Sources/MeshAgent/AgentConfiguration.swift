@@ -1,0 +1,129 @@
+import Foundation
+import MeshCore
+import Mosquitto
+
+/// A broker address as given on the command line (`host:port`, `[v6]:port`).
+public struct Endpoint: Sendable, Hashable, CustomStringConvertible {
+    public var host: String
+    public var port: Int32
+
+    public init(host: String, port: Int32) {
+        self.host = host
+        self.port = port
+    }
+
+    /// Parses `host:port`; the error names the bad value.
+    public init(parsing text: String) throws(ConfigurationError) {
+        var s = Substring(text.trimmingCharacters(in: .whitespaces))
+        guard let colon = s.lastIndex(of: ":") else {
+            throw ConfigurationError(key: "endpoint", value: text, reason: "expected HOST:PORT")
+        }
+        var host = s[..<colon]
+        let portText = s[s.index(after: colon)...]
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = host.dropFirst().dropLast() }
+        guard !host.isEmpty else { throw ConfigurationError(key: "endpoint", value: text, reason: "empty host") }
+        guard let port = Int32(portText), (1...65535).contains(port) else {
+            throw ConfigurationError(key: "endpoint", value: text, reason: "port must be 1-65535")
+        }
+        s = host
+        self.host = String(s)
+        self.port = port
+    }
+
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}
+
+/// Credentials and TLS for one kind of link.
+public struct LinkSecurity: Sendable, Equatable {
+    public var username: String?
+    public var password: String?
+    public var tls: ClientConfiguration.TLS?
+    public init(username: String? = nil, password: String? = nil, tls: ClientConfiguration.TLS? = nil) {
+        self.username = username
+        self.password = password
+        self.tls = tls
+    }
+}
+
+/// A configuration value that is wrong, with enough context to fix it.
+public struct ConfigurationError: Error, CustomStringConvertible, Sendable, Equatable {
+    public var key: String
+    public var value: String
+    public var reason: String
+    /// Where it came from (file:line), when it came from a file.
+    public var location: String?
+
+    public init(key: String, value: String, reason: String, location: String? = nil) {
+        self.key = key
+        self.value = value
+        self.reason = reason
+        self.location = location
+    }
+
+    public var description: String {
+        let prefix = location.map { "\($0): " } ?? ""
+        return "\(prefix)invalid \(key) '\(value)': \(reason)"
+    }
+}
+
+/// Everything one agent needs to run. Built and validated by the CLI, frozen afterwards.
+public struct AgentConfiguration: Sendable {
+    public var nodeID: String
+    public var local: Endpoint
+    public var peers: [Endpoint]
+    public var stateDirectory: String?
+    public var forwardPrefix: String = "forward/"
+    public var localSecurity = LinkSecurity()
+    public var peerSecurity = LinkSecurity()
+    /// Prefix of every MQTT client id the mesh uses; such clients never count as interest.
+    public var clientIDPrefix: String = "mosquitto-mesh/"
+    /// Shortest gap between two interest adverts; the first change after a quiet spell
+    /// goes out at once, a burst is coalesced into one more advert at the end.
+    public var advertInterval: Duration = .milliseconds(20)
+    /// How long startup waits for each peer's retained interest before it starts taking
+    /// messages from the local broker (messages routed before then could miss a peer).
+    public var peerSyncTimeout: Duration = .seconds(5)
+    /// QoS>0 forwards held for one peer (unacknowledged) beyond which the local link waits
+    /// (connected peer) or the message is dropped and counted (unreachable peer).
+    public var maxPendingPerPeer: Int = 100_000
+    /// How long a graceful stop waits for peers to acknowledge what the agent holds.
+    public var drainTimeout: Duration = .seconds(10)
+    public var keepalive: Int32 = 30
+    public var healthListen: Endpoint?
+    public var metricsListen: Endpoint?
+    public var statsInterval: Duration = .seconds(10)
+
+    public init(nodeID: String, local: Endpoint, peers: [Endpoint]) {
+        self.nodeID = nodeID
+        self.local = local
+        self.peers = peers
+    }
+
+    /// Rejects what would make the mesh misbehave, naming the value.
+    public func validate() throws(ConfigurationError) {
+        do { try NodeID.validate(nodeID) } catch {
+            throw ConfigurationError(key: "node-id", value: nodeID, reason: error.reason)
+        }
+        guard !forwardPrefix.isEmpty, forwardPrefix.hasSuffix("/"), !forwardPrefix.hasPrefix("$"),
+              !forwardPrefix.contains("+"), !forwardPrefix.contains("#") else {
+            throw ConfigurationError(key: "forward-prefix", value: forwardPrefix, reason: "must end in '/', not start with '$', and contain no wildcards")
+        }
+        var seen = Set<Endpoint>()
+        for peer in peers {
+            guard seen.insert(peer).inserted else {
+                throw ConfigurationError(key: "peer", value: peer.description, reason: "listed twice")
+            }
+            if peer == local {
+                throw ConfigurationError(key: "peer", value: peer.description, reason: "is the local broker")
+            }
+        }
+        guard maxPendingPerPeer > 0 else {
+            throw ConfigurationError(key: "max-pending", value: String(maxPendingPerPeer), reason: "must be positive")
+        }
+    }
+
+    /// The agent's client id on its local broker (persistent session: keep stable).
+    public var localClientID: String { "\(clientIDPrefix)\(nodeID)/local" }
+    /// The agent's client id on a peer broker.
+    public func peerClientID(_ peer: Endpoint) -> String { "\(clientIDPrefix)\(nodeID)/peer/\(peer)" }
+}

@@ -1,0 +1,38 @@
+/// Builds `forward/<topic>` as a C string without allocating per message: the prefix is
+/// written once and each topic is copied in behind it.
+///
+/// Confined to the local link's loop thread (the only caller), which is what makes the
+/// mutable buffer safe without a lock.
+final class ForwardTopicBuffer: @unchecked Sendable {
+    private var storage: UnsafeMutablePointer<CChar>
+    private var capacity: Int
+    let prefixLength: Int
+
+    init(prefix: String) {
+        let bytes = Array(prefix.utf8)
+        prefixLength = bytes.count
+        capacity = max(256, prefixLength + 1)
+        storage = .allocate(capacity: capacity)
+        bytes.withUnsafeBytes { raw in
+            UnsafeMutableRawPointer(storage).copyMemory(from: raw.baseAddress!, byteCount: bytes.count)
+        }
+    }
+
+    deinit { storage.deallocate() }
+
+    /// `prefix + topic`, valid until the next call.
+    @inline(__always)
+    func prefixed(_ topic: UnsafePointer<CChar>, length: Int) -> UnsafePointer<CChar> {
+        let needed = prefixLength + length + 1
+        if needed > capacity {
+            let bigger = UnsafeMutablePointer<CChar>.allocate(capacity: needed * 2)
+            bigger.update(from: storage, count: prefixLength)
+            storage.deallocate()
+            storage = bigger
+            capacity = needed * 2
+        }
+        (storage + prefixLength).update(from: topic, count: length)
+        storage[prefixLength + length] = 0
+        return UnsafePointer(storage)
+    }
+}

@@ -1,0 +1,259 @@
+import Foundation
+import Logging
+import MeshCore
+import Mosquitto
+import Synchronization
+
+/// The agent's persistent-session connection to its own broker. It reads the broker's log
+/// (interest), takes every message (`#`, no-local, retain-as-published, QoS 2) and either
+/// forwards it to the peers that want it or, when it arrived under the forward prefix,
+/// republishes it locally. Everything here runs on this client's loop thread.
+final class LocalLink: Sendable {
+    static let logTopicPrefix = "$SYS/broker/log/"
+    static let uptimeTopic = "$SYS/broker/uptime"
+    /// v5 user property that marks a forwarded copy of a retained message (the copy under
+    /// `forward/` is never retained itself). Removed before the local republish.
+    static let retainMarker = "mesh:retained"
+
+    let client: MQTTClient
+    private let configuration: AgentConfiguration
+    private let interest: NodeInterest
+    private let routing: RoutingTable
+    private let peers: [PeerLink]
+    private let metrics: MeshMetrics
+    private let logger: Logger
+    private let topicBuffer: ForwardTopicBuffer
+    private let everConnected = Atomic<Bool>(false)
+    private let restartDetector: Mutex<BrokerRestartDetector>
+    private let onInterestChange: @Sendable () -> Void
+    private let onConnected: @Sendable () -> Void
+    private let dropThrottle = LogThrottle()
+    private let republishThrottle = LogThrottle()
+
+    init(configuration: AgentConfiguration, interest: NodeInterest, routing: RoutingTable, peers: [PeerLink],
+         metrics: MeshMetrics, brokerStartedAt: Double?, logger: Logger,
+         onInterestChange: @escaping @Sendable () -> Void,
+         onConnected: @escaping @Sendable () -> Void) throws(MosquittoError) {
+        self.configuration = configuration
+        self.interest = interest
+        self.routing = routing
+        self.peers = peers
+        self.metrics = metrics
+        self.logger = logger
+        self.onInterestChange = onInterestChange
+        self.onConnected = onConnected
+        topicBuffer = ForwardTopicBuffer(prefix: configuration.forwardPrefix)
+        restartDetector = Mutex(BrokerRestartDetector(startedAt: brokerStartedAt))
+
+        var cc = ClientConfiguration(clientID: configuration.localClientID, host: configuration.local.host, port: configuration.local.port)
+        cc.keepalive = configuration.keepalive
+        // A persistent session that never expires: while the agent is down the broker
+        // queues every message for it, and forwards them when it is back.
+        cc.cleanStart = false
+        cc.sessionExpiry = UInt32.max
+        cc.username = configuration.localSecurity.username
+        cc.password = configuration.localSecurity.password
+        cc.tls = configuration.localSecurity.tls
+        cc.will = .init(topic: ControlTopic.status(node: configuration.nodeID), payload: Array("offline".utf8), qos: 1, retain: true)
+        cc.reconnectDelay = (1, 2)
+        let box = WeakBox<LocalLink>()
+        var events = ClientEvents()
+        events.connected = { rc, present in box.value?.connected(rc, sessionPresent: present) }
+        events.disconnected = { rc in box.value?.disconnected(rc) }
+        events.message = { m in box.value?.message(m) }
+        events.subscribed = { _, granted in box.value?.subscribed(granted) }
+        client = try MQTTClient(configuration: cc, events: events)
+        box.value = self
+    }
+
+    var brokerStartedAt: Double? { restartDetector.withLock { $0.startedAt } }
+
+    func start() {
+        do {
+            if let error = try client.start() {
+                logger.warning("local broker not reachable yet; retrying in the background", metadata: ["error": "\(error)"])
+            }
+        } catch {
+            logger.error("local link failed to start", metadata: ["error": "\(error)"])
+        }
+    }
+
+    private func connected(_ rc: Int32, sessionPresent: Bool) {
+        guard rc == 0 else {
+            logger.error("local broker refused the connection", metadata: ["reason_code": "\(rc)"])
+            return
+        }
+        let reconnect = everConnected.exchange(true, ordering: .relaxed)
+        if reconnect {
+            metrics.localReconnects.increment()
+            interest.localLinkReconnected()
+        }
+        metrics.localConnected.set(1)
+        logger.info("local link up", metadata: ["session_present": "\(sessionPresent)", "reconnect": "\(reconnect)"])
+        do {
+            try client.subscribe(Self.logTopicPrefix + "#", qos: 2)
+            try client.subscribe(Self.uptimeTopic, qos: 0)
+            try client.subscribe("#", qos: 2, options: [.noLocal, .retainAsPublished, .sendRetainNever])
+            try client.publish(topic: ControlTopic.status(node: configuration.nodeID), payload: Array("online".utf8), qos: 1, retain: true)
+        } catch {
+            logger.error("local subscriptions failed", metadata: ["error": "\(error)"])
+        }
+        if reconnect && !sessionPresent {
+            // The broker lost our session, so it restarted without persistence: it
+            // forgot every session that has not reconnected since.
+            noteBrokerRestart(reason: "session not present")
+        }
+        // The broker may have lost retained messages: republish the advert.
+        interest.markDirty()
+        onConnected()
+        onInterestChange()
+    }
+
+    private func disconnected(_ rc: Int32) {
+        metrics.localConnected.set(0)
+        if rc != 0 { logger.warning("local link down; reconnecting", metadata: ["rc": "\(rc)"]) }
+    }
+
+    private func subscribed(_ granted: [Int32]) {
+        if granted.contains(where: { $0 >= 0x80 }) {
+            logger.error("local broker refused a subscription (check the ACL for the mesh user)", metadata: ["granted": "\(granted)"])
+        }
+    }
+
+    private func noteBrokerRestart(reason: String) {
+        metrics.brokerRestarts.increment()
+        logger.notice("local broker restarted; forgetting sessions that did not come back", metadata: ["reason": "\(reason)"])
+        if interest.brokerRestarted() { onInterestChange() }
+    }
+
+    // MARK: the hot path
+
+    private func message(_ m: ReceivedMessage) {
+        if m.topicPointer.pointee == 0x24 /* "$" */ {
+            controlMessage(m)
+            return
+        }
+        let topic = m.topic
+        switch routing.route(topic: topic, retained: m.retain) {
+        case .forward(let targets):
+            forward(m, to: targets)
+        case .republishLocally:
+            republish(m)
+        case .notWanted:
+            metrics.notWanted.increment()
+        case .ignored(let reason):
+            switch reason {
+            case .dollarTopic: metrics.ignoredDollar.increment()
+            case .emptyForwardedTopic, .invalidForwardedTopic:
+                metrics.ignoredInvalid.increment()
+                let (log, n) = republishThrottle.shouldLog()
+                if log { logger.warning("forwarded message with an unusable topic dropped", metadata: ["topic": "\(topic.prefix(200))", "reason": "\(reason)", "occurrence": "\(n)"]) }
+            }
+        }
+    }
+
+    private func controlMessage(_ m: ReceivedMessage) {
+        let topic = m.topic
+        if topic.hasPrefix(Self.logTopicPrefix) {
+            if interest.handleLogLine(topic: topic, payload: m.payload) { onInterestChange() }
+        } else if topic == Self.uptimeTopic, let uptime = BrokerRestartDetector.parseUptime(m.payload) {
+            let restarted = restartDetector.withLock { $0.observe(uptimeSeconds: uptime, now: Date().timeIntervalSince1970) }
+            if restarted { noteBrokerRestart(reason: "uptime went back") }
+        } else {
+            metrics.ignoredDollar.increment()
+        }
+    }
+
+    private func forward(_ m: ReceivedMessage, to targets: [Int]) {
+        let topicLength = m.topicLength
+        let forwardTopic = topicBuffer.prefixed(m.topicPointer, length: topicLength)
+        // A retained message crosses as a non-retained copy that carries the marker.
+        var retainedProperties: PropertyList?
+        if m.retain {
+            do {
+                var ignored = false
+                let list = try PropertyList.copyForRepublish(m.properties, strippingMarker: nil, markerFound: &ignored)
+                try list.addUserProperty(Self.retainMarker, "1")
+                retainedProperties = list
+            } catch {
+                logger.error("could not mark a retained message for forwarding; sending it unmarked", metadata: ["error": "\(error)"])
+            }
+        }
+        let properties = m.retain ? retainedProperties?.pointer : m.properties
+        for index in targets {
+            let peer = peers[index]
+            if m.qos > 0 && !waitForRoom(peer) {
+                peer.metrics.dropped.increment()
+                logDrop(peer, reason: "peer unreachable and \(configuration.maxPendingPerPeer) messages already held for it")
+                continue
+            }
+            let rc = peer.client.publish(topic: forwardTopic, payload: m.payload, qos: m.qos, retain: false, properties: properties)
+            if rc == 0 || (rc == 4 /* NO_CONN: queued for reconnect */ && m.qos > 0) {
+                peer.metrics.forwardedMessages.increment()
+                peer.metrics.forwardedBytes.increment(by: m.payload.count)
+            } else {
+                peer.metrics.dropped.increment()
+                logDrop(peer, reason: MosquittoError(code: rc, operation: "forward").description)
+            }
+        }
+        withExtendedLifetime(retainedProperties) {}
+    }
+
+    /// Backpressure: while a connected peer holds too many unacknowledged forwards, stop
+    /// reading from the local broker (it queues for our persistent session) rather than
+    /// buffer without bound. Returns false only if the peer is unreachable and full.
+    private func waitForRoom(_ peer: PeerLink) -> Bool {
+        let limit = configuration.maxPendingPerPeer
+        var waited = 0
+        while peer.client.outstandingPublishes >= limit {
+            if !peer.client.isConnected && waited > 1000 { return false }
+            usleep(1000)
+            waited += 1
+        }
+        return true
+    }
+
+    private func logDrop(_ peer: PeerLink, reason: String) {
+        let (log, n) = dropThrottle.shouldLog()
+        if log {
+            logger.error("message not forwarded", metadata: ["peer": "\(peer.endpoint)", "reason": "\(reason)", "occurrence": "\(n)"])
+        }
+    }
+
+    private func republish(_ m: ReceivedMessage) {
+        let prefixLength = topicBuffer.prefixLength
+        let localTopic = m.topicPointer + prefixLength
+        var retain = false
+        var properties: PropertyList?
+        if m.properties != nil {
+            do {
+                properties = try LocalLink.retainMarker.withCString { marker throws(MosquittoError) in
+                    try PropertyList.copyForRepublish(m.properties, strippingMarker: marker, markerFound: &retain)
+                }
+            } catch {
+                metrics.republishFailed.increment()
+                logger.error("forwarded message's properties unusable; dropped", metadata: ["error": "\(error)"])
+                return
+            }
+        }
+        let rc = client.publish(topic: localTopic, payload: m.payload, qos: m.qos, retain: retain, properties: properties?.pointer)
+        if rc == 0 || (rc == 4 && m.qos > 0) {
+            metrics.republished.increment()
+        } else {
+            metrics.republishFailed.increment()
+            let (log, n) = republishThrottle.shouldLog()
+            if log {
+                logger.error("local republish failed", metadata: ["error": "\(MosquittoError(code: rc, operation: "republish"))", "occurrence": "\(n)"])
+            }
+        }
+        withExtendedLifetime(properties) {}
+    }
+
+    func publishControl(topic: String, payload: [UInt8], retain: Bool) {
+        do {
+            try client.publish(topic: topic, payload: payload, qos: 1, retain: retain)
+        } catch {
+            logger.warning("control publish failed", metadata: ["topic": "\(topic)", "error": "\(error)"])
+        }
+    }
+}

@@ -1,0 +1,190 @@
+import Foundation
+import Logging
+import MeshCore
+import Mosquitto
+import ServiceLifecycle
+import Synchronization
+
+/// One mosquitto-mesh agent: the links to its own broker and to every peer broker, the
+/// node's interest, and the advert/state loop. A `Service`: `run()` returns after a
+/// graceful shutdown has drained what the agent holds.
+public final class MeshAgent: Service, Sendable {
+    public let configuration: AgentConfiguration
+    public let metrics: MeshMetrics
+    private let logger: Logger
+    private let store: StateStore?
+    private let interest: NodeInterest
+    private let routing: RoutingTable
+    private let peers: [PeerLink]
+    private let localLink: LocalLink
+    private let changes: AsyncStream<Void>
+    private let changesContinuation: AsyncStream<Void>.Continuation
+    private let stopping = Atomic<Bool>(false)
+
+    public init(configuration: AgentConfiguration, logger: Logger) throws {
+        try configuration.validate()
+        self.configuration = configuration
+        var logger = logger
+        logger[metadataKey: "node"] = "\(configuration.nodeID)"
+        self.logger = logger
+        metrics = MeshMetrics(peers: configuration.peers.map(\.description))
+
+        var restored: PersistedState?
+        if let dir = configuration.stateDirectory {
+            let store = try StateStore(directory: dir)
+            restored = try store.load()
+            self.store = store
+            if let r = restored, r.nodeID != configuration.nodeID {
+                throw ConfigurationError(key: "node-id", value: configuration.nodeID,
+                                         reason: "state directory \(dir) belongs to node '\(r.nodeID)'; use another --state-dir")
+            }
+        } else {
+            store = nil
+        }
+        let table = restored?.sessions ?? SessionTable(excludedClientIDPrefix: configuration.clientIDPrefix)
+        interest = NodeInterest(table: table, seq: restored?.seq ?? 0, metrics: metrics, logger: logger)
+        if let r = restored {
+            logger.info("state restored", metadata: ["sessions": "\(r.sessions.sessions.count)", "filters": "\(r.sessions.interest.count)", "seq": "\(r.seq)"])
+        }
+        routing = RoutingTable(forwardPrefix: configuration.forwardPrefix, peerCount: configuration.peers.count)
+        (changes, changesContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        let continuation = changesContinuation
+        let signal: @Sendable () -> Void = { continuation.yield() }
+        var peers: [PeerLink] = []
+        for (i, endpoint) in configuration.peers.enumerated() {
+            peers.append(try PeerLink(index: i, endpoint: endpoint, configuration: configuration, routing: routing,
+                                      metrics: metrics.peers[i], initialNodes: restored?.peerInterest[endpoint.description] ?? [:],
+                                      logger: logger, onInterestChange: signal))
+        }
+        self.peers = peers
+        localLink = try LocalLink(configuration: configuration, interest: interest, routing: routing, peers: peers,
+                                  metrics: metrics, brokerStartedAt: restored?.brokerStartedAt, logger: logger,
+                                  onInterestChange: signal, onConnected: signal)
+    }
+
+    /// The agent-check answer for HAProxy: whether clients should be sent to this broker.
+    public var health: HealthState {
+        if stopping.load(ordering: .relaxed) { return .down }
+        guard localLink.client.isConnected else { return .drain }
+        // With two or more peers, losing all of them means this node is cut off; with one
+        // peer we cannot tell our partition from the peer's death, so stay up.
+        if peers.count >= 2 && !peers.contains(where: { $0.isConnected }) { return .drain }
+        return .up
+    }
+
+    public var isLocalConnected: Bool { localLink.client.isConnected }
+    public var connectedPeers: Int { peers.filter(\.isConnected).count }
+
+    public func run() async throws {
+        logger.info("starting", metadata: ["local": "\(configuration.local)", "peers": "\(configuration.peers.map(\.description))"])
+        for peer in peers { peer.start() }
+        await waitForPeerSync()
+        localLink.start()
+
+        var health: HealthEndpoint?
+        if let listen = configuration.healthListen {
+            health = try HealthEndpoint(listen: listen, logger: logger) { [weak self] in self?.health ?? .down }
+            health?.start()
+        }
+        defer { health?.stop() }
+
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.advertLoop() }
+            group.addTask { await self.statsLoop() }
+            try? await gracefulShutdown()
+            group.cancelAll()
+        }
+        await drainAndStop()
+    }
+
+    /// Startup gate: messages taken from the local broker before a peer's interest is
+    /// known could be routed past that peer.
+    private func waitForPeerSync() async {
+        let clock = ContinuousClock()
+        let deadline = clock.now.advanced(by: configuration.peerSyncTimeout)
+        while !peers.allSatisfy(\.hasSynced) && clock.now < deadline && !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+        let missing = peers.filter { !$0.hasSynced }.map(\.endpoint.description)
+        if !missing.isEmpty {
+            logger.warning("starting without the current interest of some peers (using what was last saved)", metadata: ["peers": "\(missing)"])
+        }
+    }
+
+    /// Publishes the advert and saves state when something changed, at most once per
+    /// `advertInterval`: the first change goes out at once, a burst costs one more advert.
+    private func advertLoop() async {
+        for await _ in changes {
+            if Task.isCancelled { break }
+            publishAdvertIfNeeded()
+            saveState()
+            try? await Task.sleep(for: configuration.advertInterval)
+        }
+    }
+
+    private func publishAdvertIfNeeded() {
+        guard localLink.client.isConnected, let advert = interest.takeAdvert(node: configuration.nodeID) else { return }
+        localLink.publishControl(topic: ControlTopic.subscriptions(node: configuration.nodeID), payload: InterestAdvertCodec.encode(advert), retain: true)
+        metrics.advertsPublished.increment()
+    }
+
+    private func statsLoop() async {
+        while !Task.isCancelled {
+            for peer in peers { peer.metrics.pending.set(peer.client.outstandingPublishes) }
+            if localLink.client.isConnected {
+                var summary = metrics.snapshot()
+                summary["peers_connected"] = connectedPeers
+                let body = "{" + summary.sorted(by: { $0.key < $1.key }).map { "\"\($0.key)\":\($0.value)" }.joined(separator: ",") + "}"
+                localLink.publishControl(topic: ControlTopic.stats(node: configuration.nodeID), payload: Array(body.utf8), retain: true)
+            }
+            try? await Task.sleep(for: configuration.statsInterval)
+        }
+    }
+
+    private func saveState() {
+        guard let store else { return }
+        let (table, seq) = interest.snapshot
+        var peerInterest: [String: [String: [String: Int]]] = [:]
+        for peer in peers { peerInterest[peer.endpoint.description] = peer.knownNodes }
+        let state = PersistedState(nodeID: configuration.nodeID, seq: seq, sessions: table, peerInterest: peerInterest,
+                                   brokerStartedAt: localLink.brokerStartedAt)
+        do {
+            try store.save(state)
+        } catch {
+            metrics.stateSaveFailures.increment()
+            logger.error("saving state failed", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Graceful stop: stop taking messages (the broker keeps queuing for our persistent
+    /// session), let every peer acknowledge what we already took, then leave.
+    private func drainAndStop() async {
+        stopping.store(true, ordering: .relaxed)
+        logger.info("stopping: draining")
+        // Anything an interest change left unpublished goes out before we leave.
+        publishAdvertIfNeeded()
+        localLink.publishControl(topic: ControlTopic.status(node: configuration.nodeID), payload: Array("offline".utf8), retain: true)
+        // DISCONNECT goes out behind the status and every republish already handed to
+        // libmosquitto, so the broker takes those first; from then on it queues new
+        // messages for our persistent session instead of sending them.
+        localLink.client.disconnect()
+        let clock = ContinuousClock()
+        let deadline = clock.now.advanced(by: configuration.drainTimeout)
+        while localLink.client.isConnected && clock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+        let localLeft = localLink.client.outstandingPublishes
+        localLink.client.close()
+        var undelivered = localLeft
+        for peer in peers {
+            if !(await peer.client.waitForOutstandingPublishes(timeout: configuration.drainTimeout)) {
+                undelivered += peer.client.outstandingPublishes
+                logger.error("peer did not acknowledge everything before the drain timeout", metadata: ["peer": "\(peer.endpoint)", "unacknowledged": "\(peer.client.outstandingPublishes)"])
+            }
+            peer.close()
+        }
+        saveState()
+        changesContinuation.finish()
+        logger.info("stopped", metadata: ["unacknowledged_at_exit": "\(undelivered)"])
+    }
+}

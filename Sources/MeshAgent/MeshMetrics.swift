@@ -1,0 +1,115 @@
+import CoreMetrics
+import Synchronization
+
+/// One counter that is both exported through swift-metrics (Prometheus, …) and readable
+/// in-process (for `$mesh/<node>/stats`, health decisions and tests).
+public final class MeshCounter: Sendable {
+    private let value = Atomic<Int>(0)
+    private let exported: CoreMetrics.Counter
+
+    init(_ label: String, dimensions: [(String, String)] = []) {
+        exported = CoreMetrics.Counter(label: label, dimensions: dimensions)
+    }
+
+    @inline(__always)
+    public func increment(by amount: Int = 1) {
+        value.add(amount, ordering: .relaxed)
+        exported.increment(by: Int64(amount))
+    }
+
+    public var current: Int { value.load(ordering: .relaxed) }
+}
+
+/// A gauge, likewise readable in-process.
+public final class MeshGauge: Sendable {
+    private let value = Atomic<Int>(0)
+    private let exported: CoreMetrics.Gauge
+
+    init(_ label: String, dimensions: [(String, String)] = []) {
+        exported = CoreMetrics.Gauge(label: label, dimensions: dimensions)
+    }
+
+    public func set(_ newValue: Int) {
+        value.store(newValue, ordering: .relaxed)
+        exported.record(newValue)
+    }
+
+    public var current: Int { value.load(ordering: .relaxed) }
+}
+
+/// Per-peer figures: what crossed to that peer and what it holds.
+public final class PeerMetrics: Sendable {
+    public let peer: String
+    public let forwardedMessages: MeshCounter
+    public let forwardedBytes: MeshCounter
+    public let dropped: MeshCounter
+    public let reconnects: MeshCounter
+    public let adverts: MeshCounter
+    public let advertsRejected: MeshCounter
+    public let connected: MeshGauge
+    public let pending: MeshGauge
+    public let remoteFilters: MeshGauge
+
+    init(peer: String) {
+        self.peer = peer
+        let d = [("peer", peer)]
+        forwardedMessages = MeshCounter("mesh_forwarded_messages_total", dimensions: d)
+        forwardedBytes = MeshCounter("mesh_forwarded_bytes_total", dimensions: d)
+        dropped = MeshCounter("mesh_forward_dropped_total", dimensions: d)
+        reconnects = MeshCounter("mesh_peer_reconnects_total", dimensions: d)
+        adverts = MeshCounter("mesh_peer_adverts_total", dimensions: d)
+        advertsRejected = MeshCounter("mesh_control_payloads_rejected_total", dimensions: d)
+        connected = MeshGauge("mesh_peer_link_up", dimensions: d)
+        pending = MeshGauge("mesh_peer_pending_messages", dimensions: d)
+        remoteFilters = MeshGauge("mesh_peer_subscriptions", dimensions: d)
+    }
+}
+
+/// Every figure the agent keeps. Counters only go up; a drop is never silent.
+public final class MeshMetrics: Sendable {
+    public let notWanted = MeshCounter("mesh_not_forwarded_messages_total")
+    public let republished = MeshCounter("mesh_republished_messages_total")
+    public let republishFailed = MeshCounter("mesh_republish_failed_total")
+    public let ignoredDollar = MeshCounter("mesh_ignored_dollar_messages_total")
+    public let ignoredInvalid = MeshCounter("mesh_ignored_invalid_forward_total")
+    public let logLines = MeshCounter("mesh_log_lines_total")
+    public let logLinesUnparsed = MeshCounter("mesh_log_lines_unparsed_total")
+    public let advertsPublished = MeshCounter("mesh_adverts_published_total")
+    public let localReconnects = MeshCounter("mesh_local_reconnects_total")
+    public let brokerRestarts = MeshCounter("mesh_local_broker_restarts_total")
+    public let stateSaveFailures = MeshCounter("mesh_state_save_failures_total")
+    public let localConnected = MeshGauge("mesh_local_link_up")
+    public let localFilters = MeshGauge("mesh_local_subscriptions")
+    public let localSessions = MeshGauge("mesh_local_sessions")
+    public let peers: [PeerMetrics]
+
+    public init(peers: [String]) {
+        self.peers = peers.map(PeerMetrics.init(peer:))
+    }
+
+    /// A flat summary for `$mesh/<node>/stats` and the CLI.
+    public func snapshot() -> [String: Int] {
+        var s: [String: Int] = [
+            "not_forwarded": notWanted.current,
+            "republished": republished.current,
+            "republish_failed": republishFailed.current,
+            "log_lines": logLines.current,
+            "log_lines_unparsed": logLinesUnparsed.current,
+            "adverts_published": advertsPublished.current,
+            "local_reconnects": localReconnects.current,
+            "local_link_up": localConnected.current,
+            "local_subscriptions": localFilters.current,
+            "local_sessions": localSessions.current,
+            "broker_restarts": brokerRestarts.current,
+        ]
+        var forwarded = 0
+        var dropped = 0
+        for p in peers {
+            forwarded += p.forwardedMessages.current
+            dropped += p.dropped.current
+        }
+        s["forwarded"] = forwarded
+        s["dropped"] = dropped
+        return s
+    }
+}

@@ -1,0 +1,162 @@
+import Logging
+import MeshCore
+import Mosquitto
+import Synchronization
+
+/// The agent's client connection to one peer broker: it reads the peer's retained
+/// interest (`$mesh/+/subscriptions`) into the routing table and carries forwarded
+/// messages (`forward/<topic>`) to that broker.
+final class PeerLink: Sendable {
+    let index: Int
+    let endpoint: Endpoint
+    let client: MQTTClient
+    let metrics: PeerMetrics
+    private let routing: RoutingTable
+    private let logger: Logger
+    private let ownNodeID: String
+    /// node → advertised filters, as last read from this peer (persisted across restarts).
+    private let nodes: Mutex<[String: [String: Int]]>
+    private let barrierMID = Atomic<Int32>(-1)
+    private let syncedOnce = Atomic<Bool>(false)
+    private let everConnected = Atomic<Bool>(false)
+    private let rejectThrottle = LogThrottle()
+    private let selfThrottle = LogThrottle(first: 1, every: 100)
+    private let onInterestChange: @Sendable () -> Void
+
+    init(index: Int, endpoint: Endpoint, configuration: AgentConfiguration, routing: RoutingTable,
+         metrics: PeerMetrics, initialNodes: [String: [String: Int]], logger: Logger,
+         onInterestChange: @escaping @Sendable () -> Void) throws(MosquittoError) {
+        self.index = index
+        self.endpoint = endpoint
+        self.routing = routing
+        self.metrics = metrics
+        self.ownNodeID = configuration.nodeID
+        self.onInterestChange = onInterestChange
+        var log = logger
+        log[metadataKey: "peer"] = "\(endpoint)"
+        self.logger = log
+        nodes = Mutex(initialNodes)
+        for (node, filters) in initialNodes {
+            metrics.remoteFilters.set(routing.setInterest(peer: index, node: node, filters: filters))
+        }
+
+        var cc = ClientConfiguration(clientID: configuration.peerClientID(endpoint), host: endpoint.host, port: endpoint.port)
+        cc.keepalive = configuration.keepalive
+        // Clean session: everything this link needs is retained (interest) or sent by us.
+        cc.cleanStart = true
+        cc.username = configuration.peerSecurity.username
+        cc.password = configuration.peerSecurity.password
+        cc.tls = configuration.peerSecurity.tls
+        let box = WeakBox<PeerLink>()
+        var events = ClientEvents()
+        events.connected = { rc, _ in box.value?.connected(rc) }
+        events.disconnected = { rc in box.value?.disconnected(rc) }
+        events.message = { m in box.value?.message(m) }
+        events.subscribed = { mid, granted in box.value?.subscribed(mid, granted) }
+        client = try MQTTClient(configuration: cc, events: events)
+        box.value = self
+    }
+
+    func start() {
+        do {
+            if let error = try client.start() {
+                logger.warning("peer broker not reachable yet; retrying in the background", metadata: ["error": "\(error)"])
+            }
+        } catch {
+            logger.error("peer link failed to start", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Whether the retained interest of this peer has been read at least once since start.
+    var hasSynced: Bool { syncedOnce.load(ordering: .acquiring) }
+    var isConnected: Bool { client.isConnected }
+
+    var knownNodes: [String: [String: Int]] { nodes.withLock { $0 } }
+
+    private func connected(_ rc: Int32) {
+        guard rc == 0 else {
+            logger.error("peer broker refused the connection", metadata: ["reason_code": "\(rc)"])
+            return
+        }
+        if everConnected.exchange(true, ordering: .relaxed) { metrics.reconnects.increment() }
+        metrics.connected.set(1)
+        logger.info("peer link up")
+        do {
+            try client.subscribe("\(ControlTopic.root)/+/\(ControlTopic.Kind.subscriptions.rawValue)", qos: 1)
+            try client.subscribe("\(ControlTopic.root)/+/\(ControlTopic.Kind.status.rawValue)", qos: 1)
+            // Retained messages for the subscriptions above are queued before this SUBACK,
+            // so its arrival means the peer's current interest has been read.
+            let mid = try client.subscribe("\(ControlTopic.root)/\(ownNodeID)/sync-barrier", qos: 0)
+            barrierMID.store(mid, ordering: .releasing)
+        } catch {
+            logger.error("subscribing to peer control topics failed", metadata: ["error": "\(error)"])
+        }
+    }
+
+    private func disconnected(_ rc: Int32) {
+        metrics.connected.set(0)
+        if rc != 0 { logger.warning("peer link down; reconnecting", metadata: ["rc": "\(rc)"]) }
+    }
+
+    private func subscribed(_ mid: Int32, _ granted: [Int32]) {
+        if granted.contains(where: { $0 >= 0x80 }) {
+            logger.error("peer broker refused a control subscription (check the ACL for the mesh user)", metadata: ["granted": "\(granted)"])
+        }
+        if mid == barrierMID.load(ordering: .acquiring) {
+            if !syncedOnce.exchange(true, ordering: .releasing) {
+                logger.info("peer interest synchronised", metadata: ["nodes": "\(nodes.withLock { $0.keys.sorted() })"])
+            }
+        }
+    }
+
+    private func message(_ m: ReceivedMessage) {
+        let topic = m.topic
+        guard let (node, kind) = ControlTopic.parse(topic) else { return }
+        if node == ownNodeID {
+            let (log, _) = selfThrottle.shouldLog()
+            if log {
+                logger.error("peer broker carries this node's own control topics: --peer points at the local broker, or two agents share node id '\(node)'")
+            }
+            return
+        }
+        switch kind {
+        case .subscriptions:
+            if m.payload.isEmpty {
+                // Retained advert deleted: the node left the mesh.
+                nodes.withLock { _ = $0.removeValue(forKey: node) }
+                metrics.remoteFilters.set(routing.removeNode(peer: index, node: node))
+                logger.info("peer node withdrew its interest", metadata: ["node": "\(node)"])
+                onInterestChange()
+                return
+            }
+            do {
+                let advert = try InterestAdvertCodec.decode(m.payload, expectedNode: node)
+                nodes.withLock { $0[node] = advert.filters }
+                metrics.remoteFilters.set(routing.setInterest(peer: index, node: node, filters: advert.filters))
+                metrics.adverts.increment()
+                onInterestChange()
+            } catch {
+                metrics.advertsRejected.increment()
+                let (log, n) = rejectThrottle.shouldLog()
+                if log {
+                    logger.warning("control payload rejected; keeping last good interest", metadata: [
+                        "topic": "\(topic)", "reason": "\(error.reason)", "bytes": "\(m.payload.count)", "occurrence": "\(n)",
+                    ])
+                }
+            }
+        case .status:
+            let status = String(decoding: m.payload, as: UTF8.self)
+            logger.info("peer node status", metadata: ["node": "\(node)", "status": "\(status.prefix(32))"])
+        case .stats:
+            break
+        }
+    }
+
+    func close() { client.close() }
+}
+
+/// A weak reference that a C-callback closure can capture before `self` exists.
+final class WeakBox<T: AnyObject>: @unchecked Sendable {
+    // Written once, right after init and before the client starts its loop thread.
+    weak var value: T?
+}

@@ -1,0 +1,100 @@
+import Foundation
+import MeshCore
+
+/// What the agent must remember across its own restarts: Mosquitto restores a persistent
+/// session's subscriptions without logging them, so only the agent's own copy knows them.
+public struct PersistedState: Codable, Sendable, Equatable {
+    public var version: Int = 1
+    public var nodeID: String
+    /// Last advert sequence number used; the next run continues above it.
+    public var seq: UInt64
+    public var sessions: SessionTable
+    /// Last interest seen at each peer (endpoint → node → filters), so messages that
+    /// arrive before a peer link has resynchronised are still routed.
+    public var peerInterest: [String: [String: [String: Int]]]
+    /// The local broker's start time as last estimated (seconds since 1970), to notice a
+    /// broker restart that happened while the agent was down.
+    public var brokerStartedAt: Double?
+
+    public init(nodeID: String, seq: UInt64, sessions: SessionTable, peerInterest: [String: [String: [String: Int]]],
+                brokerStartedAt: Double?) {
+        self.nodeID = nodeID
+        self.seq = seq
+        self.sessions = sessions
+        self.peerInterest = peerInterest
+        self.brokerStartedAt = brokerStartedAt
+    }
+}
+
+/// A state file that cannot be read or written, with the path.
+public struct StateStoreError: Error, CustomStringConvertible, Sendable {
+    public var path: String
+    public var reason: String
+    public var description: String { "state file \(path): \(reason)" }
+}
+
+/// Reads and atomically replaces `<state-dir>/state.json` (write to a temporary file,
+/// fsync, rename), so a crash mid-write leaves the previous good state.
+public struct StateStore: Sendable {
+    public let directory: String
+    public var path: String { directory + "/state.json" }
+
+    public init(directory: String) throws(StateStoreError) {
+        self.directory = directory
+        var isDirectory: ObjCBool = false
+        if !FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory) {
+            do {
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            } catch {
+                throw StateStoreError(path: directory, reason: "cannot create directory: \(error)")
+            }
+        } else if !isDirectory.boolValue {
+            throw StateStoreError(path: directory, reason: "not a directory")
+        }
+        guard access(directory, W_OK) == 0 else {
+            throw StateStoreError(path: directory, reason: "not writable")
+        }
+    }
+
+    /// nil when there is no state yet; throws when the file exists but is unusable, so the
+    /// operator decides (move it away) rather than the agent silently forgetting sessions.
+    public func load() throws(StateStoreError) -> PersistedState? {
+        guard FileManager.default.fileExists(atPath: path) else { return nil }
+        do {
+            let data = try Data(contentsOf: URL(fileURLWithPath: path))
+            return try JSONDecoder().decode(PersistedState.self, from: data)
+        } catch {
+            throw StateStoreError(path: path, reason: "unreadable (\(error)); move it away to start with an empty session table")
+        }
+    }
+
+    public func save(_ state: PersistedState) throws(StateStoreError) {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let data: Data
+        do { data = try encoder.encode(state) } catch {
+            throw StateStoreError(path: path, reason: "encode failed: \(error)")
+        }
+        let temporary = path + ".tmp"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw StateStoreError(path: temporary, reason: "open failed: errno \(errno)") }
+        let written = data.withUnsafeBytes { buffer -> Int in
+            var offset = 0
+            while offset < buffer.count {
+                let n = write(fd, buffer.baseAddress! + offset, buffer.count - offset)
+                if n <= 0 { return -1 }
+                offset += n
+            }
+            return offset
+        }
+        let synced = fsync(fd) == 0
+        close(fd)
+        guard written == data.count, synced else {
+            unlink(temporary)
+            throw StateStoreError(path: temporary, reason: "write failed: errno \(errno)")
+        }
+        guard rename(temporary, path) == 0 else {
+            throw StateStoreError(path: path, reason: "rename failed: errno \(errno)")
+        }
+    }
+}

@@ -1,0 +1,35 @@
+/// How a client's connection ended, as far as the broker log tells.
+///
+/// Only `clean` vs the rest matters for sessions today (every reason ends
+/// the connection the same way), but keeping the reason lets operators see
+/// *why* interest changed.
+public enum DisconnectReason: String, Sendable, Equatable {
+    case clean, closed, keepaliveTimeout, malformedPacket, other
+}
+
+/// One broker log line that matters for interest tracking.
+///
+/// The session table consumes these; the parser produces them. Keeping the
+/// event as a plain value lets tests feed sessions without any log text.
+public enum BrokerLogEvent: Equatable, Sendable {
+    /// `protocolLevel` is mosquitto's own protocol number as logged:
+    /// 1 = MQTT 3.1, 2 = MQTT 3.1.1, 5 = MQTT 5.
+    case connected(clientID: String, protocolLevel: Int, cleanStart: Bool, keepalive: Int, username: String?)
+    case subscribed(clientID: String, qos: Int, filter: String)
+    case unsubscribed(clientID: String, filter: String)
+    case disconnected(clientID: String, reason: DisconnectReason)
+    /// "Client dup already connected, closing old connection." — no disconnect
+    /// line follows for the old connection; the next connect line decides.
+    case takenOver(clientID: String)
+    /// "Expiring client X due to timeout." — a persistent session is gone.
+    case expired(clientID: String)
+
+    /// The client id the event is about.
+    public var clientID: String {
+        switch self {
+        case .connected(let id, _, _, _, _), .subscribed(let id, _, _), .unsubscribed(let id, _),
+             .disconnected(let id, _), .takenOver(let id), .expired(let id):
+            return id
+        }
+    }
+}

@@ -1,0 +1,287 @@
+/// A trie over topic levels with reference counts, answering "does any
+/// filter match this topic?" in time that grows with the topic's depth, not
+/// with the number of filters (the shape of mosquitto `src/subs.c` and EMQX
+/// `emqx_trie`).
+///
+/// Layout, chosen for ~1M filters per peer:
+/// - nodes live in one flat array of 16-byte records (`Node`), addressed by
+///   `UInt32` index; node 0 is the root; freed nodes are recycled;
+/// - literal children of *all* nodes share one hash table keyed by
+///   (parent index, level bytes), so a node with children pays no
+///   per-node dictionary header;
+/// - the `+` and `#` children sit in dedicated fields of the parent.
+///
+/// Levels compare **byte-wise**, as brokers do: `"caf\u{E9}"` and
+/// `"cafe\u{301}"` are different levels even though Swift's `String ==`
+/// calls them equal.
+///
+/// Value semantics come for free: all storage is `Array`/`Dictionary`, which
+/// are copy-on-write, so the struct is `Sendable` without `@unchecked`.
+public struct SubscriptionTree: Sendable, Equatable {
+    /// One trie node. `count` is the reference count of the filter ending
+    /// here (0 = no filter ends here); child fields use 0 for "none", which
+    /// is safe because the root (index 0) is never anyone's child.
+    @usableFromInline
+    struct Node: Sendable {
+        var count: UInt32 = 0
+        var plus: UInt32 = 0
+        var hash: UInt32 = 0
+        var literalChildren: UInt32 = 0
+    }
+
+    /// Key of a literal edge. Equality and hashing are over UTF-8 bytes.
+    @usableFromInline
+    struct EdgeKey: Hashable, Sendable {
+        var parent: UInt32
+        var level: String
+
+        @usableFromInline
+        init(parent: UInt32, level: String) {
+            self.parent = parent
+            self.level = level
+        }
+
+        @usableFromInline
+        static func == (lhs: EdgeKey, rhs: EdgeKey) -> Bool {
+            lhs.parent == rhs.parent && lhs.level.utf8.elementsEqual(rhs.level.utf8)
+        }
+
+        @usableFromInline
+        func hash(into hasher: inout Hasher) {
+            hasher.combine(parent)
+            var copy = level // withUTF8 is mutating; for native strings this copies nothing
+            copy.withUTF8 { hasher.combine(bytes: UnsafeRawBufferPointer($0)) }
+            hasher.combine(UInt8(0xFF)) // terminator: not valid UTF-8, keeps (a,b) != (ab,)
+        }
+    }
+
+    private var nodes: [Node] = [Node()]
+    private var edges: [EdgeKey: UInt32] = [:]
+    private var freeNodes: [UInt32] = []
+    private var distinctFilters = 0
+
+    public init() {}
+
+    /// Builds a tree from `filter (match form) -> count`; non-positive counts are skipped.
+    public init(filters: [String: Int]) {
+        self.init()
+        edges.reserveCapacity(filters.count)
+        for (filter, count) in filters { insert(filter, count: count) }
+    }
+
+    /// Distinct filters with a count above zero.
+    public var filterCount: Int { distinctFilters }
+
+    public var isEmpty: Bool { distinctFilters == 0 }
+
+    // MARK: - Mutation
+
+    /// Adds `count` references to `filter` (match form: no `$share/` prefix).
+    /// Counts saturate at `UInt32.max`; non-positive counts are ignored.
+    public mutating func insert(_ filter: String, count: Int = 1) {
+        guard count > 0 else { return }
+        var current: UInt32 = 0
+        for level in filter.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false) {
+            current = child(of: current, level: level, create: true)!
+        }
+        let old = nodes[Int(current)].count
+        if old == 0 { distinctFilters += 1 }
+        let added = UInt64(old) + UInt64(min(count, Int(UInt32.max)))
+        nodes[Int(current)].count = UInt32(min(added, UInt64(UInt32.max)))
+    }
+
+    /// Removes up to `count` references from `filter`. Returns false if the
+    /// filter was not present. The count never goes below zero; at zero the
+    /// filter is gone and every node left without purpose is pruned.
+    @discardableResult
+    public mutating func remove(_ filter: String, count: Int = 1) -> Bool {
+        guard count > 0, !isEmpty else { return false }
+        // Path of (node, parent, level) from the first level down to the filter's node.
+        var path: [(node: UInt32, parent: UInt32, level: Substring.UTF8View)] = []
+        var current: UInt32 = 0
+        for level in filter.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false) {
+            guard let next = child(of: current, level: level, create: false) else { return false }
+            path.append((next, current, level))
+            current = next
+        }
+        let old = nodes[Int(current)].count
+        guard old > 0 else { return false }
+        let removed = UInt32(min(count, Int(old)))
+        nodes[Int(current)].count = old - removed
+        guard old == removed else { return true }
+
+        distinctFilters -= 1
+        if distinctFilters == 0 {
+            self = SubscriptionTree() // release all storage at once
+            return true
+        }
+        for step in path.reversed() {
+            let node = nodes[Int(step.node)]
+            guard node.count == 0, node.plus == 0, node.hash == 0, node.literalChildren == 0 else { break }
+            detach(step.node, from: step.parent, level: step.level)
+        }
+        return true
+    }
+
+    private mutating func detach(_ node: UInt32, from parent: UInt32, level: Substring.UTF8View) {
+        if level.elementsEqual("+".utf8) {
+            nodes[Int(parent)].plus = 0
+        } else if level.elementsEqual("#".utf8) {
+            nodes[Int(parent)].hash = 0
+        } else {
+            edges.removeValue(forKey: EdgeKey(parent: parent, level: String(Substring(level))))
+            nodes[Int(parent)].literalChildren -= 1
+        }
+        nodes[Int(node)] = Node()
+        freeNodes.append(node)
+    }
+
+    private mutating func child(of parent: UInt32, level: Substring.UTF8View, create: Bool) -> UInt32? {
+        if level.count == 1 {
+            switch level.first! {
+            case UInt8(ascii: "+"):
+                let existing = nodes[Int(parent)].plus
+                if existing != 0 || !create { return existing == 0 ? nil : existing }
+                let new = allocate()
+                nodes[Int(parent)].plus = new
+                return new
+            case UInt8(ascii: "#"):
+                let existing = nodes[Int(parent)].hash
+                if existing != 0 || !create { return existing == 0 ? nil : existing }
+                let new = allocate()
+                nodes[Int(parent)].hash = new
+                return new
+            default:
+                break
+            }
+        }
+        let key = EdgeKey(parent: parent, level: String(Substring(level)))
+        if let existing = edges[key] { return existing }
+        guard create else { return nil }
+        let new = allocate()
+        edges[key] = new
+        nodes[Int(parent)].literalChildren += 1
+        return new
+    }
+
+    private mutating func allocate() -> UInt32 {
+        if let reused = freeNodes.popLast() { return reused }
+        precondition(nodes.count < Int(UInt32.max), "SubscriptionTree: more than 4G nodes")
+        nodes.append(Node())
+        return UInt32(nodes.count - 1)
+    }
+
+    // MARK: - Matching
+
+    /// True if any filter matches the topic *name* (MQTT §4.7 rules, with
+    /// root-level `+`/`#` never matching `$`-topics).
+    public func matches(_ topic: String) -> Bool {
+        if distinctFilters == 0 { return false }
+        var topic = topic
+        return topic.withUTF8 { bytes in
+            nodes.withUnsafeBufferPointer { nodes in
+                matchAny(node: 0, bytes: bytes, start: 0, nodes: nodes)
+            }
+        }
+    }
+
+    /// `start` is the byte offset of the current level; `bytes.count + 1`
+    /// means every level has been consumed.
+    private func matchAny(node index: UInt32, bytes: UnsafeBufferPointer<UInt8>, start: Int, nodes: UnsafeBufferPointer<Node>) -> Bool {
+        let node = nodes[Int(index)]
+        if start > bytes.count {
+            // Topic exhausted: a filter ending here matches, and so does "<here>/#" (parent match).
+            return node.count > 0 || (node.hash != 0 && nodes[Int(node.hash)].count > 0)
+        }
+        let wildcardsAllowed = index != 0 || bytes.first != UInt8(ascii: "$")
+        if wildcardsAllowed && node.hash != 0 && nodes[Int(node.hash)].count > 0 { return true }
+        var end = start
+        while end < bytes.count && bytes[end] != UInt8(ascii: "/") { end += 1 }
+        if wildcardsAllowed && node.plus != 0
+            && matchAny(node: node.plus, bytes: bytes, start: end + 1, nodes: nodes) {
+            return true
+        }
+        if node.literalChildren > 0 {
+            let level = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<end]), as: UTF8.self)
+            if let child = edges[EdgeKey(parent: index, level: level)],
+               matchAny(node: child, bytes: bytes, start: end + 1, nodes: nodes) {
+                return true
+            }
+        }
+        return false
+    }
+
+    /// Every filter matching `topic`, sorted; for diagnostics (`inspect`), not the hot path.
+    public func matchingFilters(_ topic: String) -> [String] {
+        if distinctFilters == 0 { return [] }
+        var result: [String] = []
+        var path: [String] = []
+        var topic = topic
+        topic.withUTF8 { bytes in
+            collect(node: 0, bytes: bytes, start: 0, path: &path, into: &result)
+        }
+        return result.sorted(by: Self.byteOrder)
+    }
+
+    private func collect(node index: UInt32, bytes: UnsafeBufferPointer<UInt8>, start: Int, path: inout [String], into result: inout [String]) {
+        let node = nodes[Int(index)]
+        if start > bytes.count {
+            if node.count > 0 { result.append(path.joined(separator: "/")) }
+            if node.hash != 0 && nodes[Int(node.hash)].count > 0 { result.append((path + ["#"]).joined(separator: "/")) }
+            return
+        }
+        let wildcardsAllowed = index != 0 || bytes.first != UInt8(ascii: "$")
+        if wildcardsAllowed && node.hash != 0 && nodes[Int(node.hash)].count > 0 {
+            result.append((path + ["#"]).joined(separator: "/"))
+        }
+        var end = start
+        while end < bytes.count && bytes[end] != UInt8(ascii: "/") { end += 1 }
+        if wildcardsAllowed && node.plus != 0 {
+            path.append("+")
+            collect(node: node.plus, bytes: bytes, start: end + 1, path: &path, into: &result)
+            path.removeLast()
+        }
+        if node.literalChildren > 0 {
+            let level = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<end]), as: UTF8.self)
+            if let child = edges[EdgeKey(parent: index, level: level)] {
+                path.append(level)
+                collect(node: child, bytes: bytes, start: end + 1, path: &path, into: &result)
+                path.removeLast()
+            }
+        }
+    }
+
+    // MARK: - Enumeration
+
+    /// All filters with their counts. O(n); for adverts, diffs and inspection.
+    public var filters: [String: Int] {
+        var result: [String: Int] = [:]
+        result.reserveCapacity(distinctFilters)
+        forEachFilter { result[$0] = $1 }
+        return result
+    }
+
+    /// Visits every filter with its count (order unspecified).
+    public func forEachFilter(_ body: (String, Int) -> Void) {
+        if distinctFilters == 0 { return }
+        var literal: [UInt32: [(String, UInt32)]] = [:]
+        for (key, child) in edges { literal[key.parent, default: []].append((key.level, child)) }
+        var stack: [(node: UInt32, path: String?)] = [(0, nil)]
+        while let (index, path) = stack.popLast() {
+            let node = nodes[Int(index)]
+            if node.count > 0, let path { body(path, Int(node.count)) }
+            func extend(_ level: String) -> String { path.map { $0 + "/" + level } ?? level }
+            if node.plus != 0 { stack.append((node.plus, extend("+"))) }
+            if node.hash != 0 { stack.append((node.hash, extend("#"))) }
+            for (level, child) in literal[index] ?? [] { stack.append((child, extend(level))) }
+        }
+    }
+
+    public static func == (lhs: SubscriptionTree, rhs: SubscriptionTree) -> Bool {
+        lhs.distinctFilters == rhs.distinctFilters && lhs.filters == rhs.filters
+    }
+
+    static func byteOrder(_ a: String, _ b: String) -> Bool {
+        a.utf8.lexicographicallyPrecedes(b.utf8)
+    }
+}

@@ -1,0 +1,290 @@
+import CMosquitto
+import Synchronization
+
+/// What a client reports back. Every closure runs on the client's own libmosquitto loop
+/// thread, one at a time, so a handler must be quick and must not block on another
+/// client's callbacks.
+public struct ClientEvents: Sendable {
+    /// CONNACK arrived. `reasonCode` 0 is success; `sessionPresent` tells whether a
+    /// persistent session was resumed.
+    public var connected: @Sendable (_ reasonCode: Int32, _ sessionPresent: Bool) -> Void = { _, _ in }
+    /// The connection is gone; `rc` 0 means we asked for it. libmosquitto reconnects by
+    /// itself unless we disconnected.
+    public var disconnected: @Sendable (_ rc: Int32) -> Void = { _ in }
+    /// A message arrived; it borrows libmosquitto's memory for the duration of the call.
+    public var message: @Sendable (_ message: ReceivedMessage) -> Void = { _ in }
+    /// A publish finished: QoS 0 written, QoS 1 PUBACK, QoS 2 PUBCOMP (or refused, rc ≥ 0x80).
+    public var published: @Sendable (_ mid: Int32, _ reasonCode: Int32) -> Void = { _, _ in }
+    /// SUBACK with the granted QoS (or failure codes ≥ 0x80) per filter.
+    public var subscribed: @Sendable (_ mid: Int32, _ granted: [Int32]) -> Void = { _, _ in }
+
+    public init() {}
+}
+
+/// One MQTT connection over libmosquitto, with its own loop thread and automatic
+/// reconnect. It owns the `struct mosquitto *` and the callback context and frees both
+/// exactly once, in `close()`.
+///
+/// libmosquitto's calls are thread-safe in its threaded mode, which is why this type can
+/// be shared between the loop threads of several links.
+public final class MQTTClient: @unchecked Sendable {
+    public let configuration: ClientConfiguration
+    private let handle: OpaquePointer
+    private let context: Unmanaged<CallbackContext>
+    private let state = Mutex(LifeState.created)
+    /// QoS 1/2 publishes handed to libmosquitto and not yet acknowledged by the broker.
+    private let outstanding = Atomic<Int>(0)
+    private let connectedFlag = Atomic<Bool>(false)
+
+    private enum LifeState { case created, started, closed }
+
+    public init(configuration: ClientConfiguration, events: ClientEvents) throws(MosquittoError) {
+        _ = MosquittoLibrary.initialised
+        self.configuration = configuration
+        let context = CallbackContext(events: events)
+        let unmanaged = Unmanaged.passRetained(context)
+        guard let handle = mosquitto_new(configuration.clientID, configuration.cleanStart, unmanaged.toOpaque()) else {
+            unmanaged.release()
+            throw MosquittoError(code: Int32(MOSQ_ERR_NOMEM.rawValue), operation: "create client \(configuration.clientID)")
+        }
+        self.handle = handle
+        self.context = unmanaged
+        context.owner = WeakClient(self)
+        do {
+            try configure()
+        } catch {
+            mosquitto_destroy(handle)
+            unmanaged.release()
+            throw error
+        }
+    }
+
+    deinit {
+        close()
+    }
+
+    private func configure() throws(MosquittoError) {
+        let c = configuration
+        let version: Int32 = c.protocolVersion == .v5 ? Int32(mesh_protocol_v5) : Int32(mesh_protocol_v311)
+        try check(mosquitto_int_option(handle, MOSQ_OPT_PROTOCOL_VERSION, version), "set protocol version")
+        if c.protocolVersion == .v5 {
+            try check(mosquitto_int_option(handle, MOSQ_OPT_RECEIVE_MAXIMUM, Int32(c.receiveMaximum)), "set receive maximum")
+        }
+        // Nagle would hold small forwarded messages back; latency matters more here.
+        try check(mosquitto_int_option(handle, MOSQ_OPT_TCP_NODELAY, 1), "set TCP_NODELAY")
+        try check(mosquitto_reconnect_delay_set(handle, c.reconnectDelay.min, c.reconnectDelay.max, true), "set reconnect delay")
+        if c.username != nil || c.password != nil {
+            try check(mosquitto_username_pw_set(handle, c.username, c.password), "set username/password")
+        }
+        if let tls = c.tls {
+            try check(mosquitto_tls_set(handle, tls.caFile, tls.caPath, tls.certFile, tls.keyFile, nil), "configure TLS (CA \(tls.caFile ?? tls.caPath ?? "-"), cert \(tls.certFile ?? "-"))")
+            try check(mosquitto_tls_opts_set(handle, 1, tls.version, nil), "set TLS options (version \(tls.version ?? "default"))")
+            if tls.insecure {
+                try check(mosquitto_tls_insecure_set(handle, true), "set TLS insecure")
+            }
+        }
+        if let will = c.will {
+            let rc = will.payload.withUnsafeBytes {
+                mosquitto_will_set_v5(handle, will.topic, Int32($0.count), $0.baseAddress, will.qos, will.retain, nil)
+            }
+            try check(rc, "set will on \(will.topic)")
+        }
+        mosquitto_connect_v5_callback_set(handle, mqttOnConnect)
+        mosquitto_disconnect_v5_callback_set(handle, mqttOnDisconnect)
+        mosquitto_message_v5_callback_set(handle, mqttOnMessage)
+        mosquitto_publish_v5_callback_set(handle, mqttOnPublish)
+        mosquitto_subscribe_v5_callback_set(handle, mqttOnSubscribe)
+    }
+
+    /// Connects and starts the loop thread. If the broker is not reachable yet the loop
+    /// keeps retrying in the background (the error is returned for logging only).
+    @discardableResult
+    public func start() throws(MosquittoError) -> MosquittoError? {
+        try state.withLock { (s: inout LifeState) throws(MosquittoError) in
+            guard s == .created else { throw MosquittoError(code: Int32(MOSQ_ERR_INVAL.rawValue), operation: "start \(configuration.clientID): already started") }
+            s = .started
+        }
+        var firstError: MosquittoError?
+        var props: OpaquePointer?
+        defer { mosquitto_property_free_all(&props) }
+        if configuration.protocolVersion == .v5 && !configuration.cleanStart && configuration.sessionExpiry > 0 {
+            try check(mosquitto_property_add_int32(&props, Int32(mesh_prop_session_expiry_interval), configuration.sessionExpiry), "set session expiry")
+        }
+        let rc = mosquitto_connect_bind_v5(handle, configuration.host, configuration.port, configuration.keepalive, nil, props)
+        if rc != Int32(MOSQ_ERR_SUCCESS.rawValue) {
+            // Not fatal: the loop thread reconnects with backoff.
+            firstError = MosquittoError(code: rc, operation: "connect \(configuration.endpoint)")
+            if rc == Int32(MOSQ_ERR_INVAL.rawValue) || rc == Int32(MOSQ_ERR_TLS.rawValue) { throw firstError! }
+        }
+        try check(mosquitto_loop_start(handle), "start loop for \(configuration.clientID)")
+        return firstError
+    }
+
+    /// Whether the last CONNACK succeeded and no disconnect has been seen since.
+    public var isConnected: Bool { connectedFlag.load(ordering: .acquiring) }
+
+    /// QoS 1/2 messages handed over and not yet acknowledged by the broker.
+    public var outstandingPublishes: Int { outstanding.load(ordering: .relaxed) }
+
+    /// Publishes from borrowed memory (the forwarding hot path). Returns the libmosquitto
+    /// rc; `MOSQ_ERR_NO_CONN` with QoS > 0 means queued for after reconnect.
+    @inline(__always)
+    public func publish(topic: UnsafePointer<CChar>, payload: UnsafeRawBufferPointer, qos: Int32, retain: Bool,
+                        properties: OpaquePointer?) -> Int32 {
+        if qos > 0 { outstanding.add(1, ordering: .relaxed) }
+        let rc = mosquitto_publish_v5(handle, nil, topic, Int32(payload.count), payload.baseAddress, qos, retain, properties)
+        if qos > 0 && rc != Int32(MOSQ_ERR_SUCCESS.rawValue) && rc != Int32(MOSQ_ERR_NO_CONN.rawValue) {
+            outstanding.subtract(1, ordering: .relaxed)
+        }
+        return rc
+    }
+
+    /// Convenience publish for the control plane and tests.
+    public func publish(topic: String, payload: [UInt8], qos: Int32 = 1, retain: Bool = false,
+                        properties: PropertyList? = nil) throws(MosquittoError) {
+        let rc = topic.withCString { t in
+            payload.withUnsafeBytes { p in
+                publish(topic: t, payload: p, qos: qos, retain: retain, properties: properties?.pointer)
+            }
+        }
+        if rc == Int32(MOSQ_ERR_NO_CONN.rawValue) && qos > 0 { return }
+        try check(rc, "publish \(topic) to \(configuration.endpoint)")
+    }
+
+    public struct SubscribeOptions: OptionSet, Sendable {
+        public let rawValue: Int32
+        public init(rawValue: Int32) { self.rawValue = rawValue }
+        public static let noLocal = SubscribeOptions(rawValue: Int32(mesh_sub_opt_no_local))
+        public static let retainAsPublished = SubscribeOptions(rawValue: Int32(mesh_sub_opt_retain_as_published))
+        public static let sendRetainNever = SubscribeOptions(rawValue: Int32(mesh_sub_opt_send_retain_never))
+    }
+
+    /// Subscribes one filter; returns the message id that the SUBACK event will carry.
+    @discardableResult
+    public func subscribe(_ filter: String, qos: Int32, options: SubscribeOptions = []) throws(MosquittoError) -> Int32 {
+        var mid: Int32 = 0
+        let rc: Int32
+        if configuration.protocolVersion == .v5 {
+            rc = mosquitto_subscribe_v5(handle, &mid, filter, qos, options.rawValue, nil)
+        } else {
+            rc = mosquitto_subscribe(handle, &mid, filter, qos)
+        }
+        try check(rc, "subscribe \(filter) on \(configuration.endpoint)")
+        return mid
+    }
+
+    @discardableResult
+    public func unsubscribe(_ filter: String) throws(MosquittoError) -> Int32 {
+        var mid: Int32 = 0
+        try check(mosquitto_unsubscribe(handle, &mid, filter), "unsubscribe \(filter) on \(configuration.endpoint)")
+        return mid
+    }
+
+    /// Sends DISCONNECT (after everything queued before it) and stops auto-reconnect.
+    /// The loop thread keeps running until `close()`.
+    public func disconnect() {
+        _ = mosquitto_disconnect(handle)
+    }
+
+    /// Drops the TCP connection without DISCONNECT, so the broker publishes the Will
+    /// (tests use this to simulate a crash of one link).
+    public func disconnectWithWill() {
+        _ = mosquitto_disconnect_v5(handle, 4, nil)
+    }
+
+    /// Waits (bounded) until every QoS 1/2 publish has been acknowledged. Returns whether it drained.
+    public func waitForOutstandingPublishes(timeout: Duration) async -> Bool {
+        let clock = ContinuousClock()
+        let deadline = clock.now.advanced(by: timeout)
+        while outstandingPublishes > 0 {
+            if clock.now >= deadline { return false }
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+        return true
+    }
+
+    /// Disconnects, joins the loop thread and frees the client. Idempotent. Must not be
+    /// called from one of this client's own callbacks.
+    public func close() {
+        let previous = state.withLock { s -> LifeState in
+            let p = s
+            s = .closed
+            return p
+        }
+        switch previous {
+        case .closed:
+            return
+        case .started:
+            _ = mosquitto_disconnect(handle)
+            _ = mosquitto_loop_stop(handle, false)
+        case .created:
+            break
+        }
+        mosquitto_destroy(handle)
+        context.release()
+    }
+
+    // Called from the C thunks.
+    fileprivate func noteConnected(_ ok: Bool) { connectedFlag.store(ok, ordering: .releasing) }
+    fileprivate func notePublished() {
+        // Only QoS>0 publishes are counted; QoS 0 completions would drive it negative.
+        var current = outstanding.load(ordering: .relaxed)
+        while current > 0 {
+            let (exchanged, original) = outstanding.compareExchange(expected: current, desired: current - 1, ordering: .relaxed)
+            if exchanged { return }
+            current = original
+        }
+    }
+}
+
+/// Breaks the retain cycle client → context → client.
+final class WeakClient: @unchecked Sendable {
+    weak var client: MQTTClient?
+    init(_ client: MQTTClient) { self.client = client }
+}
+
+/// The userdata libmosquitto passes back to every callback.
+final class CallbackContext: @unchecked Sendable {
+    let events: ClientEvents
+    // Set once during init, before the loop thread starts; read-only afterwards.
+    var owner: WeakClient?
+    init(events: ClientEvents) { self.events = events }
+}
+
+@inline(__always)
+private func context(_ obj: UnsafeMutableRawPointer?) -> CallbackContext? {
+    guard let obj else { return nil }
+    return Unmanaged<CallbackContext>.fromOpaque(obj).takeUnretainedValue()
+}
+
+// C callbacks: plain functions (not closures in main.swift, which would be
+// MainActor-isolated and trap on the loop thread).
+private func mqttOnConnect(_ mosq: OpaquePointer?, _ obj: UnsafeMutableRawPointer?, _ rc: Int32, _ flags: Int32, _ props: OpaquePointer?) {
+    guard let ctx = context(obj) else { return }
+    ctx.owner?.client?.noteConnected(rc == 0)
+    ctx.events.connected(rc, (flags & 1) != 0)
+}
+
+private func mqttOnDisconnect(_ mosq: OpaquePointer?, _ obj: UnsafeMutableRawPointer?, _ rc: Int32, _ props: OpaquePointer?) {
+    guard let ctx = context(obj) else { return }
+    ctx.owner?.client?.noteConnected(false)
+    ctx.events.disconnected(rc)
+}
+
+private func mqttOnMessage(_ mosq: OpaquePointer?, _ obj: UnsafeMutableRawPointer?, _ msg: UnsafePointer<mosquitto_message>?, _ props: OpaquePointer?) {
+    guard let ctx = context(obj), let m = msg?.pointee, let topic = m.topic else { return }
+    let payload = UnsafeRawBufferPointer(start: m.payload, count: Int(m.payloadlen))
+    ctx.events.message(ReceivedMessage(topicPointer: UnsafePointer(topic), payload: payload, qos: m.qos, retain: m.retain, properties: props))
+}
+
+private func mqttOnPublish(_ mosq: OpaquePointer?, _ obj: UnsafeMutableRawPointer?, _ mid: Int32, _ reasonCode: Int32, _ props: OpaquePointer?) {
+    guard let ctx = context(obj) else { return }
+    ctx.owner?.client?.notePublished()
+    ctx.events.published(mid, reasonCode)
+}
+
+private func mqttOnSubscribe(_ mosq: OpaquePointer?, _ obj: UnsafeMutableRawPointer?, _ mid: Int32, _ count: Int32, _ granted: UnsafePointer<Int32>?, _ props: OpaquePointer?) {
+    guard let ctx = context(obj) else { return }
+    let list = granted.map { Array(UnsafeBufferPointer(start: $0, count: Int(count))) } ?? []
+    ctx.events.subscribed(mid, list)
+}

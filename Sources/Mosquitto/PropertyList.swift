@@ -1,0 +1,49 @@
+import CMosquitto
+
+/// An owned MQTT v5 property list (`mosquitto_property *`) for publishing. Building one is
+/// the slow path; the forwarder reuses what it received via `copyForRepublish`.
+public final class PropertyList: @unchecked Sendable {
+    // Owned; freed exactly once in deinit. Mutated only by the builder methods before
+    // the list is shared, which is why @unchecked Sendable is sound here.
+    public private(set) var pointer: OpaquePointer?
+
+    public init() {}
+
+    private init(taking pointer: OpaquePointer?) { self.pointer = pointer }
+
+    deinit { mosquitto_property_free_all(&pointer) }
+
+    public func addUserProperty(_ key: String, _ value: String) throws(MosquittoError) {
+        try check(mosquitto_property_add_string_pair(&pointer, Int32(mesh_prop_user_property), key, value), "add user property")
+    }
+
+    public func addString(_ identifier: Int32, _ value: String) throws(MosquittoError) {
+        try check(mosquitto_property_add_string(&pointer, identifier, value), "add string property \(identifier)")
+    }
+
+    public func addInt32(_ identifier: Int32, _ value: UInt32) throws(MosquittoError) {
+        try check(mosquitto_property_add_int32(&pointer, identifier, value), "add int32 property \(identifier)")
+    }
+
+    public func addByte(_ identifier: Int32, _ value: UInt8) throws(MosquittoError) {
+        try check(mosquitto_property_add_byte(&pointer, identifier, value), "add byte property \(identifier)")
+    }
+
+    public func addBinary(_ identifier: Int32, _ value: [UInt8]) throws(MosquittoError) {
+        let rc = value.withUnsafeBytes { mosquitto_property_add_binary(&pointer, identifier, $0.baseAddress, UInt16(value.count)) }
+        try check(rc, "add binary property \(identifier)")
+    }
+
+    /// The publish-relevant properties of a received message (expiry as received, so it
+    /// keeps counting down; user properties in order), without any user property named
+    /// `markerKey`; `markerFound` says whether one was there.
+    public static func copyForRepublish(_ received: OpaquePointer?, strippingMarker markerKey: UnsafePointer<CChar>?,
+                                        markerFound: inout Bool) throws(MosquittoError) -> PropertyList {
+        var out: OpaquePointer?
+        var found = false
+        let rc = mesh_copy_publish_properties(received, &out, markerKey, &found)
+        markerFound = found
+        try check(rc, "copy message properties")
+        return PropertyList(taking: out)
+    }
+}

@@ -1,0 +1,300 @@
+#!/usr/bin/env bash
+# deploy/check.sh — validate every file in deploy/ with the real tools.
+#
+# Prints one line per check ("ok   <check>" or "FAIL <check>: <why>"), then a
+# summary. Exit 0 = all passed, 1 = a check failed, 2 = a required tool is missing.
+# Self-contained: needs haproxy, keepalived, mosquitto, mosquitto_pub/_sub/_passwd;
+# starts one throw-away mosquitto on 127.0.0.1 in a temp dir and always removes both.
+#
+# Environment:
+#   CHECK_PORT  port for the throw-away broker (default: a free one in 19000-19999)
+#   CHECK_WAIT  bound in seconds for every wait (default 10)
+set -u -o pipefail
+
+DEPLOY=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+WAIT=${CHECK_WAIT:-10}
+PATH=$PATH:/usr/sbin:/sbin
+
+passed=0 failed=0
+ok()  { echo "ok   $1"; passed=$((passed + 1)); }
+bad() { echo "FAIL $1: $2"; failed=$((failed + 1)); }
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/mesh-check.XXXXXX")
+PIDS=()
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+missing=()
+for t in haproxy keepalived mosquitto mosquitto_pub mosquitto_sub mosquitto_passwd; do
+    command -v "$t" >/dev/null || missing+=("$t")
+done
+if ((${#missing[@]})); then
+    echo "FAIL tools: not installed: ${missing[*]} (apt-get install haproxy keepalived mosquitto mosquitto-clients)"
+    exit 2
+fi
+
+# ---------------------------------------------------------------- static checks
+# -L lb1: pretend to be the first load balancer so the `peers` section is checked
+# too; -dW: any warning is a failure.
+if out=$(haproxy -dW -c -L lb1 -f "$DEPLOY/haproxy/haproxy.cfg" 2>&1); then
+    ok "haproxy -c haproxy/haproxy.cfg"
+else
+    bad "haproxy -c haproxy/haproxy.cfg" "$(echo "$out" | grep -E 'ALERT|WARNING' | head -3 | tr '\n' ' ')"
+fi
+
+# keepalived --config-test exits non-zero on errors and on warnings.
+for f in keepalived-master.conf keepalived-backup.conf; do
+    if out=$(keepalived --config-test -f "$DEPLOY/keepalived/$f" 2>&1); then
+        ok "keepalived --config-test keepalived/$f"
+    else
+        bad "keepalived --config-test keepalived/$f" "$(echo "$out" | head -3 | tr '\n' ' ')"
+    fi
+done
+
+if out=$(bash -n "$DEPLOY/install.sh" 2>&1); then
+    ok "bash -n install.sh"
+else
+    bad "bash -n install.sh" "$out"
+fi
+
+# systemd-analyze verify needs ExecStart's binary to exist: verify a copy that
+# points at /bin/true when the agent is not installed.
+if command -v systemd-analyze >/dev/null; then
+    mkdir -p "$TMP/unit"
+    unit="$TMP/unit/mosquitto-mesh.service"
+    if [[ -x /usr/local/bin/mosquitto-mesh ]]; then
+        cp "$DEPLOY/systemd/mosquitto-mesh.service" "$unit"
+    else
+        sed 's|^ExecStart=/usr/local/bin/mosquitto-mesh |ExecStart=/bin/true |' \
+            "$DEPLOY/systemd/mosquitto-mesh.service" >"$unit"
+    fi
+    if out=$(systemd-analyze verify "$unit" 2>&1) && [[ -z $out ]]; then
+        ok "systemd-analyze verify systemd/mosquitto-mesh.service"
+    else
+        bad "systemd-analyze verify systemd/mosquitto-mesh.service" "$(echo "$out" | head -3 | tr '\n' ' ')"
+    fi
+else
+    echo "skip systemd-analyze verify (systemd-analyze not installed)"
+fi
+
+# ------------------------------------------------- a broker with the stock config
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+pick_port() {
+    local p i
+    for i in $(seq 1 50); do
+        p=$((19000 + RANDOM % 1000))
+        port_in_use "$p" || { echo "$p"; return 0; }
+    done
+    return 1
+}
+
+# Debian 12's /etc/mosquitto/mosquitto.conf, used when the real one is absent, so
+# the snippet is always tested together with the file it is dropped beside.
+STOCK=/etc/mosquitto/mosquitto.conf
+if [[ -r $STOCK ]]; then
+    cp "$STOCK" "$TMP/mosquitto.conf"
+else
+    cat >"$TMP/mosquitto.conf" <<'EOF'
+pid_file /run/mosquitto/mosquitto.pid
+persistence true
+persistence_location /var/lib/mosquitto/
+log_dest file /var/log/mosquitto/mosquitto.log
+include_dir /etc/mosquitto/conf.d
+EOF
+fi
+mkdir -p "$TMP/conf.d" "$TMP/data"
+LOG=$TMP/mosquitto.log
+# Same options, scratch paths. Only these four lines are rewritten.
+sed -i -E \
+    -e "s|^pid_file .*|pid_file $TMP/mosquitto.pid|" \
+    -e "s|^persistence_location .*|persistence_location $TMP/data/|" \
+    -e "s|^log_dest file .*|log_dest file $LOG|" \
+    -e "s|^include_dir .*|include_dir $TMP/conf.d|" \
+    "$TMP/mosquitto.conf"
+cp "$DEPLOY/mosquitto/acl" "$TMP/acl"
+
+# Throw-away users: the agent's, an ordinary one, a hostile ordinary one, an operator.
+PW_MESH=mesh-$RANDOM$RANDOM PW_ALICE=alice-$RANDOM PW_EVIL=evil-$RANDOM PW_OP=op-$RANDOM
+mosquitto_passwd -b -c "$TMP/passwd" mesh "$PW_MESH" >/dev/null &&
+    mosquitto_passwd -b "$TMP/passwd" alice "$PW_ALICE" >/dev/null &&
+    mosquitto_passwd -b "$TMP/passwd" evil "$PW_EVIL" >/dev/null &&
+    mosquitto_passwd -b "$TMP/passwd" operator "$PW_OP" >/dev/null ||
+    { bad "mosquitto_passwd" "could not create $TMP/passwd"; exit 1; }
+
+# Started as root, mosquitto drops to the `mosquitto` user before it opens its pid,
+# log and database files: hand it the scratch dir.
+if [[ $(id -u) == 0 ]] && id mosquitto >/dev/null 2>&1; then
+    chmod 0755 "$TMP"
+    chown -R mosquitto: "$TMP"
+fi
+
+BROKER_PID=
+start_broker() { # $1 = port; returns 0 once the broker runs, 1 if it exited
+    local port=$1 t
+    sed -e "s|^listener 1883\$|listener $port 127.0.0.1|" \
+        -e "s|/etc/mosquitto/|$TMP/|g" \
+        "$DEPLOY/mosquitto/mesh.conf" >"$TMP/conf.d/mesh.conf"
+    : >"$LOG"
+    mosquitto -c "$TMP/mosquitto.conf" >"$TMP/broker.out" 2>&1 &
+    BROKER_PID=$!
+    PIDS+=("$BROKER_PID")
+    for ((t = 0; t < WAIT * 10; t++)); do
+        grep -q " running\$" "$LOG" 2>/dev/null && return 0
+        kill -0 "$BROKER_PID" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+
+if ! grep -qx 'listener 1883' "$DEPLOY/mosquitto/mesh.conf"; then
+    bad "mosquitto starts with mosquitto/mesh.conf" "no 'listener 1883' line to rewrite"
+    echo "check.sh: $passed passed, $failed failed"
+    exit 1
+fi
+
+started=no
+for attempt in 1 2 3; do
+    PORT=${CHECK_PORT:-$(pick_port)} || { bad "free port" "none free in 19000-19999"; break; }
+    if start_broker "$PORT"; then started=yes; break; fi
+    wait "$BROKER_PID" 2>/dev/null
+    # Lost a race for the port: try another one (unless the port was imposed).
+    if [[ -z ${CHECK_PORT:-} ]] && grep -q "Address already in use" "$LOG" "$TMP/broker.out" 2>/dev/null; then
+        continue
+    fi
+    break
+done
+if [[ $started != yes ]]; then
+    bad "mosquitto starts with mosquitto/mesh.conf" \
+        "$(cat "$LOG" "$TMP/broker.out" 2>/dev/null | grep -iE 'error|duplicate|unable' | head -3 | tr '\n' ' ')"
+    echo "check.sh: $passed passed, $failed failed"
+    exit 1
+fi
+ok "mosquitto starts with stock mosquitto.conf + mosquitto/mesh.conf + mosquitto/acl (port $PORT)"
+
+# ------------------------------------------------------------------- helpers
+C=(-h 127.0.0.1 -p "$PORT")
+creds() { case $1 in mesh) echo "-u mesh -P $PW_MESH" ;; alice) echo "-u alice -P $PW_ALICE" ;;
+    evil) echo "-u evil -P $PW_EVIL" ;; operator) echo "-u operator -P $PW_OP" ;; esac; }
+
+# Wait (bounded) until the broker's file log has a line containing $1.
+wait_log() {
+    local t
+    for ((t = 0; t < WAIT * 20; t++)); do
+        grep -qF -- "$1" "$LOG" && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
+# sub_first ID USER FILTER... — start a subscriber that keeps the first message it
+# gets (-C 1, bounded by -W), and return once the broker has logged its last
+# subscription, i.e. once it is really subscribed.
+SUB_PID=
+sub_first() {
+    local id=$1 user=$2 f args=()
+    shift 2
+    for f in "$@"; do args+=(-t "$f"); done
+    # shellcheck disable=SC2046
+    mosquitto_sub "${C[@]}" $(creds "$user") -i "$id" -q 1 -v -C 1 -W "$WAIT" "${args[@]}" \
+        >"$TMP/$id.out" 2>&1 &
+    SUB_PID=$!
+    PIDS+=("$SUB_PID")
+    wait_log "$id 1 ${*: -1}"
+}
+# first_of ID — wait for that subscriber to end and print what it received.
+first_of() { wait "$SUB_PID" 2>/dev/null; cat "$TMP/$1.out"; }
+# pub USER TOPIC MESSAGE [mosquitto_pub options] — QoS 1: returns after the broker
+# has handled the message, so two pub calls reach every subscriber in order.
+pub() {
+    local user=$1 topic=$2 msg=$3
+    shift 3
+    # shellcheck disable=SC2046
+    mosquitto_pub "${C[@]}" $(creds "$user") -q 1 -t "$topic" -m "$msg" "$@" >/dev/null 2>&1
+}
+# expect CHECK ID EXPECTED — the subscriber's first message must be EXPECTED.
+expect() {
+    local got
+    got=$(first_of "$2")
+    if [[ $got == "$3" ]]; then ok "$1"; else bad "$1" "first message was '${got:-nothing}', expected '$3'"; fi
+}
+
+# ---------------------------------------------------- the agent's event source
+# The agent reads $SYS/broker/log/#: a subscription by another client must show up.
+mosquitto_sub "${C[@]}" $(creds mesh) -i chk-log -q 1 -v -C 2 -W "$WAIT" \
+    -t '$SYS/broker/log/M/subscribe' >"$TMP/chk-log.out" 2>&1 &
+SUB_PID=$!
+PIDS+=("$SUB_PID")
+if wait_log 'chk-log 1 $SYS/broker/log/M/subscribe'; then
+    mosquitto_sub "${C[@]}" $(creds alice) -i chk-alice -q 1 -t 'chk/logged/#' -E >/dev/null 2>&1
+fi
+wait "$SUB_PID" 2>/dev/null
+if grep -qE '^\$SYS/broker/log/M/subscribe [0-9]+: chk-alice 1 chk/logged/#$' "$TMP/chk-log.out"; then
+    ok "log_dest topic: mesh user reads subscribe events on \$SYS/broker/log/M/subscribe"
+else
+    bad "log_dest topic: mesh user reads subscribe events" "got: $(tr '\n' '|' <"$TMP/chk-log.out")"
+fi
+
+# -------------------------------------------------------------------- the ACL
+# Negative checks never wait for "nothing": the forbidden message is followed by
+# an allowed marker from a later QoS 1 publish; the subscriber must see the marker
+# first.
+
+if out=$(mosquitto_sub "${C[@]}" -i chk-anon -t '#' -C 1 -W "$WAIT" 2>&1); then
+    bad "anonymous client refused" "it connected: $out"
+elif [[ $out == *"not authorised"* ]]; then
+    ok "anonymous client refused"
+else
+    bad "anonymous client refused" "unexpected: $out"
+fi
+
+sub_first chk-a1 alice 'chk/ordinary' &&
+    pub evil chk/ordinary hello
+expect "ordinary clients publish and subscribe to each other" chk-a1 "chk/ordinary hello"
+
+sub_first chk-a2 mesh 'forward/#' 'chk/m2' &&
+    pub evil forward/chk/x injected && pub evil chk/m2 marker
+expect "hostile publish to forward/# never reaches the mesh user" chk-a2 "chk/m2 marker"
+
+sub_first chk-a3 mesh 'forward/#' &&
+    pub mesh forward/chk/ok carried
+expect "mesh user publishes and receives forward/#" chk-a3 "forward/chk/ok carried"
+
+sub_first chk-a4 evil '#' &&
+    pub mesh forward/chk/y secret && pub alice chk/m4 ordinary
+expect "hostile subscriber to # gets ordinary messages but not forward/#" chk-a4 "chk/m4 ordinary"
+
+sub_first chk-a5 evil 'forward/#' 'chk/m5' &&
+    pub mesh forward/chk/z secret && pub alice chk/m5 marker
+expect "hostile subscriber to forward/# gets nothing forwarded" chk-a5 "chk/m5 marker"
+
+# A node's status, retained, as the agent publishes it; then two spoof attempts.
+pub mesh '$mesh/chk-node/status' online -r
+sub_first chk-a6 mesh '$mesh/#' 'chk/m6' &&
+    pub evil '$mesh/chk-node/subscriptions' '{"node":"chk-node","seq":999,"filters":{"#":1}}' -r &&
+    pub evil chk/m6 marker
+expect "hostile publish to \$mesh/# never reaches the mesh user" chk-a6 "chk/m6 marker"
+
+pub evil '$mesh/chk-node/status' spoofed -r
+pub operator '$mesh/chk-node/status' spoofed -r
+sub_first chk-a7 operator '$mesh/chk-node/status'
+expect "operator reads \$mesh/#; hostile and operator writes to it are refused" chk-a7 '$mesh/chk-node/status online'
+
+sub_first chk-a8 evil '$mesh/#' 'chk/m8' &&
+    pub mesh '$mesh/chk-node/stats' '{}' && pub alice chk/m8 marker
+expect "hostile subscriber cannot read \$mesh/#" chk-a8 "chk/m8 marker"
+
+# ------------------------------------------------------------------ the end
+if kill "$BROKER_PID" 2>/dev/null && wait "$BROKER_PID" 2>/dev/null; then
+    ok "mosquitto stops cleanly on SIGTERM"
+else
+    bad "mosquitto stops cleanly on SIGTERM" "$(tail -3 "$LOG" | tr '\n' ' ')"
+fi
+
+echo "check.sh: $passed passed, $failed failed"
+((failed == 0))
