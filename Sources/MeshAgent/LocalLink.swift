@@ -167,19 +167,21 @@ final class LocalLink: Sendable {
     private func forward(_ m: ReceivedMessage, to targets: [Int]) {
         let topicLength = m.topicLength
         let forwardTopic = topicBuffer.prefixed(m.topicPointer, length: topicLength)
+        // libmosquitto sends only the first property of a list it did not build itself
+        // (received lists are not "client generated"), so properties are always copied.
         // A retained message crosses as a non-retained copy that carries the marker.
-        var retainedProperties: PropertyList?
-        if m.retain {
+        var copied: PropertyList?
+        if m.retain || m.properties != nil {
             do {
                 var ignored = false
                 let list = try PropertyList.copyForRepublish(m.properties, strippingMarker: nil, markerFound: &ignored)
-                try list.addUserProperty(Self.retainMarker, "1")
-                retainedProperties = list
+                if m.retain { try list.addUserProperty(Self.retainMarker, "1") }
+                copied = list
             } catch {
-                logger.error("could not mark a retained message for forwarding; sending it unmarked", metadata: ["error": "\(error)"])
+                logger.error("could not copy a message's properties for forwarding; sending it without them", metadata: ["error": "\(error)"])
             }
         }
-        let properties = m.retain ? retainedProperties?.pointer : m.properties
+        let properties = copied?.pointer
         for index in targets {
             let peer = peers[index]
             if m.qos > 0 && !waitForRoom(peer) {
@@ -196,7 +198,7 @@ final class LocalLink: Sendable {
                 logDrop(peer, reason: MosquittoError(code: rc, operation: "forward").description)
             }
         }
-        withExtendedLifetime(retainedProperties) {}
+        withExtendedLifetime(copied) {}
     }
 
     /// Backpressure: while a connected peer holds too many unacknowledged forwards, stop

@@ -20,6 +20,7 @@ public final class MeshAgent: Service, Sendable {
     private let changes: AsyncStream<Void>
     private let changesContinuation: AsyncStream<Void>.Continuation
     private let stopping = Atomic<Bool>(false)
+    private let lastView = Mutex<MeshView?>(nil)
 
     public init(configuration: AgentConfiguration, logger: Logger) throws {
         try configuration.validate()
@@ -117,6 +118,7 @@ public final class MeshAgent: Service, Sendable {
         for await _ in changes {
             if Task.isCancelled { break }
             publishAdvertIfNeeded()
+            publishViewIfChanged()
             saveState()
             try? await Task.sleep(for: configuration.advertInterval)
         }
@@ -128,16 +130,34 @@ public final class MeshAgent: Service, Sendable {
         metrics.advertsPublished.increment()
     }
 
+    private func publishViewIfChanged() {
+        guard localLink.client.isConnected else { return }
+        let view = MeshView(node: configuration.nodeID, seq: interest.snapshot.seq, peers: peers.map(\.view))
+        let changed = lastView.withLock { last in
+            if last == view { return false }
+            last = view
+            return true
+        }
+        guard changed, let data = try? JSONEncoder.sorted.encode(view) else { return }
+        localLink.publishControl(topic: ControlTopic.view(node: configuration.nodeID), payload: Array(data), retain: true)
+    }
+
+    /// Every second: peer queue gauges and the view (link states change without adverts);
+    /// every `statsInterval`: the retained stats summary.
     private func statsLoop() async {
+        let clock = ContinuousClock()
+        var nextStats = clock.now
         while !Task.isCancelled {
             for peer in peers { peer.metrics.pending.set(peer.client.outstandingPublishes) }
-            if localLink.client.isConnected {
+            publishViewIfChanged()
+            if clock.now >= nextStats && localLink.client.isConnected {
+                nextStats = clock.now.advanced(by: configuration.statsInterval)
                 var summary = metrics.snapshot()
                 summary["peers_connected"] = connectedPeers
                 let body = "{" + summary.sorted(by: { $0.key < $1.key }).map { "\"\($0.key)\":\($0.value)" }.joined(separator: ",") + "}"
                 localLink.publishControl(topic: ControlTopic.stats(node: configuration.nodeID), payload: Array(body.utf8), retain: true)
             }
-            try? await Task.sleep(for: configuration.statsInterval)
+            try? await Task.sleep(for: .seconds(1))
         }
     }
 
@@ -186,5 +206,13 @@ public final class MeshAgent: Service, Sendable {
         saveState()
         changesContinuation.finish()
         logger.info("stopped", metadata: ["unacknowledged_at_exit": "\(undelivered)"])
+    }
+}
+
+extension JSONEncoder {
+    static var sorted: JSONEncoder {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        return e
     }
 }

@@ -16,6 +16,8 @@ final class PeerLink: Sendable {
     private let ownNodeID: String
     /// node → advertised filters, as last read from this peer (persisted across restarts).
     private let nodes: Mutex<[String: [String: Int]]>
+    /// node → last advert sequence read from this peer (for the agent's published view).
+    private let sequences = Mutex<[String: UInt64]>([:])
     private let barrierMID = Atomic<Int32>(-1)
     private let syncedOnce = Atomic<Bool>(false)
     private let everConnected = Atomic<Bool>(false)
@@ -73,6 +75,15 @@ final class PeerLink: Sendable {
 
     var knownNodes: [String: [String: Int]] { nodes.withLock { $0 } }
 
+    /// What this link knows, for `$mesh/<node>/view`.
+    var view: PeerView {
+        let n = nodes.withLock { $0 }
+        let seqs = sequences.withLock { $0 }
+        var result: [String: PeerView.Node] = [:]
+        for (node, filters) in n { result[node] = PeerView.Node(seq: seqs[node], filters: filters.count) }
+        return PeerView(endpoint: endpoint.description, connected: isConnected, nodes: result)
+    }
+
     private func connected(_ rc: Int32) {
         guard rc == 0 else {
             logger.error("peer broker refused the connection", metadata: ["reason_code": "\(rc)"])
@@ -124,6 +135,7 @@ final class PeerLink: Sendable {
             if m.payload.isEmpty {
                 // Retained advert deleted: the node left the mesh.
                 nodes.withLock { _ = $0.removeValue(forKey: node) }
+                sequences.withLock { _ = $0.removeValue(forKey: node) }
                 metrics.remoteFilters.set(routing.removeNode(peer: index, node: node))
                 logger.info("peer node withdrew its interest", metadata: ["node": "\(node)"])
                 onInterestChange()
@@ -132,6 +144,7 @@ final class PeerLink: Sendable {
             do {
                 let advert = try InterestAdvertCodec.decode(m.payload, expectedNode: node)
                 nodes.withLock { $0[node] = advert.filters }
+                sequences.withLock { $0[node] = advert.seq }
                 metrics.remoteFilters.set(routing.setInterest(peer: index, node: node, filters: advert.filters))
                 metrics.adverts.increment()
                 onInterestChange()

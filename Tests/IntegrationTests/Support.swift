@@ -1,0 +1,100 @@
+import Foundation
+import MeshCore
+import MeshHarness
+import Mosquitto
+import Testing
+
+/// Runs `body` against a fresh mesh of real brokers and agents, and always tears it down.
+func withMesh(_ nodes: [String], label: String = #function, brokerOptions: BrokerProcess.Options = .init(),
+              agentArguments: [String] = [], _ body: (MeshCluster) async throws -> Void) async throws {
+    let dir = MeshCluster.temporaryDirectory(label.filter { $0.isLetter || $0.isNumber })
+    let cluster = MeshCluster(nodes: nodes, directory: dir, brokerOptions: brokerOptions, agentArguments: agentArguments)
+    do {
+        try await cluster.start()
+        try await body(cluster)
+    } catch {
+        for a in cluster.agents { print("--- agent \(a.nodeID) log ---\n\(a.logTail())") }
+        await cluster.stop()
+        throw error
+    }
+    await cluster.stop()
+    try? FileManager.default.removeItem(atPath: dir)
+}
+
+/// Reads the retained `$mesh/...` control topics of one broker, as an operator would with
+/// `mosquitto_sub -t '$mesh/#'`. Its client id carries the mesh prefix, so it never counts
+/// as interest itself.
+final class ControlReader: Sendable {
+    let client: HarnessClient
+
+    init(port: Int32) async throws {
+        client = try HarnessClient(clientID: "mosquitto-mesh/test-reader-\(UInt32.random(in: 0...UInt32.max))", port: port)
+        try await client.connect()
+        try await client.subscribe("$mesh/#", qos: 1)
+    }
+
+    func latest(_ topic: String) -> HarnessClient.Message? { client.messages(on: topic).last }
+
+    func advert(of node: String) throws -> InterestAdvert? {
+        guard let m = latest(ControlTopic.subscriptions(node: node)) else { return nil }
+        return try InterestAdvertCodec.decode(m.payload, expectedNode: node)
+    }
+
+    func view(of node: String) -> [String: Any]? {
+        guard let m = latest("$mesh/\(node)/view") else { return nil }
+        return try? JSONSerialization.jsonObject(with: Data(m.payload)) as? [String: Any]
+    }
+
+    /// The advert sequence number that `viewer` last read for `node`.
+    func seq(seenBy viewer: String, of node: String) -> UInt64? {
+        guard let v = view(of: viewer), let peers = v["peers"] as? [[String: Any]] else { return nil }
+        for p in peers {
+            if let nodes = p["nodes"] as? [String: Any], let n = nodes[node] as? [String: Any], let s = n["seq"] as? NSNumber {
+                return s.uint64Value
+            }
+        }
+        return nil
+    }
+
+    func close() { client.close() }
+}
+
+extension MeshCluster {
+    func index(of node: String) -> Int { agents.firstIndex { $0.nodeID == node }! }
+
+    /// Waits until `node`'s advert satisfies `condition` on its own broker, then until every
+    /// other agent has read that advert (or a later one). Event-driven: no fixed sleeps.
+    func waitForInterest(of node: String, timeout: Duration = .seconds(10),
+                         _ condition: @escaping @Sendable ([String: Int]) -> Bool) async throws {
+        let i = index(of: node)
+        let own = try await ControlReader(port: brokers[i].port)
+        defer { own.close() }
+        var seq: UInt64 = 0
+        try await waitUntil(timeout: timeout, "advert of \(node) to match") {
+            guard let a = try? own.advert(of: node), condition(a.filters) else { return false }
+            return true
+        }
+        seq = try own.advert(of: node)!.seq
+        for j in agents.indices where j != i {
+            let reader = try await ControlReader(port: brokers[j].port)
+            defer { reader.close() }
+            let viewer = agents[j].nodeID
+            let target = seq
+            try await waitUntil(timeout: timeout, "\(viewer) to read advert \(target) of \(node)") {
+                (reader.seq(seenBy: viewer, of: node) ?? 0) >= target
+            }
+        }
+    }
+
+    func waitForFilter(_ filter: String, on node: String, present: Bool = true) async throws {
+        try await waitForInterest(of: node) { filters in (filters[filter] != nil) == present }
+    }
+
+    func client(_ node: String, id: String, cleanStart: Bool = true, sessionExpiry: UInt32 = 0,
+                protocolVersion: ClientConfiguration.ProtocolVersion = .v5) async throws -> HarnessClient {
+        let c = try HarnessClient(clientID: id, port: brokers[index(of: node)].port, cleanStart: cleanStart,
+                                  sessionExpiry: sessionExpiry, protocolVersion: protocolVersion)
+        try await c.connect()
+        return c
+    }
+}
