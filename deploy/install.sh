@@ -17,7 +17,9 @@
 #                       (default: a random one, written into mesh.env when
 #                       mesh.env is created by this run)
 #   SWIFT               swift binary (default: swift on PATH)
-#   SKIP_BUILD=1        install an already built .build/release/mosquitto-mesh
+#   SKIP_BUILD=1        do not build; install the binary that is already there
+#   MESH_BINARY         binary to install (default: <repo>/.build/release/mosquitto-mesh)
+#   ROOT                prefix for every installed path (staging/packaging; default /)
 set -euo pipefail
 
 DRY=no
@@ -31,13 +33,14 @@ esac
 DEPLOY=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname "$DEPLOY")
 SWIFT=${SWIFT:-swift}
-BIN=/usr/local/bin/mosquitto-mesh
-UNIT=/etc/systemd/system/mosquitto-mesh.service
-ETC_MESH=/etc/mosquitto-mesh
+ROOT=${ROOT:-}
+BIN=$ROOT/usr/local/bin/mosquitto-mesh
+UNIT=$ROOT/etc/systemd/system/mosquitto-mesh.service
+ETC_MESH=$ROOT/etc/mosquitto-mesh
 ENV_FILE=$ETC_MESH/mesh.env
-CONF_D=/etc/mosquitto/conf.d
-PASSWD=/etc/mosquitto/passwd
-ACL=/etc/mosquitto/acl
+CONF_D=$ROOT/etc/mosquitto/conf.d
+PASSWD=$ROOT/etc/mosquitto/passwd
+ACL=$ROOT/etc/mosquitto/acl
 
 say() { echo "install.sh: $*"; }
 # run CMD...: execute, or only print it in --dry-run.
@@ -71,7 +74,7 @@ fi
 if [[ ${SKIP_BUILD:-0} != 1 ]]; then
     run "$SWIFT" build -c release --package-path "$REPO"
 fi
-BUILT=$REPO/.build/release/mosquitto-mesh
+BUILT=${MESH_BINARY:-$REPO/.build/release/mosquitto-mesh}
 
 # install_file SRC DEST MODE: copy when missing or different.
 install_file() {
@@ -92,18 +95,7 @@ else
 fi
 install_file "$DEPLOY/systemd/mosquitto-mesh.service" "$UNIT" 0644
 
-# 4. The broker snippet (ours). Back up an operator-edited copy before replacing it.
-if [[ -e $CONF_D/mesh.conf ]] && ! cmp -s "$DEPLOY/mosquitto/mesh.conf" "$CONF_D/mesh.conf"; then
-    run cp -p "$CONF_D/mesh.conf" "$CONF_D/mesh.conf.bak"
-    say "previous $CONF_D/mesh.conf kept as mesh.conf.bak"
-fi
-install_file "$DEPLOY/mosquitto/mesh.conf" "$CONF_D/mesh.conf" 0644
-if grep -lsE '^[[:space:]]*(listener|port)[[:space:]]+1883([[:space:]]|$)' "$CONF_D"/*.conf /etc/mosquitto/mosquitto.conf |
-    grep -qv "^$CONF_D/mesh.conf$"; then
-    say "WARNING: another file also defines port 1883; mosquitto will not start until one is removed"
-fi
-
-# 5. The ACL (operator-owned once installed: they add their own users to it).
+# 4. The ACL (operator-owned once installed: they add their own users to it).
 if [[ -e $ACL ]]; then
     if cmp -s "$DEPLOY/mosquitto/acl" "$ACL"; then
         say "up to date: $ACL"
@@ -112,24 +104,44 @@ if [[ -e $ACL ]]; then
     fi
 else
     # Readable by the broker after it drops to the mosquitto user.
-    run install -m 0640 -o root -g mosquitto "$DEPLOY/mosquitto/acl" "$ACL"
+    run install -D -m 0640 -o root -g mosquitto "$DEPLOY/mosquitto/acl" "$ACL"
 fi
 
-# 6. The mesh user in the password file, created only if absent. The password
+# 5. The mesh user in the password file, created only if absent. The password
 #    must be the same on every broker of the mesh (and in every mesh.env).
+#    Password: $MESH_USER_PASSWORD, else the one already in mesh.env, else random.
 PW=${MESH_USER_PASSWORD:-}
 if [[ -e $PASSWD ]] && grep -q '^mesh:' "$PASSWD"; then
     say "user mesh already in $PASSWD"
 else
+    if [[ -z $PW && -r $ENV_FILE ]]; then
+        PW=$(sed -n 's/^MESH_PASSWORD=//p' "$ENV_FILE" | tail -1)
+        [[ $PW == change-me ]] && PW=
+    fi
     [[ -n $PW ]] || PW=$(openssl rand -hex 16 2>/dev/null || head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
-    if [[ -e $PASSWD ]]; then
-        run mosquitto_passwd -b "$PASSWD" mesh "$PW"
+    create=(); [[ -e $PASSWD ]] || create=(-c)
+    if [[ $DRY == yes ]]; then
+        echo "would run: mosquitto_passwd -b ${create[*]} $PASSWD mesh <password>"
     else
-        run mosquitto_passwd -b -c "$PASSWD" mesh "$PW"
+        # -b puts the password on mosquitto_passwd's command line for an instant;
+        # acceptable on a broker VM without untrusted local users.
+        mosquitto_passwd -b "${create[@]}" "$PASSWD" mesh "$PW"
     fi
     run chown root:mosquitto "$PASSWD"
     run chmod 0640 "$PASSWD"
     GENERATED_PW=$PW
+fi
+
+# 6. The broker snippet (ours), last of the broker files: it names the ACL and
+#    password file, which must exist before mosquitto next reads its config. Back up an operator-edited copy before replacing it.
+if [[ -e $CONF_D/mesh.conf ]] && ! cmp -s "$DEPLOY/mosquitto/mesh.conf" "$CONF_D/mesh.conf"; then
+    run cp -p "$CONF_D/mesh.conf" "$CONF_D/mesh.conf.bak"
+    say "previous $CONF_D/mesh.conf kept as mesh.conf.bak"
+fi
+install_file "$DEPLOY/mosquitto/mesh.conf" "$CONF_D/mesh.conf" 0644
+if grep -lsE '^[[:space:]]*(listener|port)[[:space:]]+1883([[:space:]]|$)' "$CONF_D"/*.conf /etc/mosquitto/mosquitto.conf |
+    grep -qv "^$CONF_D/mesh.conf$"; then
+    say "WARNING: another file also defines port 1883; mosquitto will not start until one is removed"
 fi
 
 # 7. The agent's settings: created from the example once, never overwritten.
@@ -151,7 +163,9 @@ else
 fi
 
 # 8. Tell systemd about the unit, only where systemd is the running init.
-if [[ -d /run/systemd/system ]]; then
+if [[ -n $ROOT ]]; then
+    say "ROOT=$ROOT: skipped daemon-reload"
+elif [[ -d /run/systemd/system ]]; then
     run systemctl daemon-reload
 else
     say "systemd not running here: skipped daemon-reload"

@@ -166,6 +166,14 @@ struct JSONParser {
         position += 1 // opening quote
         var out: [UInt8] = []
         while true {
+            // Copy runs of plain bytes in one go; only quotes, escapes and controls need care.
+            let runStart = position
+            while position < bytes.count {
+                let byte = bytes[position]
+                if byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") || byte < 0x20 { break }
+                position += 1
+            }
+            if position > runStart { out.append(contentsOf: bytes[runStart..<position]) }
             guard let byte = current else { throw fail("unterminated string") }
             position += 1
             switch byte {

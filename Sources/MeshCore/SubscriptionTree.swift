@@ -285,3 +285,12 @@ public struct SubscriptionTree: Sendable, Equatable {
         a.utf8.lexicographicallyPrecedes(b.utf8)
     }
 }
+
+extension SubscriptionTree: CustomStringConvertible {
+    /// Filters with counts (at most 20), not the internal layout: readable in test failures and logs.
+    public var description: String {
+        let shown = filters.sorted { Self.byteOrder($0.key, $1.key) }.prefix(20).map { "\($0.key): \($0.value)" }
+        let more = filterCount > shown.count ? ", … \(filterCount - shown.count) more" : ""
+        return "SubscriptionTree([\(shown.joined(separator: ", "))\(more)])"
+    }
+}

@@ -67,6 +67,12 @@ extension MosquittoMesh {
         @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error, critical. (MESH_LOG_LEVEL, default info)")
         var logLevel: String?
 
+        @Option(name: .customLong("stats-interval"), help: "Seconds between retained $mesh/<node>/stats summaries. (default 10)")
+        var statsInterval: Double?
+
+        @Option(name: .customLong("peer-sync-timeout"), help: "Seconds startup waits for each peer's interest before taking local messages. (default 5)")
+        var peerSyncTimeout: Double?
+
         @Option(name: .customLong("max-pending"), help: "Unacknowledged forwards held per peer before backpressure. (default 100000)")
         var maxPending: Int?
 
@@ -121,6 +127,14 @@ extension MosquittoMesh {
                     }
                 }
                 if let m = maxPending { c.maxPendingPerPeer = m }
+                if let v = statsInterval {
+                    guard v > 0, v <= 86400 else { throw ConfigurationError(key: "stats-interval", value: "\(v)", reason: "must be between 0 and 86400 seconds") }
+                    c.statsInterval = .milliseconds(Int(v * 1000))
+                }
+                if let v = peerSyncTimeout {
+                    guard v >= 0, v <= 3600 else { throw ConfigurationError(key: "peer-sync-timeout", value: "\(v)", reason: "must be between 0 and 3600 seconds") }
+                    c.peerSyncTimeout = .milliseconds(Int(v * 1000))
+                }
                 try c.validate()
                 return c
             } catch let error as ConfigurationError {

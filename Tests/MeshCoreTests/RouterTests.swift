@@ -1,0 +1,174 @@
+import Testing
+@testable import MeshCore
+
+@Suite("Router")
+struct RouterTests {
+    /// Peer 0 wants sensors, peer 1 wants everything non-$, peer 2 only a shared filter, peer 3 nothing.
+    static func router() -> Router {
+        var router = Router()
+        router.setInterest(peer: 0, node: "n0", filters: ["sensors/+/temp": 2])
+        router.setInterest(peer: 1, node: "n1", filters: ["#": 1])
+        router.setInterest(peer: 2, node: "n2", filters: ["$share/g/jobs/#": 1])
+        router.addPeer(3)
+        return router
+    }
+
+    @Test(arguments: [
+        ("sensors/k/temp", false, RouteDecision.forward(peers: [0, 1])),
+        ("sensors/k/hum", false, .forward(peers: [1])),
+        ("jobs", false, .forward(peers: [1, 2])),
+        ("jobs/a/b", false, .forward(peers: [1, 2])),
+        ("anything", true, .forward(peers: [0, 1, 2, 3])),
+        ("$SYS/broker/uptime", false, .ignored(.dollarTopic)),
+        ("$SYS/broker/uptime", true, .ignored(.dollarTopic)),
+        ("$mesh/n0/subscriptions", true, .ignored(.dollarTopic)),
+        ("forward/sensors/k/temp", false, .republishLocally(topic: "sensors/k/temp")),
+        ("forward/sensors/k/temp", true, .republishLocally(topic: "sensors/k/temp")),
+        ("forward//", false, .republishLocally(topic: "/")),
+        ("forward/forward/x", false, .republishLocally(topic: "forward/x")),
+        ("forward/", false, .ignored(.emptyForwardedTopic)),
+        ("forward/$SYS/x", false, .ignored(.dollarTopic)),
+        ("forward/a/+", false, .ignored(.invalidForwardedTopic)),
+        ("forward/a/#", false, .ignored(.invalidForwardedTopic)),
+        ("forward/a\u{0}", false, .ignored(.invalidForwardedTopic)),
+        ("forward", false, .forward(peers: [1])),
+        ("forwardx/y", false, .forward(peers: [1])),
+        ("Forward/y", false, .forward(peers: [1])),
+    ])
+    func decisions(_ topic: String, _ retained: Bool, _ expected: RouteDecision) {
+        #expect(Self.router().route(topic: topic, retained: retained) == expected)
+    }
+
+    @Test func noPeersMeansNotWanted() {
+        let router = Router()
+        #expect(router.route(topic: "a", retained: false) == .notWanted)
+        #expect(router.route(topic: "a", retained: true) == .notWanted)
+        #expect(router.knownPeers.isEmpty)
+    }
+
+    @Test func unmatchedIsNotWanted() {
+        var router = Router()
+        router.setInterest(peer: 5, node: "n", filters: ["a/b": 1])
+        #expect(router.route(topic: "a/c", retained: false) == .notWanted)
+        #expect(router.route(topic: "a/b", retained: false) == .forward(peers: [5]))
+    }
+
+    @Test func customPrefix() {
+        let router = Router(forwardPrefix: "mesh-fwd/")
+        #expect(router.forwardPrefix == "mesh-fwd/")
+        #expect(router.route(topic: "mesh-fwd/x", retained: false) == .republishLocally(topic: "x"))
+    }
+
+    @Test func sharedFiltersMapToMatchFilterWithSummedCounts() {
+        var router = Router()
+        router.setInterest(peer: 0, node: "n", filters: ["$share/g1/a/+": 2, "$share/g2/a/+": 3, "a/+": 1, "bad/#/x": 1, "z": 0])
+        #expect(router.interest(ofPeer: 0).filters == ["a/+": 6])
+        #expect(router.route(topic: "a/b", retained: false) == .forward(peers: [0]))
+    }
+
+    @Test func twoNodesAtOnePeer() {
+        var router = Router()
+        router.setInterest(peer: 0, node: "x", filters: ["a": 1, "shared": 1])
+        router.setInterest(peer: 0, node: "y", filters: ["b": 2, "shared": 4])
+        #expect(router.interest(ofPeer: 0).filters == ["a": 1, "b": 2, "shared": 5])
+        // Replacing x's interest keeps y's.
+        router.setInterest(peer: 0, node: "x", filters: ["c": 1])
+        #expect(router.interest(ofPeer: 0).filters == ["b": 2, "c": 1, "shared": 4])
+        #expect(router.route(topic: "a", retained: false) == .notWanted)
+        #expect(router.route(topic: "b", retained: false) == .forward(peers: [0]))
+        router.removeNode(peer: 0, node: "y")
+        #expect(router.interest(ofPeer: 0).filters == ["c": 1])
+        router.removeNode(peer: 0, node: "x")
+        #expect(router.interest(ofPeer: 0).isEmpty)
+        #expect(router.knownPeers == [0])                        // still known: gets retained
+        #expect(router.route(topic: "r", retained: true) == .forward(peers: [0]))
+        router.removeNode(peer: 0, node: "never")                // no-op
+        router.removeNode(peer: 9, node: "x")                    // no-op, does not add a peer
+        #expect(router.knownPeers == [0])
+    }
+
+    @Test func threeNodesRemoveMiddle() {
+        var router = Router()
+        router.setInterest(peer: 1, node: "x", filters: ["a": 1])
+        router.setInterest(peer: 1, node: "y", filters: ["a": 1, "b": 1])
+        router.setInterest(peer: 1, node: "z", filters: ["c/#": 1])
+        router.removeNode(peer: 1, node: "y")
+        #expect(router.interest(ofPeer: 1).filters == ["a": 1, "c/#": 1])
+    }
+
+    @Test func removePeer() {
+        var router = Self.router()
+        router.removePeer(1)
+        #expect(router.knownPeers == [0, 2, 3])
+        #expect(router.route(topic: "sensors/k/hum", retained: false) == .notWanted)
+        #expect(router.route(topic: "x", retained: true) == .forward(peers: [0, 2, 3]))
+        #expect(router.interest(ofPeer: 1).isEmpty)
+        router.removePeer(42)
+        #expect(router.knownPeers == [0, 2, 3])
+    }
+
+    @Test func peersStaySortedWhateverTheOrderAdded() {
+        var router = Router()
+        for peer in [7, 2, 9, 0, 2, 5] { router.addPeer(peer) }
+        router.setInterest(peer: 4, node: "n", filters: ["#": 1])
+        router.setInterest(peer: 1, node: "n", filters: ["#": 1])
+        #expect(router.knownPeers == [0, 1, 2, 4, 5, 7, 9])
+        #expect(router.route(topic: "t", retained: false) == .forward(peers: [1, 4]))
+    }
+
+    @Test func setInterestReplacesPreviousInterest() {
+        var router = Router()
+        router.setInterest(peer: 0, node: "n", filters: ["old": 1])
+        router.setInterest(peer: 0, node: "n", filters: ["new": 1])
+        #expect(router.route(topic: "old", retained: false) == .notWanted)
+        #expect(router.route(topic: "new", retained: false) == .forward(peers: [0]))
+        router.setInterest(peer: 0, node: "n", filters: [:])
+        #expect(router.route(topic: "new", retained: false) == .notWanted)
+    }
+
+    @Test func dollarFiltersCanMatchDollarButRouterNeverForwardsThem() {
+        var router = Router()
+        router.setInterest(peer: 0, node: "n", filters: ["$SYS/#": 1])
+        #expect(router.interest(ofPeer: 0).matches("$SYS/x"))
+        #expect(router.route(topic: "$SYS/x", retained: false) == .ignored(.dollarTopic))
+    }
+}
+
+@Suite("ControlTopic and NodeID")
+struct ControlTopicTests {
+    @Test func builders() {
+        #expect(ControlTopic.subscriptions(node: "a") == "$mesh/a/subscriptions")
+        #expect(ControlTopic.status(node: "a") == "$mesh/a/status")
+        #expect(ControlTopic.stats(node: "a") == "$mesh/a/stats")
+    }
+
+    @Test(arguments: ControlTopic.Kind.allCases)
+    func roundTrip(_ kind: ControlTopic.Kind) {
+        let topic = "\(ControlTopic.root)/node-1/\(kind.rawValue)"
+        let parsed = ControlTopic.parse(topic)
+        #expect(parsed?.node == "node-1")
+        #expect(parsed?.kind == kind)
+    }
+
+    @Test(arguments: [
+        "$mesh/a", "$mesh/a/subscriptions/x", "$mesh//subscriptions", "$mesh/a/other", "mesh/a/status",
+        "$mesh/a b/status", "$mesh/+/status", "$mesh/#/status", "x/$mesh/a/status", "", "$MESH/a/status",
+        "$mesh/a/Status",
+    ])
+    func parseRejects(_ topic: String) {
+        #expect(ControlTopic.parse(topic) == nil)
+    }
+
+    @Test(arguments: [
+        ("a", true), ("node-1.eu_west", true), ("ünï", true), ("😀", true), (String(repeating: "n", count: 64), true),
+        ("", false), (String(repeating: "n", count: 65), false), (String(repeating: "é", count: 33), false),
+        ("a/b", false), ("a+", false), ("#", false), ("a\u{0}", false), ("a b", false), ("a\tb", false),
+        ("a\nb", false), ("a\u{7F}", false), ("a\u{A0}b", false), ("a\u{200B}", false), ("a\u{2028}", false),
+    ])
+    func nodeIDs(_ id: String, _ valid: Bool) {
+        #expect(NodeID.isValid(id) == valid)
+        if !valid {
+            #expect(throws: NodeIDError.self) { try NodeID.validate(id) }
+        }
+    }
+}
