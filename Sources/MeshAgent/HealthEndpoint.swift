@@ -13,6 +13,18 @@ public enum HealthState: String, Sendable {
     case down
 }
 
+extension HealthState {
+    /// The line HAProxy reads. HAProxy 2.6 keeps a server in drain after a plain `up`;
+    /// `up ready` lifts both down and drain.
+    public var agentCheckLine: String {
+        switch self {
+        case .up: "up ready\n"
+        case .drain: "drain\n"
+        case .down: "down\n"
+        }
+    }
+}
+
 /// A TCP listener speaking HAProxy's agent-check protocol: on each connection it writes
 /// one line (`up`, `drain` or `down`) and closes. Runs on its own thread with blocking
 /// accept, so it answers even when the async runtime is busy.
@@ -64,7 +76,7 @@ public final class HealthEndpoint: Sendable {
                 if errno == EINTR { continue }
                 break
             }
-            let line = state().rawValue + "\n"
+            let line = state().agentCheckLine
             _ = line.withCString { send(client, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
             close(client)
         }

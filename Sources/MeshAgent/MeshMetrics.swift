@@ -102,14 +102,19 @@ public final class MeshMetrics: Sendable {
             "local_sessions": localSessions.current,
             "broker_restarts": brokerRestarts.current,
         ]
-        var forwarded = 0
-        var dropped = 0
+        var forwarded = 0, forwardedBytes = 0, dropped = 0, rejected = 0, reconnects = 0
         for p in peers {
             forwarded += p.forwardedMessages.current
+            forwardedBytes += p.forwardedBytes.current
             dropped += p.dropped.current
+            rejected += p.advertsRejected.current
+            reconnects += p.reconnects.current
         }
         s["forwarded"] = forwarded
+        s["forwarded_bytes"] = forwardedBytes
         s["dropped"] = dropped
+        s["control_rejected"] = rejected
+        s["peer_reconnects"] = reconnects
         return s
     }
 }
