@@ -6,17 +6,18 @@
 /// Layout, chosen for ~1M filters per peer:
 /// - nodes live in one flat array of 16-byte records (`Node`), addressed by
 ///   `UInt32` index; node 0 is the root; freed nodes are recycled;
-/// - literal children of *all* nodes share one hash table keyed by
+/// - literal children of *all* nodes share one `EdgeTable` keyed by
 ///   (parent index, level bytes), so a node with children pays no
-///   per-node dictionary header;
+///   per-node dictionary header, and matching hashes the topic's bytes in
+///   place without building a `String` per level;
 /// - the `+` and `#` children sit in dedicated fields of the parent.
 ///
 /// Levels compare **byte-wise**, as brokers do: `"caf\u{E9}"` and
 /// `"cafe\u{301}"` are different levels even though Swift's `String ==`
 /// calls them equal.
 ///
-/// Value semantics come for free: all storage is `Array`/`Dictionary`, which
-/// are copy-on-write, so the struct is `Sendable` without `@unchecked`.
+/// Value semantics come for free: all storage is arrays, which are
+/// copy-on-write, so the struct is `Sendable` without `@unchecked`.
 public struct SubscriptionTree: Sendable, Equatable {
     /// One trie node. `count` is the reference count of the filter ending
     /// here (0 = no filter ends here); child fields use 0 for "none", which
@@ -29,34 +30,8 @@ public struct SubscriptionTree: Sendable, Equatable {
         var literalChildren: UInt32 = 0
     }
 
-    /// Key of a literal edge. Equality and hashing are over UTF-8 bytes.
-    @usableFromInline
-    struct EdgeKey: Hashable, Sendable {
-        var parent: UInt32
-        var level: String
-
-        @usableFromInline
-        init(parent: UInt32, level: String) {
-            self.parent = parent
-            self.level = level
-        }
-
-        @usableFromInline
-        static func == (lhs: EdgeKey, rhs: EdgeKey) -> Bool {
-            lhs.parent == rhs.parent && lhs.level.utf8.elementsEqual(rhs.level.utf8)
-        }
-
-        @usableFromInline
-        func hash(into hasher: inout Hasher) {
-            hasher.combine(parent)
-            var copy = level // withUTF8 is mutating; for native strings this copies nothing
-            copy.withUTF8 { hasher.combine(bytes: UnsafeRawBufferPointer($0)) }
-            hasher.combine(UInt8(0xFF)) // terminator: not valid UTF-8, keeps (a,b) != (ab,)
-        }
-    }
-
     private var nodes: [Node] = [Node()]
-    private var edges: [EdgeKey: UInt32] = [:]
+    private var edges = EdgeTable()
     private var freeNodes: [UInt32] = []
     private var distinctFilters = 0
 
@@ -65,6 +40,7 @@ public struct SubscriptionTree: Sendable, Equatable {
     /// Builds a tree from `filter (match form) -> count`; non-positive counts are skipped.
     public init(filters: [String: Int]) {
         self.init()
+        nodes.reserveCapacity(filters.count + 1)
         edges.reserveCapacity(filters.count)
         for (filter, count) in filters { insert(filter, count: count) }
     }
@@ -76,13 +52,31 @@ public struct SubscriptionTree: Sendable, Equatable {
 
     // MARK: - Mutation
 
+    /// Calls `body` with the byte range of each level of `bytes` ('/'-separated, empty levels included).
+    @inline(__always)
+    private static func forEachLevel(_ bytes: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer) -> Bool) {
+        var start = 0
+        while true {
+            var end = start
+            while end < bytes.count && bytes[end] != UInt8(ascii: "/") { end += 1 }
+            guard body(UnsafeRawBufferPointer(rebasing: bytes[start..<end])) else { return }
+            if end == bytes.count { return }
+            start = end + 1
+        }
+    }
+
     /// Adds `count` references to `filter` (match form: no `$share/` prefix).
-    /// Counts saturate at `UInt32.max`; non-positive counts are ignored.
+    /// Counts saturate at `UInt32.max`; non-positive counts and filters longer
+    /// than MQTT's 65535 bytes (which no broker accepts) are ignored.
     public mutating func insert(_ filter: String, count: Int = 1) {
-        guard count > 0 else { return }
+        guard count > 0, filter.utf8.count <= Topic.maximumLengthInBytes else { return }
+        var filter = filter
         var current: UInt32 = 0
-        for level in filter.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false) {
-            current = child(of: current, level: level, create: true)!
+        filter.withUTF8 { bytes in
+            Self.forEachLevel(UnsafeRawBufferPointer(bytes)) { level in
+                current = child(of: current, level: level, create: true)!
+                return true
+            }
         }
         let old = nodes[Int(current)].count
         if old == 0 { distinctFilters += 1 }
@@ -96,70 +90,78 @@ public struct SubscriptionTree: Sendable, Equatable {
     @discardableResult
     public mutating func remove(_ filter: String, count: Int = 1) -> Bool {
         guard count > 0, !isEmpty else { return false }
-        // Path of (node, parent, level) from the first level down to the filter's node.
-        var path: [(node: UInt32, parent: UInt32, level: Substring.UTF8View)] = []
-        var current: UInt32 = 0
-        for level in filter.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false) {
-            guard let next = child(of: current, level: level, create: false) else { return false }
-            path.append((next, current, level))
-            current = next
-        }
-        let old = nodes[Int(current)].count
-        guard old > 0 else { return false }
-        let removed = UInt32(min(count, Int(old)))
-        nodes[Int(current)].count = old - removed
-        guard old == removed else { return true }
+        var filter = filter
+        return filter.withUTF8 { bytes in
+            // Path of (node, parent, level) from the first level down to the filter's node.
+            var path: [(node: UInt32, parent: UInt32, level: UnsafeRawBufferPointer)] = []
+            var current: UInt32 = 0
+            var found = true
+            Self.forEachLevel(UnsafeRawBufferPointer(bytes)) { level in
+                guard let next = child(of: current, level: level, create: false) else {
+                    found = false
+                    return false
+                }
+                path.append((next, current, level))
+                current = next
+                return true
+            }
+            guard found else { return false }
+            let old = nodes[Int(current)].count
+            guard old > 0 else { return false }
+            let removed = UInt32(min(count, Int(old)))
+            nodes[Int(current)].count = old - removed
+            guard old == removed else { return true }
 
-        distinctFilters -= 1
-        if distinctFilters == 0 {
-            self = SubscriptionTree() // release all storage at once
+            distinctFilters -= 1
+            if distinctFilters == 0 {
+                self = SubscriptionTree() // release all storage at once
+                return true
+            }
+            for step in path.reversed() {
+                let node = nodes[Int(step.node)]
+                guard node.count == 0, node.plus == 0, node.hash == 0, node.literalChildren == 0 else { break }
+                detach(step.node, from: step.parent, level: step.level)
+            }
             return true
         }
-        for step in path.reversed() {
-            let node = nodes[Int(step.node)]
-            guard node.count == 0, node.plus == 0, node.hash == 0, node.literalChildren == 0 else { break }
-            detach(step.node, from: step.parent, level: step.level)
-        }
-        return true
     }
 
-    private mutating func detach(_ node: UInt32, from parent: UInt32, level: Substring.UTF8View) {
-        if level.elementsEqual("+".utf8) {
+    private static func isWildcard(_ level: UnsafeRawBufferPointer, _ wildcard: UInt8) -> Bool {
+        level.count == 1 && level[0] == wildcard
+    }
+
+    private mutating func detach(_ node: UInt32, from parent: UInt32, level: UnsafeRawBufferPointer) {
+        if Self.isWildcard(level, UInt8(ascii: "+")) {
             nodes[Int(parent)].plus = 0
-        } else if level.elementsEqual("#".utf8) {
+        } else if Self.isWildcard(level, UInt8(ascii: "#")) {
             nodes[Int(parent)].hash = 0
         } else {
-            edges.removeValue(forKey: EdgeKey(parent: parent, level: String(Substring(level))))
+            edges.remove(parent: parent, level: level)
             nodes[Int(parent)].literalChildren -= 1
         }
         nodes[Int(node)] = Node()
         freeNodes.append(node)
     }
 
-    private mutating func child(of parent: UInt32, level: Substring.UTF8View, create: Bool) -> UInt32? {
-        if level.count == 1 {
-            switch level.first! {
-            case UInt8(ascii: "+"):
-                let existing = nodes[Int(parent)].plus
-                if existing != 0 || !create { return existing == 0 ? nil : existing }
-                let new = allocate()
-                nodes[Int(parent)].plus = new
-                return new
-            case UInt8(ascii: "#"):
-                let existing = nodes[Int(parent)].hash
-                if existing != 0 || !create { return existing == 0 ? nil : existing }
-                let new = allocate()
-                nodes[Int(parent)].hash = new
-                return new
-            default:
-                break
-            }
+    private mutating func child(of parent: UInt32, level: UnsafeRawBufferPointer, create: Bool) -> UInt32? {
+        if Self.isWildcard(level, UInt8(ascii: "+")) {
+            let existing = nodes[Int(parent)].plus
+            if existing != 0 || !create { return existing == 0 ? nil : existing }
+            let new = allocate()
+            nodes[Int(parent)].plus = new
+            return new
         }
-        let key = EdgeKey(parent: parent, level: String(Substring(level)))
-        if let existing = edges[key] { return existing }
+        if Self.isWildcard(level, UInt8(ascii: "#")) {
+            let existing = nodes[Int(parent)].hash
+            if existing != 0 || !create { return existing == 0 ? nil : existing }
+            let new = allocate()
+            nodes[Int(parent)].hash = new
+            return new
+        }
+        if let existing = edges.child(of: parent, level: level) { return existing }
         guard create else { return nil }
         let new = allocate()
-        edges[key] = new
+        edges.insert(parent: parent, level: level, child: new)
         nodes[Int(parent)].literalChildren += 1
         return new
     }
@@ -201,12 +203,10 @@ public struct SubscriptionTree: Sendable, Equatable {
             && matchAny(node: node.plus, bytes: bytes, start: end + 1, nodes: nodes) {
             return true
         }
-        if node.literalChildren > 0 {
-            let level = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<end]), as: UTF8.self)
-            if let child = edges[EdgeKey(parent: index, level: level)],
-               matchAny(node: child, bytes: bytes, start: end + 1, nodes: nodes) {
-                return true
-            }
+        if node.literalChildren > 0,
+           let child = edges.child(of: index, level: UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: bytes[start..<end]))),
+           matchAny(node: child, bytes: bytes, start: end + 1, nodes: nodes) {
+            return true
         }
         return false
     }
@@ -242,8 +242,9 @@ public struct SubscriptionTree: Sendable, Equatable {
             path.removeLast()
         }
         if node.literalChildren > 0 {
-            let level = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<end]), as: UTF8.self)
-            if let child = edges[EdgeKey(parent: index, level: level)] {
+            let levelBytes = UnsafeBufferPointer(rebasing: bytes[start..<end])
+            if let child = edges.child(of: index, level: UnsafeRawBufferPointer(levelBytes)) {
+                let level = String(decoding: levelBytes, as: UTF8.self)
                 path.append(level)
                 collect(node: child, bytes: bytes, start: end + 1, path: &path, into: &result)
                 path.removeLast()
@@ -265,7 +266,7 @@ public struct SubscriptionTree: Sendable, Equatable {
     public func forEachFilter(_ body: (String, Int) -> Void) {
         if distinctFilters == 0 { return }
         var literal: [UInt32: [(String, UInt32)]] = [:]
-        for (key, child) in edges { literal[key.parent, default: []].append((key.level, child)) }
+        edges.forEach { parent, level, child in literal[parent, default: []].append((level, child)) }
         var stack: [(node: UInt32, path: String?)] = [(0, nil)]
         while let (index, path) = stack.popLast() {
             let node = nodes[Int(index)]

@@ -9,9 +9,15 @@ public final class MeshCluster: Sendable {
 
     /// - Parameters:
     ///   - nodes: node ids, e.g. ["a", "b", "c"].
-    public init(nodes: [String], directory: String, brokerOptions: BrokerProcess.Options = .init(), agentArguments: [String] = []) {
+    ///   - basePort: when given, broker i listens on basePort + i (stable ports for demos).
+    public init(nodes: [String], directory: String, brokerOptions: BrokerProcess.Options = .init(), agentArguments: [String] = [],
+                basePort: Int32? = nil) {
         self.directory = directory
-        let brokers = nodes.map { BrokerProcess(name: $0, directory: "\(directory)/broker-\($0)", options: brokerOptions) }
+        let brokers = nodes.enumerated().map { i, node in
+            var options = brokerOptions
+            if let basePort { options.port = basePort + Int32(i) }
+            return BrokerProcess(name: node, directory: "\(directory)/broker-\(node)", options: options)
+        }
         self.brokers = brokers
         agents = nodes.indices.map { i in
             AgentProcess(nodeID: nodes[i], local: brokers[i],
@@ -25,6 +31,13 @@ public final class MeshCluster: Sendable {
         for b in brokers { try await b.start() }
         for a in agents { try a.start() }
         for a in agents { try await a.waitUntilUp() }
+    }
+
+    /// HAProxy in front of every broker, with agent-check against each agent.
+    public func makeLoadBalancer(port: Int32? = nil, balance: String = "roundrobin") -> HAProxyProcess {
+        HAProxyProcess(directory: directory + "/haproxy",
+                       backends: agents.map { .init(name: $0.nodeID, port: $0.local.port, agentPort: $0.healthPort) },
+                       balance: balance, port: port)
     }
 
     public func stop() async {

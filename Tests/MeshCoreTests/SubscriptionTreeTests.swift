@@ -138,6 +138,21 @@ struct SubscriptionTreeTests {
         #expect(tree.filters == ["c": 2])
     }
 
+    @Test func oversizedFiltersAndLevels() {
+        var tree = SubscriptionTree()
+        let big = String(repeating: "x", count: 65_536)
+        tree.insert(big)
+        #expect(tree.isEmpty)
+        let maximal = String(repeating: "y", count: 65_535)
+        tree.insert(maximal)
+        #expect(tree.matches(maximal))
+        #expect(!tree.matches(big))
+        #expect(!tree.matches(maximal + "/z"))
+        #expect(tree.remove(big) == false)
+        #expect(tree.remove(maximal) == true)
+        #expect(tree.isEmpty)
+    }
+
     @Test func valueSemantics() {
         var a = SubscriptionTree(filters: ["x/+": 1])
         let b = a
