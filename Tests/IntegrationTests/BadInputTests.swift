@@ -57,7 +57,7 @@ struct BadInputTests {
             try pub.publish("u/1", "through", qos: 1)
             #expect(try await sub.waitForMessages(1).first?.text == "through")
             // One of two peers up: the node is not cut off, HAProxy keeps sending clients.
-            #expect(mesh.agents[0].health == "up")
+            #expect(mesh.agents[0].health == "up ready")
             sub.close(); pub.close()
         }
     }
