@@ -92,6 +92,8 @@ public struct AgentConfiguration: Sendable {
     public var healthListen: Endpoint?
     public var metricsListen: Endpoint?
     public var statsInterval: Duration = .seconds(10)
+    /// swift-log level name; applied by the CLI.
+    public var logLevel: String = "info"
 
     public init(nodeID: String, local: Endpoint, peers: [Endpoint]) {
         self.nodeID = nodeID

@@ -19,7 +19,6 @@ final class LocalLink: Sendable {
     private let configuration: AgentConfiguration
     private let interest: NodeInterest
     private let routing: RoutingTable
-    private let peers: [PeerLink]
     private let metrics: MeshMetrics
     private let logger: Logger
     private let topicBuffer: ForwardTopicBuffer
@@ -30,14 +29,13 @@ final class LocalLink: Sendable {
     private let dropThrottle = LogThrottle()
     private let republishThrottle = LogThrottle()
 
-    init(configuration: AgentConfiguration, interest: NodeInterest, routing: RoutingTable, peers: [PeerLink],
+    init(configuration: AgentConfiguration, interest: NodeInterest, routing: RoutingTable,
          metrics: MeshMetrics, brokerStartedAt: Double?, logger: Logger,
          onInterestChange: @escaping @Sendable () -> Void,
          onConnected: @escaping @Sendable () -> Void) throws(MosquittoError) {
         self.configuration = configuration
         self.interest = interest
         self.routing = routing
-        self.peers = peers
         self.metrics = metrics
         self.logger = logger
         self.onInterestChange = onInterestChange
@@ -164,7 +162,7 @@ final class LocalLink: Sendable {
         }
     }
 
-    private func forward(_ m: ReceivedMessage, to targets: [Int]) {
+    private func forward(_ m: ReceivedMessage, to targets: [PeerLink]) {
         let topicLength = m.topicLength
         let forwardTopic = topicBuffer.prefixed(m.topicPointer, length: topicLength)
         // libmosquitto sends only the first property of a list it did not build itself
@@ -182,8 +180,7 @@ final class LocalLink: Sendable {
             }
         }
         let properties = copied?.pointer
-        for index in targets {
-            let peer = peers[index]
+        for peer in targets {
             if m.qos > 0 && !waitForRoom(peer) {
                 peer.metrics.dropped.increment()
                 logDrop(peer, reason: "peer unreachable and \(configuration.maxPendingPerPeer) messages already held for it")

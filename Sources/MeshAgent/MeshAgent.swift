@@ -9,13 +9,17 @@ import Synchronization
 /// node's interest, and the advert/state loop. A `Service`: `run()` returns after a
 /// graceful shutdown has drained what the agent holds.
 public final class MeshAgent: Service, Sendable {
+    /// The configuration the agent started with; the peer set can change (`updatePeers`).
     public let configuration: AgentConfiguration
     public let metrics: MeshMetrics
     private let logger: Logger
     private let store: StateStore?
     private let interest: NodeInterest
     private let routing: RoutingTable
-    private let peers: [PeerLink]
+    private let peerLinks = Mutex<[Endpoint: PeerLink]>([:])
+    private let nextPeerIndex = Atomic<Int>(0)
+    private let savedPeerInterest: [String: [String: [String: Int]]]
+    private let signal: @Sendable () -> Void
     private let localLink: LocalLink
     private let changes: AsyncStream<Void>
     private let changesContinuation: AsyncStream<Void>.Continuation
@@ -28,7 +32,7 @@ public final class MeshAgent: Service, Sendable {
         var logger = logger
         logger[metadataKey: "node"] = "\(configuration.nodeID)"
         self.logger = logger
-        metrics = MeshMetrics(peers: configuration.peers.map(\.description))
+        metrics = MeshMetrics()
 
         var restored: PersistedState?
         if let dir = configuration.stateDirectory {
@@ -47,20 +51,64 @@ public final class MeshAgent: Service, Sendable {
         if let r = restored {
             logger.info("state restored", metadata: ["sessions": "\(r.sessions.sessions.count)", "filters": "\(r.sessions.interest.count)", "seq": "\(r.seq)"])
         }
-        routing = RoutingTable(forwardPrefix: configuration.forwardPrefix, peerCount: configuration.peers.count)
+        routing = RoutingTable(forwardPrefix: configuration.forwardPrefix)
         (changes, changesContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         let continuation = changesContinuation
-        let signal: @Sendable () -> Void = { continuation.yield() }
-        var peers: [PeerLink] = []
-        for (i, endpoint) in configuration.peers.enumerated() {
-            peers.append(try PeerLink(index: i, endpoint: endpoint, configuration: configuration, routing: routing,
-                                      metrics: metrics.peers[i], initialNodes: restored?.peerInterest[endpoint.description] ?? [:],
-                                      logger: logger, onInterestChange: signal))
-        }
-        self.peers = peers
-        localLink = try LocalLink(configuration: configuration, interest: interest, routing: routing, peers: peers,
+        signal = { continuation.yield() }
+        savedPeerInterest = restored?.peerInterest ?? [:]
+        localLink = try LocalLink(configuration: configuration, interest: interest, routing: routing,
                                   metrics: metrics, brokerStartedAt: restored?.brokerStartedAt, logger: logger,
                                   onInterestChange: signal, onConnected: signal)
+        for endpoint in configuration.peers {
+            let link = try makePeerLink(endpoint)
+            peerLinks.withLock { $0[endpoint] = link }
+        }
+    }
+
+    private func makePeerLink(_ endpoint: Endpoint) throws(MosquittoError) -> PeerLink {
+        try PeerLink(index: nextPeerIndex.add(1, ordering: .relaxed).oldValue, endpoint: endpoint,
+                     configuration: configuration, routing: routing, metrics: metrics.peer(endpoint.description),
+                     initialNodes: savedPeerInterest[endpoint.description] ?? [:], logger: logger,
+                     onInterestChange: signal)
+    }
+
+    /// The current peer links, in the order they were added.
+    private var peers: [PeerLink] { peerLinks.withLock { $0.values.sorted { $0.index < $1.index } } }
+
+    /// The peer endpoints in use now.
+    public var currentPeers: [Endpoint] { peers.map(\.endpoint) }
+
+    /// Applies a new peer set (SIGHUP): new peers are connected and synchronised, removed
+    /// peers stop receiving at once and are drained (bounded) before their link closes.
+    /// Links to peers in both sets are untouched, so nothing in flight to them is disturbed.
+    public func updatePeers(_ endpoints: [Endpoint]) async throws {
+        var check = configuration
+        check.peers = endpoints
+        try check.validate()
+        let wanted = Set(endpoints)
+        let (added, removed): ([PeerLink], [PeerLink]) = try peerLinks.withLock { links throws(MosquittoError) in
+            var added: [PeerLink] = []
+            for e in endpoints where links[e] == nil {
+                let link = try makePeerLink(e)
+                links[e] = link
+                added.append(link)
+            }
+            let removed = links.filter { !wanted.contains($0.key) }.map(\.value)
+            for r in removed { links[r.endpoint] = nil }
+            return (added, removed)
+        }
+        for link in removed { routing.remove(link) }
+        for link in added { link.start() }
+        if !added.isEmpty || !removed.isEmpty {
+            logger.notice("peer set changed", metadata: ["added": "\(added.map(\.endpoint.description))", "removed": "\(removed.map(\.endpoint.description))"])
+        }
+        for link in removed {
+            if !(await link.client.waitForOutstandingPublishes(timeout: configuration.drainTimeout)) {
+                logger.error("removed peer did not acknowledge everything before the drain timeout", metadata: ["peer": "\(link.endpoint)", "unacknowledged": "\(link.client.outstandingPublishes)"])
+            }
+            link.close()
+        }
+        signal()
     }
 
     /// The agent-check answer for HAProxy: whether clients should be sent to this broker.

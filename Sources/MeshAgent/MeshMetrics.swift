@@ -81,11 +81,22 @@ public final class MeshMetrics: Sendable {
     public let localConnected = MeshGauge("mesh_local_link_up")
     public let localFilters = MeshGauge("mesh_local_subscriptions")
     public let localSessions = MeshGauge("mesh_local_sessions")
-    public let peers: [PeerMetrics]
+    private let peerTable = Mutex<[String: PeerMetrics]>([:])
 
-    public init(peers: [String]) {
-        self.peers = peers.map(PeerMetrics.init(peer:))
+    public init() {}
+
+    /// The figures of one peer (created on first use; kept after a peer is removed so
+    /// counters never go backwards within a process).
+    public func peer(_ endpoint: String) -> PeerMetrics {
+        peerTable.withLock { table in
+            if let m = table[endpoint] { return m }
+            let m = PeerMetrics(peer: endpoint)
+            table[endpoint] = m
+            return m
+        }
     }
+
+    public var peers: [PeerMetrics] { peerTable.withLock { $0.values.sorted { $0.peer < $1.peer } } }
 
     /// A flat summary for `$mesh/<node>/stats` and the CLI.
     public func snapshot() -> [String: Int] {

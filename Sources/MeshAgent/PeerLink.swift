@@ -38,9 +38,6 @@ final class PeerLink: Sendable {
         log[metadataKey: "peer"] = "\(endpoint)"
         self.logger = log
         nodes = Mutex(initialNodes)
-        for (node, filters) in initialNodes {
-            metrics.remoteFilters.set(routing.setInterest(peer: index, node: node, filters: filters))
-        }
 
         var cc = ClientConfiguration(clientID: configuration.peerClientID(endpoint), host: endpoint.host, port: endpoint.port)
         cc.keepalive = configuration.keepalive
@@ -59,7 +56,13 @@ final class PeerLink: Sendable {
         box.value = self
     }
 
+    /// Joins the routing table (with the interest last saved for this peer, so messages are
+    /// routed before the link has resynchronised) and connects.
     func start() {
+        routing.add(self)
+        for (node, filters) in knownNodes {
+            metrics.remoteFilters.set(routing.setInterest(peer: index, node: node, filters: filters))
+        }
         do {
             if let error = try client.start() {
                 logger.warning("peer broker not reachable yet; retrying in the background", metadata: ["error": "\(error)"])
