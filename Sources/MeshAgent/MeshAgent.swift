@@ -16,7 +16,7 @@ public final class MeshAgent: Service, Sendable {
     private let store: StateStore?
     private let interest: NodeInterest
     private let routing: RoutingTable
-    private let peerLinks = Mutex<[Endpoint: PeerLink]>([:])
+    private let peerLinks = PeerDirectory()
     private let nextPeerIndex = Atomic<Int>(0)
     private let savedPeerInterest: [String: [String: [String: Int]]]
     private let signal: @Sendable () -> Void
@@ -56,12 +56,17 @@ public final class MeshAgent: Service, Sendable {
         let continuation = changesContinuation
         signal = { continuation.yield() }
         savedPeerInterest = restored?.peerInterest ?? [:]
+        let links = peerLinks
         localLink = try LocalLink(configuration: configuration, interest: interest, routing: routing,
                                   metrics: metrics, brokerStartedAt: restored?.brokerStartedAt, logger: logger,
-                                  onInterestChange: signal, onConnected: signal)
+                                  onInterestChange: signal,
+                                  onConnected: { [signal] in
+                                      for link in links.links.withLock({ Array($0.values) }) { link.republishMirrors() }
+                                      signal()
+                                  })
         for endpoint in configuration.peers {
             let link = try makePeerLink(endpoint)
-            peerLinks.withLock { $0[endpoint] = link }
+            peerLinks.links.withLock { $0[endpoint] = link }
         }
     }
 
@@ -69,11 +74,16 @@ public final class MeshAgent: Service, Sendable {
         try PeerLink(index: nextPeerIndex.add(1, ordering: .relaxed).oldValue, endpoint: endpoint,
                      configuration: configuration, routing: routing, metrics: metrics.peer(endpoint.description),
                      initialNodes: savedPeerInterest[endpoint.description] ?? [:], logger: logger,
-                     onInterestChange: signal)
+                     onInterestChange: signal,
+                     mirror: { [localLink] topic, payload in
+                         // Not connected: `republishMirrors` sends the current state on connect.
+                         guard localLink.client.isConnected else { return }
+                         localLink.publishControl(topic: topic, payload: payload, retain: true)
+                     })
     }
 
     /// The current peer links, in the order they were added.
-    private var peers: [PeerLink] { peerLinks.withLock { $0.values.sorted { $0.index < $1.index } } }
+    private var peers: [PeerLink] { peerLinks.links.withLock { $0.values.sorted { $0.index < $1.index } } }
 
     /// The peer endpoints in use now.
     public var currentPeers: [Endpoint] { peers.map(\.endpoint) }
@@ -86,7 +96,7 @@ public final class MeshAgent: Service, Sendable {
         check.peers = endpoints
         try check.validate()
         let wanted = Set(endpoints)
-        let (added, removed): ([PeerLink], [PeerLink]) = try peerLinks.withLock { links throws(MosquittoError) in
+        let (added, removed): ([PeerLink], [PeerLink]) = try peerLinks.links.withLock { links throws(MosquittoError) in
             var added: [PeerLink] = []
             for e in endpoints where links[e] == nil {
                 let link = try makePeerLink(e)
@@ -97,7 +107,10 @@ public final class MeshAgent: Service, Sendable {
             for r in removed { links[r.endpoint] = nil }
             return (added, removed)
         }
-        for link in removed { routing.remove(link) }
+        for link in removed {
+            routing.remove(link)
+            link.clearMirrors()
+        }
         for link in added { link.start() }
         if !added.isEmpty || !removed.isEmpty {
             logger.notice("peer set changed", metadata: ["added": "\(added.map(\.endpoint.description))", "removed": "\(removed.map(\.endpoint.description))"])
@@ -180,9 +193,10 @@ public final class MeshAgent: Service, Sendable {
 
     private func publishViewIfChanged() {
         guard localLink.client.isConnected else { return }
-        let view = MeshView(node: configuration.nodeID, seq: interest.snapshot.seq, peers: peers.map(\.view))
+        let view = MeshView(node: configuration.nodeID, seq: interest.snapshot.seq, peers: peers.map(\.view),
+                            time: Date().timeIntervalSince1970)
         let changed = lastView.withLock { last in
-            if last == view { return false }
+            if view.sameContent(as: last) { return false }
             last = view
             return true
         }
@@ -202,6 +216,7 @@ public final class MeshAgent: Service, Sendable {
                 nextStats = clock.now.advanced(by: configuration.statsInterval)
                 var summary = metrics.snapshot()
                 summary["peers_connected"] = connectedPeers
+                summary["time"] = Int(Date().timeIntervalSince1970)
                 let body = "{" + summary.sorted(by: { $0.key < $1.key }).map { "\"\($0.key)\":\($0.value)" }.joined(separator: ",") + "}"
                 localLink.publishControl(topic: ControlTopic.stats(node: configuration.nodeID), payload: Array(body.utf8), retain: true)
             }
@@ -263,4 +278,9 @@ extension JSONEncoder {
         e.outputFormatting = [.sortedKeys]
         return e
     }
+}
+
+/// The current peer links by endpoint; a class so closures can share it.
+final class PeerDirectory: Sendable {
+    let links = Mutex<[Endpoint: PeerLink]>([:])
 }

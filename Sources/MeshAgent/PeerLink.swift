@@ -24,16 +24,24 @@ final class PeerLink: Sendable {
     private let rejectThrottle = LogThrottle()
     private let selfThrottle = LogThrottle(first: 1, every: 100)
     private let onInterestChange: @Sendable () -> Void
+    /// Republishes what this link reads onto the local broker under
+    /// `$mesh/<own node>/peers/<node>/…`, so any one broker shows the whole mesh.
+    private let mirror: @Sendable (_ topic: String, _ payload: [UInt8]) -> Void
+    /// Mirrored topic → payload, kept so a reconnected local broker gets them again. Published
+    /// under this lock so two updates of one topic cannot overtake each other.
+    private let mirrors = Mutex<[String: [UInt8]]>([:])
 
     init(index: Int, endpoint: Endpoint, configuration: AgentConfiguration, routing: RoutingTable,
          metrics: PeerMetrics, initialNodes: [String: [String: Int]], logger: Logger,
-         onInterestChange: @escaping @Sendable () -> Void) throws(MosquittoError) {
+         onInterestChange: @escaping @Sendable () -> Void,
+         mirror: @escaping @Sendable (_ topic: String, _ payload: [UInt8]) -> Void) throws(MosquittoError) {
         self.index = index
         self.endpoint = endpoint
         self.routing = routing
         self.metrics = metrics
         self.ownNodeID = configuration.nodeID
         self.onInterestChange = onInterestChange
+        self.mirror = mirror
         var log = logger
         log[metadataKey: "peer"] = "\(endpoint)"
         self.logger = log
@@ -141,6 +149,7 @@ final class PeerLink: Sendable {
                 sequences.withLock { _ = $0.removeValue(forKey: node) }
                 metrics.remoteFilters.set(routing.removeNode(peer: index, node: node))
                 logger.info("peer node withdrew its interest", metadata: ["node": "\(node)"])
+                setMirror(ControlTopic.mirror(of: ownNodeID, node: node, kind: .subscriptions), [])
                 onInterestChange()
                 return
             }
@@ -150,6 +159,7 @@ final class PeerLink: Sendable {
                 sequences.withLock { $0[node] = advert.seq }
                 metrics.remoteFilters.set(routing.setInterest(peer: index, node: node, filters: advert.filters))
                 metrics.adverts.increment()
+                setMirror(ControlTopic.mirror(of: ownNodeID, node: node, kind: .subscriptions), m.payloadBytes)
                 onInterestChange()
             } catch {
                 metrics.advertsRejected.increment()
@@ -163,8 +173,31 @@ final class PeerLink: Sendable {
         case .status:
             let status = String(decoding: m.payload, as: UTF8.self)
             logger.info("peer node status", metadata: ["node": "\(node)", "status": "\(status.prefix(32))"])
+            if status == "online" || status == "offline" {
+                setMirror(ControlTopic.mirror(of: ownNodeID, node: node, kind: .status), m.payloadBytes)
+            }
         case .stats:
             break
+        }
+    }
+
+    private func setMirror(_ topic: String, _ payload: [UInt8]) {
+        mirrors.withLock { m in
+            if payload.isEmpty { m[topic] = nil } else { m[topic] = payload }
+            mirror(topic, payload)
+        }
+    }
+
+    /// Publishes every mirrored topic again (the local link has just connected).
+    func republishMirrors() {
+        mirrors.withLock { m in for (topic, payload) in m { mirror(topic, payload) } }
+    }
+
+    /// Clears this link's mirrored topics (the peer was removed from the mesh).
+    func clearMirrors() {
+        mirrors.withLock { m in
+            for topic in m.keys { mirror(topic, []) }
+            m.removeAll()
         }
     }
 

@@ -8,6 +8,14 @@ public struct MeshView: Codable, Sendable, Equatable {
     public var node: String
     public var seq: UInt64
     public var peers: [PeerView]
+    /// When this view was published (seconds since 1970), for "last update" in `inspect`.
+    public var time: Double?
+
+    /// Equal apart from the time stamp: whether a new view needs publishing.
+    func sameContent(as other: MeshView?) -> Bool {
+        guard let other else { return false }
+        return node == other.node && seq == other.seq && peers == other.peers
+    }
 }
 
 public struct PeerView: Codable, Sendable, Equatable {
@@ -24,4 +32,11 @@ public struct PeerView: Codable, Sendable, Equatable {
 extension ControlTopic {
     /// `$mesh/<node>/view`.
     public static func view(node: String) -> String { "\(root)/\(node)/view" }
+
+    /// `$mesh/<viewer>/peers/<node>/<kind>`: what agent `viewer` read from a peer broker,
+    /// republished on its own broker. Peers read only `$mesh/+/subscriptions`, which never
+    /// matches these deeper topics, so a mirror cannot be mistaken for the node itself.
+    public static func mirror(of viewer: String, node: String, kind: Kind) -> String {
+        "\(root)/\(viewer)/peers/\(node)/\(kind.rawValue)"
+    }
 }

@@ -16,7 +16,7 @@ struct MosquittoMesh: AsyncParsableCommand {
         flags override the environment. See `mosquitto-mesh run --help`.
         """,
         version: "0.1.0",
-        subcommands: [Run.self, LocalCluster.self, Bench.self],
+        subcommands: [Run.self, Inspect.self, LocalCluster.self, Bench.self],
         defaultSubcommand: nil
     )
 }

@@ -1,0 +1,190 @@
+import ArgumentParser
+import Foundation
+import MeshCore
+import MeshHarness
+import Mosquitto
+
+extension MosquittoMesh {
+    /// What the mesh believes, read like any MQTT client from one broker's retained `$mesh/…`.
+    struct Inspect: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show the mesh as one broker sees it: nodes, status, and the subscription tree.",
+            discussion: """
+            Examples:
+              mosquitto-mesh inspect --broker 127.0.0.1:1883
+              mosquitto-mesh inspect --broker 127.0.0.1:1883 --route sensors/kitchen/temp
+              mosquitto-mesh inspect --broker 127.0.0.1:1883 --json | jq .
+              mosquitto-mesh inspect --broker 127.0.0.1:1883 --watch
+            Works against a broker whose agent is down (reads what is retained) and says so.
+            """
+        )
+
+        @Option(help: "Broker to read, HOST:PORT.")
+        var broker: String = "127.0.0.1:1883"
+        @Option(help: "Username (e.g. the read-only operator user of deploy/mosquitto/acl).")
+        var username: String?
+        @Option(help: "Password.")
+        var password: String?
+        @Option(name: .customLong("cafile"), help: "CA file for TLS.")
+        var caFile: String?
+        @Option(name: .customLong("route"), help: "Also show which nodes a message on this topic would be forwarded to.")
+        var route: String?
+        @Flag(help: "Machine-readable output.")
+        var json = false
+        @Flag(help: "Keep following changes until Ctrl-C.")
+        var watch = false
+        @Option(help: "Seconds to wait for the broker.")
+        var timeout: Double = 5
+
+        func validate() throws {
+            let parts = broker.split(separator: ":")
+            guard parts.count == 2, Int32(parts[1]) != nil else { throw ValidationError("invalid --broker '\(broker)': expected HOST:PORT") }
+            if let route { do { try Topic.validateName(route) } catch { throw ValidationError("invalid --route '\(route)': \(error)") } }
+        }
+
+        func run() async throws {
+            let parts = broker.split(separator: ":")
+            let collected = LockedValue<[String: [UInt8]]>([:])
+            let generation = LockedValue(0)
+            let client = try HarnessClient(
+                clientID: "mosquitto-mesh/inspect-\(getpid())", port: Int32(parts[1])!, host: String(parts[0]),
+                username: username, password: password, tls: caFile.map { .init(caFile: $0) }, record: false,
+                onMessage: { m in
+                    let topic = m.topic
+                    let payload = m.payloadBytes
+                    collected.withLock { if payload.isEmpty { $0[topic] = nil } else { $0[topic] = payload } }
+                    generation.withLock { $0 += 1 }
+                })
+            do {
+                try await client.connect(timeout: .milliseconds(Int(timeout * 1000)))
+            } catch {
+                throw ValidationError("cannot reach broker \(broker): \(error)")
+            }
+            defer { client.close() }
+            try await client.subscribe("\(ControlTopic.root)/#", qos: 0)
+            // The broker queues retained messages before the next SUBACK: once it arrives, all are in.
+            try await client.subscribe("\(ControlTopic.root)/inspect-barrier/\(getpid())", qos: 0)
+            render(collected.value)
+            guard watch else { return }
+            let interrupted = InterruptFlag()
+            var seen = generation.value
+            while true {
+                let stop = await withTaskGroup(of: Bool.self) { group in
+                    group.addTask { await interrupted.wait(); return true }
+                    group.addTask { try? await Task.sleep(for: .milliseconds(300)); return false }
+                    let first = await group.next() ?? true
+                    group.cancelAll()
+                    return first
+                }
+                if stop { return }
+                let now = generation.value
+                if now != seen {
+                    seen = now
+                    print("\n--- \(Date()) ---")
+                    render(collected.value)
+                }
+            }
+        }
+
+        private func render(_ retained: [String: [UInt8]]) {
+            var picture = MeshPicture()
+            // Own topics first so mirrors never override them.
+            for (topic, payload) in retained.sorted(by: { ($0.key.split(separator: "/").count, $0.key) < ($1.key.split(separator: "/").count, $1.key) }) {
+                picture.add(topic: topic, payload: payload)
+            }
+            if json {
+                printJSON(picture)
+            } else {
+                printText(picture)
+            }
+        }
+
+        private func printJSON(_ picture: MeshPicture) {
+            var o: [String: Any] = ["broker": broker, "nodes": picture.nodes.mapValues { n -> [String: Any] in
+                var d: [String: Any] = ["filters": n.filters, "source": n.source, "subscriptions": n.filters.values.reduce(0, +)]
+                if let s = n.status { d["status"] = s }
+                if let s = n.seq { d["seq"] = s }
+                if let u = n.updated { d["updated"] = u }
+                if let s = n.stats { d["stats"] = s }
+                return d
+            }]
+            if let local = picture.localNode {
+                o["node"] = local
+                o["agent"] = picture.nodes[local]?.status ?? "unknown"
+            }
+            if let route { o["route"] = ["topic": route, "nodes": picture.route(route)] }
+            if !picture.rejected.isEmpty { o["rejected"] = picture.rejected }
+            if let data = try? JSONSerialization.data(withJSONObject: o, options: [.sortedKeys, .prettyPrinted]) {
+                print(String(decoding: data, as: UTF8.self))
+            }
+        }
+
+        private func printText(_ picture: MeshPicture) {
+            guard !picture.nodes.isEmpty else {
+                print("no mesh control topics on \(broker): no agent has run against this broker (or the ACL hides $mesh/# from this user)")
+                return
+            }
+            let local = picture.localNode ?? "?"
+            print("mesh as seen from broker \(broker) (node \(local))")
+            if let status = picture.nodes[local]?.status, status != "online" {
+                print("warning: the agent of this broker is \(status); what follows is what was retained when it last ran")
+            }
+            let now = Date().timeIntervalSince1970
+            let rows = picture.nodes.keys.sorted().map { name -> [String] in
+                let n = picture.nodes[name]!
+                let updated = n.updated.map { "\(max(0, Int(now - $0)))s ago" } ?? "-"
+                let source = n.source == "own" ? "own topics" : "mirrored by \(n.source)"
+                return [name, n.status ?? "?", n.seq.map(String.init) ?? "-", "\(n.filters.count)", "\(n.filters.values.reduce(0, +))", source, updated]
+            }
+            printTable(["NODE", "STATUS", "SEQ", "FILTERS", "SUBSCRIPTIONS", "SOURCE", "UPDATED"], rows)
+            print("\nsubscription tree (node:count; + and # are wildcards, [share g] a shared subscription)")
+            printTree(picture)
+            if let route {
+                let targets = picture.route(route)
+                print("\na message on '\(route)' would be delivered on: " + (targets.isEmpty ? "no node (nobody subscribes)" :
+                    targets.keys.sorted().map { "\($0) (\(targets[$0]!.joined(separator: ", ")))" }.joined(separator: "; ")))
+            }
+            for r in picture.rejected { print("rejected: \(r)") }
+        }
+
+        private func printTable(_ header: [String], _ rows: [[String]]) {
+            let widths = header.indices.map { i in ([header] + rows).map { $0[i].count }.max() ?? 0 }
+            for row in [header] + rows {
+                print(row.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(separator: "  "))
+            }
+        }
+
+        /// Topic levels as a tree, with each filter's nodes and counts at its last level.
+        private func printTree(_ picture: MeshPicture) {
+            final class Level {
+                var children: [String: Level] = [:]
+                var marks: [String] = []
+            }
+            let root = Level()
+            for (node, n) in picture.nodes {
+                for (text, count) in n.filters {
+                    guard let f = try? TopicFilter(validating: text) else { continue }
+                    var level = root
+                    for part in f.matchFilter.split(separator: "/", omittingEmptySubsequences: false) {
+                        let key = String(part)
+                        if level.children[key] == nil { level.children[key] = Level() }
+                        level = level.children[key]!
+                    }
+                    level.marks.append("\(node):\(count)" + (f.shareGroup.map { " [share \($0)]" } ?? ""))
+                }
+            }
+            func walk(_ level: Level, _ prefix: String) {
+                let keys = level.children.keys.sorted()
+                for (i, key) in keys.enumerated() {
+                    let child = level.children[key]!
+                    let last = i == keys.count - 1
+                    let name = key.isEmpty ? "\"\"" : key
+                    let marks = child.marks.isEmpty ? "" : "   " + child.marks.sorted().joined(separator: " ")
+                    print(prefix + (last ? "└── " : "├── ") + name + marks)
+                    walk(child, prefix + (last ? "    " : "│   "))
+                }
+            }
+            if root.children.isEmpty { print("(no subscriptions anywhere)") } else { walk(root, "") }
+        }
+    }
+}
