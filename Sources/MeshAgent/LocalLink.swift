@@ -60,6 +60,11 @@ final class LocalLink: Sendable {
         events.disconnected = { rc in box.value?.disconnected(rc) }
         events.message = { m in box.value?.message(m) }
         events.subscribed = { _, granted in box.value?.subscribed(granted) }
+        let libraryThrottle = LogThrottle(first: 5, every: 100)
+        events.libraryLog = { [logger] isError, message in
+            guard isError, libraryThrottle.shouldLog().0 else { return }
+            logger.warning("local link: \(message)")
+        }
         client = try MQTTClient(configuration: cc, events: events)
         box.value = self
     }

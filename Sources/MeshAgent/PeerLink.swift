@@ -60,6 +60,12 @@ final class PeerLink: Sendable {
         events.disconnected = { rc in box.value?.disconnected(rc) }
         events.message = { m in box.value?.message(m) }
         events.subscribed = { mid, granted in box.value?.subscribed(mid, granted) }
+        let libraryThrottle = LogThrottle(first: 5, every: 100)
+        let linkLogger = self.logger
+        events.libraryLog = { isError, message in
+            guard isError, libraryThrottle.shouldLog().0 else { return }
+            linkLogger.warning("peer link: \(message)")
+        }
         client = try MQTTClient(configuration: cc, events: events)
         box.value = self
     }

@@ -17,6 +17,9 @@ public struct ClientEvents: Sendable {
     public var published: @Sendable (_ mid: Int32, _ reasonCode: Int32) -> Void = { _, _ in }
     /// SUBACK with the granted QoS (or failure codes ≥ 0x80) per filter.
     public var subscribed: @Sendable (_ mid: Int32, _ granted: [Int32]) -> Void = { _, _ in }
+    /// libmosquitto's own warnings and errors (failed connects, TLS handshake failures), which
+    /// no other callback reports. Nil: not collected.
+    public var libraryLog: (@Sendable (_ isError: Bool, _ message: String) -> Void)? = nil
 
     public init() {}
 }
@@ -94,6 +97,9 @@ public final class MQTTClient: @unchecked Sendable {
         mosquitto_message_v5_callback_set(handle, mqttOnMessage)
         mosquitto_publish_v5_callback_set(handle, mqttOnPublish)
         mosquitto_subscribe_v5_callback_set(handle, mqttOnSubscribe)
+        if context.takeUnretainedValue().events.libraryLog != nil {
+            mosquitto_log_callback_set(handle, mqttOnLog)
+        }
     }
 
     /// Connects and starts the loop thread. If the broker is not reachable yet the loop
@@ -114,7 +120,9 @@ public final class MQTTClient: @unchecked Sendable {
         if rc != Int32(MOSQ_ERR_SUCCESS.rawValue) {
             // Not fatal: the loop thread reconnects with backoff.
             firstError = MosquittoError(code: rc, operation: "connect \(configuration.endpoint)")
-            if rc == Int32(MOSQ_ERR_INVAL.rawValue) || rc == Int32(MOSQ_ERR_TLS.rawValue) { throw firstError! }
+            // Only a malformed request is final; refused, unreachable or a failed TLS
+            // handshake may heal (broker restarts, certificate rotated): keep retrying.
+            if rc == Int32(MOSQ_ERR_INVAL.rawValue) { throw firstError! }
         }
         try check(mosquitto_loop_start(handle), "start loop for \(configuration.clientID)")
         return firstError
@@ -281,6 +289,13 @@ private func mqttOnPublish(_ mosq: OpaquePointer?, _ obj: UnsafeMutableRawPointe
     guard let ctx = context(obj) else { return }
     ctx.owner?.client?.notePublished()
     ctx.events.published(mid, reasonCode)
+}
+
+private func mqttOnLog(_ mosq: OpaquePointer?, _ obj: UnsafeMutableRawPointer?, _ level: Int32, _ text: UnsafePointer<CChar>?) {
+    guard let ctx = context(obj), let log = ctx.events.libraryLog, let text else { return }
+    let isError = level == Int32(MOSQ_LOG_ERR)
+    guard isError || level == Int32(MOSQ_LOG_WARNING) else { return }
+    log(isError, String(cString: text))
 }
 
 private func mqttOnSubscribe(_ mosq: OpaquePointer?, _ obj: UnsafeMutableRawPointer?, _ mid: Int32, _ count: Int32, _ granted: UnsafePointer<Int32>?, _ props: OpaquePointer?) {
