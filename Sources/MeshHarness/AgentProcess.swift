@@ -7,6 +7,8 @@ public final class AgentProcess: Sendable {
     public let peers: [String]
     public let stateDirectory: String
     public let healthPort: Int32
+    /// Where the agent serves Prometheus metrics (`GET /metrics`).
+    public let metricsPort: Int32
     public let extraArguments: [String]
     private let process = LockedValue<ChildProcess?>(nil)
 
@@ -19,6 +21,7 @@ public final class AgentProcess: Sendable {
         self.stateDirectory = stateDirectory
         self.extraArguments = extraArguments
         healthPort = Network.freePort()
+        metricsPort = Network.freePort()
         try? FileManager.default.createDirectory(atPath: stateDirectory, withIntermediateDirectories: true)
     }
 
@@ -45,7 +48,8 @@ public final class AgentProcess: Sendable {
 
     public var arguments: [String] {
         var args = ["run", "--node-id", nodeID, "--local", local.endpoint, "--state-dir", stateDirectory,
-                    "--health-listen", "127.0.0.1:\(healthPort)", "--log-level", "info"]
+                    "--health-listen", "127.0.0.1:\(healthPort)", "--metrics-listen", "127.0.0.1:\(metricsPort)",
+                    "--log-level", "info"]
         for p in peers { args += ["--peer", p] }
         return args + extraArguments
     }
@@ -70,6 +74,9 @@ public final class AgentProcess: Sendable {
     }
 
     public var health: String? { Network.readLine(port: healthPort) }
+
+    /// The running agent's process id (benchmarks attribute its sockets with it).
+    public var pid: pid_t? { process.value?.pid }
 
     /// SIGTERM and wait for a graceful exit; returns the exit code.
     @discardableResult

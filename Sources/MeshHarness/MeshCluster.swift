@@ -40,6 +40,15 @@ public final class MeshCluster: Sendable {
                        balance: balance, port: port)
     }
 
+    /// Selects the agent ↔ peer-broker connections (agent i's process → broker j's port,
+    /// j ≠ i) in a socket snapshot: what crosses between nodes in a real deployment.
+    public func isInterBroker(_ c: TCPConnection) -> Bool {
+        for (i, agent) in agents.enumerated() where agent.pid == c.pid {
+            return brokers.indices.contains { $0 != i && brokers[$0].port == c.remotePort }
+        }
+        return false
+    }
+
     public func stop() async {
         for a in agents { await a.stop() }
         for b in brokers { await b.stop() }

@@ -1,0 +1,4 @@
+struct BenchChurn {
+    init(quick: Bool) {}
+    func run() async throws -> BenchSection { throw BenchError("Churn: not implemented yet") }
+}

@@ -1,0 +1,227 @@
+import Foundation
+import Histogram
+import MeshHarness
+import Mosquitto
+import Synchronization
+
+/// Monotonic nanoseconds: publisher and subscriber share the machine, so a timestamp in
+/// the payload gives end-to-end latency without clock sync.
+@inline(__always)
+func monotonicNanos() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}
+
+/// The payload every load message carries: kind byte (`D` data, `P` probe), the message's
+/// global index (UInt32 LE), the send time (UInt64 LE, monotonic ns), then padding to
+/// `size` bytes. A global index lets one tracker count losses and duplicates exactly.
+enum BenchPayload {
+    static let size = 100
+
+    static func make() -> [UInt8] { [UInt8](repeating: 0x2E, count: size) }
+
+    @inline(__always)
+    static func stamp(_ buffer: inout [UInt8], kind: UInt8, index: UInt32, time: UInt64 = monotonicNanos()) {
+        buffer.withUnsafeMutableBytes { raw in
+            raw[0] = kind
+            raw.storeBytes(of: index.littleEndian, toByteOffset: 1, as: UInt32.self)
+            raw.storeBytes(of: time.littleEndian, toByteOffset: 5, as: UInt64.self)
+        }
+    }
+
+    @inline(__always)
+    static func read(_ payload: UnsafeRawBufferPointer) -> (kind: UInt8, index: UInt32, time: UInt64)? {
+        guard payload.count >= 13 else { return nil }
+        return (payload[0], UInt32(littleEndian: payload.loadUnaligned(fromByteOffset: 1, as: UInt32.self)),
+                UInt64(littleEndian: payload.loadUnaligned(fromByteOffset: 5, as: UInt64.self)))
+    }
+}
+
+/// Counts what subscribers received: distinct messages (a bitset over the global index),
+/// duplicates, latency (µs, hdrhistogram), first/last receive time, and probes.
+final class DeliveryTracker: Sendable {
+    struct State {
+        var seen: [UInt64]
+        var received = 0
+        var duplicates = 0
+        var histogram = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 600_000_000, numberOfSignificantValueDigits: .three)
+        var firstReceive: UInt64 = 0
+        var lastReceive: UInt64 = 0
+        var probes = Set<UInt32>()
+    }
+
+    let expected: Int
+    private let state: Mutex<State>
+
+    init(expected: Int) {
+        self.expected = expected
+        state = Mutex(State(seen: [UInt64](repeating: 0, count: expected / 64 + 1)))
+    }
+
+    func record(_ payload: UnsafeRawBufferPointer) {
+        let now = monotonicNanos()
+        guard let (kind, index, sent) = BenchPayload.read(payload) else { return }
+        state.withLock { s in
+            if kind == UInt8(ascii: "P") {
+                s.probes.insert(index)
+                return
+            }
+            guard Int(index) < expected else { return }
+            let word = Int(index) / 64, bit = UInt64(1) << UInt64(index % 64)
+            if s.seen[word] & bit != 0 {
+                s.duplicates += 1
+                return
+            }
+            s.seen[word] |= bit
+            s.received += 1
+            if s.firstReceive == 0 { s.firstReceive = now }
+            s.lastReceive = now
+            _ = s.histogram.record(now > sent ? (now - sent) / 1000 : 0)
+        }
+    }
+
+    var received: Int { state.withLock { $0.received } }
+    var duplicates: Int { state.withLock { $0.duplicates } }
+    var lastReceive: UInt64 { state.withLock { $0.lastReceive } }
+    var histogram: Histogram<UInt64> { state.withLock { $0.histogram } }
+    func hasProbe(_ id: UInt32) -> Bool { state.withLock { $0.probes.contains(id) } }
+
+    /// Waits until everything expected arrived, or nothing new arrived for `stall`, or
+    /// `timeout` passed. Returns how many arrived.
+    @discardableResult
+    func waitForAll(stall: Duration = .seconds(10), timeout: Duration = .seconds(300)) async -> Int {
+        let clock = ContinuousClock()
+        let deadline = clock.now.advanced(by: timeout)
+        var last = -1
+        var lastChange = clock.now
+        while clock.now < deadline {
+            let n = received
+            if n >= expected { return n }
+            if n != last { last = n; lastChange = clock.now }
+            if clock.now - lastChange > stall { return n }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        return received
+    }
+}
+
+/// A subscriber that feeds a tracker (no per-message copies beyond the tracker's work).
+func makeSubscriber(_ id: String, port: Int32, tracker: DeliveryTracker) async throws -> HarnessClient {
+    let c = try HarnessClient(clientID: id, port: port, record: false) { m in tracker.record(m.payload) }
+    try await c.connect()
+    return c
+}
+
+/// Publishes until `tracker` has seen a probe from each of `ports` on `topic`: the
+/// subscription is in place and (for bridge and mesh) interest has crossed. Probe
+/// payloads are ignored by the delivery counts.
+func waitUntilDeliverable(topic: String, ports: [Int32], tracker: DeliveryTracker, label: String,
+                          timeout: Duration = .seconds(20)) async throws {
+    for (k, port) in Set(ports).sorted().enumerated() {
+        let id = UInt32(k) + 1_000_000 * UInt32.random(in: 1...4000)
+        let prober = try HarnessClient(clientID: "bench-probe-\(label)-\(k)-\(UInt32.random(in: 0...UInt32.max))", port: port, record: false)
+        defer { prober.close() }
+        try await prober.connect()
+        var payload = BenchPayload.make()
+        let clock = ContinuousClock()
+        let deadline = clock.now.advanced(by: timeout)
+        while !tracker.hasProbe(id) {
+            guard clock.now < deadline else { throw BenchError("\(label): \(topic) not deliverable from port \(port) within \(timeout)") }
+            BenchPayload.stamp(&payload, kind: UInt8(ascii: "P"), index: id)
+            try prober.client.publish(topic: topic, payload: payload, qos: 0)
+            try await Task.sleep(for: .milliseconds(20))
+        }
+    }
+}
+
+/// One load publisher: `count` messages on topics chosen by `topicIndex`, QoS `qos`, at most
+/// `window` unacknowledged (QoS > 0), optionally paced at `rate` msg/s. Indexes are
+/// `firstIndex ..< firstIndex + count`. Bounded by `timeout`.
+struct LoadPublisher: Sendable {
+    var client: HarnessClient
+    var topics: [String]
+    var topicIndex: @Sendable (Int) -> Int = { _ in 0 }
+    var qos: Int32
+    var count: Int
+    var firstIndex: Int
+    var window = 1000
+    var rate: Double?
+
+    func run(progress: BenchCounter, timeout: Duration = .seconds(300)) async throws {
+        let cTopics = topics.map { strdup($0)! }
+        defer { cTopics.forEach { free($0) } }
+        var payload = BenchPayload.make()
+        let clock = ContinuousClock()
+        let start = clock.now
+        let deadline = start.advanced(by: timeout)
+        let batch = rate.map { max(1, Int($0 / 1000)) } ?? 64
+        var i = 0
+        while i < count {
+            if let rate {
+                // Pacing: batches on a 1 ms grid, so the rate holds without a sleep per message.
+                let due = start.advanced(by: .nanoseconds(Int64(Double(i) / rate * 1e9)))
+                if due > clock.now { try await Task.sleep(until: due, clock: clock) }
+            }
+            if qos > 0 {
+                while client.client.outstandingPublishes >= window {
+                    guard clock.now < deadline else { throw BenchError("publisher \(client.client.configuration.clientID): acknowledgements stalled") }
+                    try await Task.sleep(for: .microseconds(500))
+                }
+            }
+            let end = min(count, i + batch)
+            let before = i
+            while i < end {
+                BenchPayload.stamp(&payload, kind: UInt8(ascii: "D"), index: UInt32(firstIndex + i))
+                let rc = payload.withUnsafeBytes { p in
+                    client.client.publish(topic: cTopics[topicIndex(i)], payload: p, qos: qos, retain: false, properties: nil)
+                }
+                guard rc == 0 else { throw BenchError("publish failed rc=\(rc) on \(client.client.configuration.clientID)") }
+                i += 1
+            }
+            progress.add(i - before)
+            guard clock.now < deadline else { throw BenchError("publisher \(client.client.configuration.clientID) over time after \(i) of \(count)") }
+            if rate == nil { await Task.yield() }
+        }
+        if qos > 0 { try await client.waitForAcks(timeout: .seconds(120)) }
+    }
+}
+
+/// A shared counter for the progress line.
+final class BenchCounter: Sendable {
+    private let value = Atomic<Int>(0)
+    func add(_ n: Int) { value.add(n, ordering: .relaxed) }
+    var count: Int { value.load(ordering: .relaxed) }
+}
+
+/// The line that shows a run is alive: rewritten in place on a terminal, one line every
+/// few seconds otherwise (CI logs).
+final class BenchProgress: Sendable {
+    private let task: LockedValue<Task<Void, Never>?> = LockedValue(nil)
+
+    init(_ line: @escaping @Sendable () -> String) {
+        let tty = isatty(2) != 0
+        task.value = Task {
+            var ticks = 0
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(500))
+                ticks += 1
+                if tty {
+                    FileHandle.standardError.write(Data("\r\u{1B}[K  \(line())".utf8))
+                } else if ticks % 6 == 0 {
+                    FileHandle.standardError.write(Data("  \(line())\n".utf8))
+                }
+            }
+        }
+    }
+
+    func finish() {
+        task.value?.cancel()
+        if isatty(2) != 0 { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+    }
+}
+
+/// Status lines between phases, on stderr so stdout carries only the report.
+func benchSay(_ text: String) {
+    FileHandle.standardError.write(Data((text + "\n").utf8))
+}

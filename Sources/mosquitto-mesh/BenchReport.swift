@@ -1,0 +1,130 @@
+import Foundation
+
+/// One measured line: a scenario's variant (e.g. `qos1`, `n=3`) on one setup.
+struct BenchRow: Encodable, Sendable {
+    var scenario: String
+    var variant: String
+    var setup: String
+    var metrics: [String: Double]
+}
+
+/// A target from issue 4, checked against this run.
+struct BenchTarget: Encodable, Sendable {
+    var scenario: String
+    var description: String
+    var value: Double
+    var threshold: Double
+    /// true: value must be ≥ threshold; false: ≤.
+    var atLeast: Bool
+    var holds: Bool { atLeast ? value >= threshold : value <= threshold }
+
+    enum CodingKeys: String, CodingKey { case scenario, description, value, threshold, atLeast, holds }
+    func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(scenario, forKey: .scenario)
+        try c.encode(description, forKey: .description)
+        try c.encode(value, forKey: .value)
+        try c.encode(threshold, forKey: .threshold)
+        try c.encode(atLeast, forKey: .atLeast)
+        try c.encode(holds, forKey: .holds)
+    }
+}
+
+/// A scenario's results: rows, the columns to show, and the targets checked.
+struct BenchSection: Encodable, Sendable {
+    var scenario: String
+    var columns: [String]
+    var rows: [BenchRow] = []
+    var ratios: [String: Double] = [:]
+    var targets: [BenchTarget] = []
+
+    func row(_ setup: BenchSetup, _ variant: String) -> BenchRow? {
+        rows.first { $0.setup == setup.rawValue && $0.variant == variant }
+    }
+
+    /// mesh ÷ bridge of `metric` for `variant`, recorded under `name`.
+    @discardableResult
+    mutating func ratio(_ name: String, _ metric: String, variant: String) -> Double? {
+        guard let m = row(.mesh, variant)?.metrics[metric], let b = row(.bridge, variant)?.metrics[metric], b > 0 else { return nil }
+        ratios[name] = m / b
+        return m / b
+    }
+
+    mutating func target(_ description: String, _ value: Double?, atLeast threshold: Double) {
+        guard let value else { return }
+        targets.append(BenchTarget(scenario: scenario, description: description, value: value, threshold: threshold, atLeast: true))
+    }
+
+    mutating func target(_ description: String, _ value: Double?, atMost threshold: Double) {
+        guard let value else { return }
+        targets.append(BenchTarget(scenario: scenario, description: description, value: value, threshold: threshold, atLeast: false))
+    }
+
+    var markdown: String {
+        var out = "### \(scenario)\n\n| variant | setup | " + columns.joined(separator: " | ") + " |\n"
+        out += "|---|---|" + String(repeating: "---:|", count: columns.count) + "\n"
+        for r in rows {
+            out += "| \(r.variant) | \(r.setup) | " + columns.map { r.metrics[$0].map(Self.format) ?? "–" }.joined(separator: " | ") + " |\n"
+        }
+        if !ratios.isEmpty {
+            out += "\nRatios (mesh ÷ bridge): " + ratios.sorted { $0.key < $1.key }.map { "\($0.key) **\(String(format: "%.2f", $0.value))×**" }.joined(separator: ", ") + "\n"
+        }
+        if !targets.isEmpty {
+            out += "\n| target | value | holds |\n|---|---:|---|\n"
+            for t in targets {
+                out += "| \(t.description) | \(Self.format(t.value)) | \(t.holds ? "yes" : "**no**") |\n"
+            }
+        }
+        return out
+    }
+
+    static func format(_ v: Double) -> String {
+        if v == v.rounded() && abs(v) < 1e15 { return String(Int64(v)) }
+        if abs(v) >= 100 { return String(format: "%.0f", v) }
+        return String(format: "%.2f", v)
+    }
+}
+
+/// The whole run: what was run, where, and every section.
+struct BenchReport: Encodable, Sendable {
+    var command: String
+    var machine: String
+    var date: String
+    var sections: [BenchSection] = []
+
+    init() {
+        command = "mosquitto-mesh " + CommandLine.arguments.dropFirst().joined(separator: " ")
+        date = ISO8601DateFormatter().string(from: Date())
+        machine = Self.describeMachine()
+    }
+
+    static func describeMachine() -> String {
+        var cpu = "unknown CPU"
+        if let text = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
+           let line = text.split(separator: "\n").first(where: { $0.hasPrefix("model name") }),
+           let colon = line.firstIndex(of: ":") {
+            cpu = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+        }
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        let memory = ProcessInfo.processInfo.physicalMemory / 1_073_741_824
+        var os = "Linux"
+        if let text = try? String(contentsOfFile: "/etc/os-release", encoding: .utf8),
+           let line = text.split(separator: "\n").first(where: { $0.hasPrefix("PRETTY_NAME=") }) {
+            os = line.dropFirst("PRETTY_NAME=".count).trimmingCharacters(in: CharacterSet(charactersIn: "\""))
+        }
+        return "\(cpu), \(cores) cores, \(memory) GiB, \(os), mosquitto 2.0.11, loopback"
+    }
+
+    var markdown: String {
+        var out = "## mosquitto-mesh bench\n\n- command: `\(command)`\n- machine: \(machine)\n- date: \(date)\n"
+        out += "- broker configuration (all setups): max_inflight_messages 1000, max_queued_messages 0 (unlimited), max_queued_bytes 0, set_tcp_nodelay true, persistence true\n\n"
+        for s in sections { out += s.markdown + "\n" }
+        return out
+    }
+
+    func writeJSON(to path: String) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try encoder.encode(self).write(to: URL(fileURLWithPath: path))
+    }
+}

@@ -1,0 +1,4 @@
+struct BenchScale {
+    init(quick: Bool) {}
+    func run() async throws -> BenchSection { throw BenchError("Scale: not implemented yet") }
+}

@@ -1,0 +1,94 @@
+import Foundation
+import MeshHarness
+
+/// The HA-Mosquitto thesis test: 500 subscribers, subscriber i on `test_1/i`, connected
+/// through HAProxy round robin (so alternately to the brokers); 25 publishers through
+/// HAProxy, 3000 QoS 1 messages of 100 bytes each, all to `test_1/499`.
+struct BenchSeed {
+    var subscribers = 500
+    var publishers = 25
+    var perPublisher = 3000
+    var nodes = 2
+
+    init(quick: Bool) {
+        if quick { subscribers = 20; publishers = 4; perPublisher = 200 }
+    }
+
+    func run() async throws -> BenchSection {
+        var section = BenchSection(scenario: "seed", columns: ["publisher_msg_s", "delivered", "expected", "duplicates", "inter_broker_bytes", "sync_bytes", "seconds"])
+        let variant = "\(subscribers) subs, \(publishers)×\(perPublisher) QoS 1"
+        for setup in BenchSetup.allCases {
+            let metrics = try await BenchTopology.with(setup, nodes: nodes, label: "seed") { try await measure($0) }
+            section.rows.append(BenchRow(scenario: "seed", variant: variant, setup: setup.rawValue, metrics: metrics))
+        }
+        let speed = section.ratio("publisher msg/s", "publisher_msg_s", variant: variant)
+        let bytes = section.ratio("inter-broker bytes", "inter_broker_bytes", variant: variant)
+        section.target("mesh publisher msg/s ≥ 0.9× bridge", speed, atLeast: 0.9)
+        section.target("inter-broker bytes ≤ 0.55× bridge", bytes, atMost: 0.55)
+        if let m = section.row(.mesh, variant)?.metrics {
+            section.target("mesh delivered (%)", 100 * (m["delivered"] ?? 0) / max(1, m["expected"] ?? 1), atLeast: 100)
+            section.target("mesh duplicates", m["duplicates"], atMost: 0)
+            section.target("syncing \(subscribers) subscriptions (KB)", (m["sync_bytes"] ?? 0) / 1000, atMost: 100)
+        }
+        return section
+    }
+
+    private func measure(_ t: BenchTopology) async throws -> [String: Double] {
+        let lb = try await t.startLoadBalancer()
+        let expected = publishers * perPublisher
+        let tracker = DeliveryTracker(expected: expected)
+        let ignore = DeliveryTracker(expected: 0)
+        let target = "test_1/\(subscribers - 1)"
+        var clients: [HarnessClient] = []
+        defer { clients.forEach { $0.close() } }
+
+        // Subscriptions, and what syncing them costs between brokers.
+        let beforeSync = try await SocketCounters.snapshot()
+        let connected = BenchCounter()
+        let progress = BenchProgress { "[seed \(t.setup.rawValue)] subscribers \(connected.count)/\(subscribers)" }
+        for i in 0..<subscribers {
+            let c = try await makeSubscriber("seed-sub-\(i)", port: lb.port, tracker: i == subscribers - 1 ? tracker : ignore)
+            try await c.subscribe("test_1/\(i)", qos: 1)
+            clients.append(c)
+            connected.add(1)
+        }
+        progress.finish()
+        try await waitUntilDeliverable(topic: target, ports: t.brokers.map(\.port), tracker: tracker, label: "seed")
+        try await t.waitForQuietLinks()
+        let syncBytes = try await t.interBrokerBytes(since: beforeSync)
+
+        // The load.
+        var pubs: [HarnessClient] = []
+        for k in 0..<publishers {
+            let c = try HarnessClient(clientID: "seed-pub-\(k)", port: lb.port, record: false)
+            try await c.connect()
+            pubs.append(c)
+        }
+        defer { pubs.forEach { $0.close() } }
+        let sent = BenchCounter()
+        let load = BenchProgress { "[seed \(t.setup.rawValue)] sent \(sent.count)/\(expected) delivered \(tracker.received)" }
+        let before = try await SocketCounters.snapshot()
+        let start = monotonicNanos()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for (k, c) in pubs.enumerated() {
+                let p = LoadPublisher(client: c, topics: [target], qos: 1, count: perPublisher, firstIndex: k * perPublisher)
+                group.addTask { try await p.run(progress: sent) }
+            }
+            try await group.waitForAll()
+        }
+        let acked = monotonicNanos()
+        await tracker.waitForAll()
+        load.finish()
+        let bytes = try await t.interBrokerBytes(since: before)
+        let seconds = Double(acked - start) / 1e9
+        return [
+            "publisher_msg_s": Double(expected) / seconds,
+            "delivered": Double(tracker.received),
+            "expected": Double(expected),
+            "duplicates": Double(tracker.duplicates),
+            "inter_broker_bytes": Double(bytes),
+            "sync_bytes": Double(syncBytes),
+            "seconds": seconds,
+        ]
+    }
+}
