@@ -1,4 +1,76 @@
+import Foundation
+import MeshHarness
+
+/// 2, 3 and 5 nodes, one subscriber and one publisher per node; each publisher sends its
+/// messages round robin to every node's subscriber, so (N−1)/N of them must cross. Shows
+/// how inter-broker bytes and throughput grow with N (the bridge is a star).
 struct BenchScale {
-    init(quick: Bool) {}
-    func run() async throws -> BenchSection { throw BenchError("Scale: not implemented yet") }
+    var sizes = [2, 3, 5]
+    var perPublisher = 20_000
+
+    init(quick: Bool) {
+        if quick { sizes = [2]; perPublisher = 300 }
+    }
+
+    func run() async throws -> BenchSection {
+        var section = BenchSection(scenario: "scale", columns: ["delivered_msg_s", "delivered", "expected", "duplicates", "inter_broker_bytes", "bytes_per_msg"])
+        for n in sizes {
+            let variant = "n=\(n)"
+            for setup in BenchSetup.allCases {
+                let metrics = try await BenchTopology.with(setup, nodes: n, label: "scale\(n)") { try await measure($0, nodes: n) }
+                section.rows.append(BenchRow(scenario: "scale", variant: variant, setup: setup.rawValue, metrics: metrics))
+            }
+            section.ratio("msg/s \(variant)", "delivered_msg_s", variant: variant)
+            section.ratio("bytes \(variant)", "inter_broker_bytes", variant: variant)
+        }
+        return section
+    }
+
+    private func measure(_ t: BenchTopology, nodes n: Int) async throws -> [String: Double] {
+        let label = "scale n=\(n) \(t.setup.rawValue)"
+        let expected = n * perPublisher
+        let tracker = DeliveryTracker(expected: expected)
+        var clients: [HarnessClient] = []
+        defer { clients.forEach { $0.close() } }
+        let topics = (0..<n).map { "scale/\($0)/m" }
+        for i in 0..<n {
+            let sub = try await makeSubscriber("scale-sub-\(i)", port: t.port(node: i), tracker: tracker)
+            try await sub.subscribe("scale/\(i)/#", qos: 1)
+            clients.append(sub)
+        }
+        for i in 0..<n {
+            try await waitUntilDeliverable(topic: topics[i], ports: (0..<n).map { t.port(node: $0) }, tracker: tracker, label: label)
+        }
+        var pubs: [HarnessClient] = []
+        for i in 0..<n {
+            let c = try HarnessClient(clientID: "scale-pub-\(i)", port: t.port(node: i), record: false)
+            try await c.connect()
+            pubs.append(c)
+        }
+        clients += pubs
+        let sent = BenchCounter()
+        let progress = BenchProgress { "[\(label)] sent \(sent.count)/\(expected) delivered \(tracker.received)" }
+        let before = try await SocketCounters.snapshot()
+        let start = monotonicNanos()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for (i, c) in pubs.enumerated() {
+                let p = LoadPublisher(client: c, topics: topics, topicIndex: { ($0 + i + 1) % n }, qos: 1,
+                                      count: perPublisher, firstIndex: i * perPublisher)
+                group.addTask { try await p.run(progress: sent) }
+            }
+            try await group.waitForAll()
+        }
+        await tracker.waitForAll()
+        progress.finish()
+        let bytes = try await t.interBrokerBytes(since: before)
+        let seconds = Double(max(tracker.lastReceive, start + 1) - start) / 1e9
+        return [
+            "delivered_msg_s": Double(tracker.received) / seconds,
+            "delivered": Double(tracker.received),
+            "expected": Double(expected),
+            "duplicates": Double(tracker.duplicates),
+            "inter_broker_bytes": Double(bytes),
+            "bytes_per_msg": Double(bytes) / Double(max(1, tracker.received)),
+        ]
+    }
 }
