@@ -1,9 +1,146 @@
 import ArgumentParser
+import Foundation
+import MeshHarness
 
 extension MosquittoMesh {
-    /// Failover measured through HAProxy (issue 3).
+    /// Failover measured through HAProxy (issue 3): constant-rate QoS 1 publishers and
+    /// persistent subscribers through the load balancer, a broker killed with kill -9
+    /// (and, in the netns topology, the MASTER load balancer), reported per second.
     struct BenchFailover: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "failover", abstract: "Kill a broker (and a load balancer) under load and measure what it costs.")
-        func run() async throws { throw ValidationError("not implemented yet") }
+        static let configuration = CommandConfiguration(
+            commandName: "failover",
+            abstract: "Kill a broker (and a load balancer) under load and measure what it costs.",
+            discussion: """
+            Loopback (default): starts --nodes brokers with agents and HAProxy (client-id stickiness, agent-check)
+            on 127.0.0.1, kills broker --kill with kill -9 at --kill-at seconds.
+            Network namespaces: examples/ha-netns/run.sh builds two broker hosts, two HAProxy+keepalived hosts
+            with a floating IP and a client host, and runs this command with --netns DIR inside the client host;
+            it kills a broker at --kill-at and the MASTER load balancer (HAProxy and keepalived, kill -9) at --lb-kill-at.
+            Exit status 0 whether or not the targets were met, unless --require-targets.
+            """
+        )
+
+        @Option(help: "Brokers in the loopback mesh (2-5).")
+        var nodes = 2
+        @Option(help: "Publishers (each its own MQTT connection).")
+        var publishers = 4
+        @Option(help: "Persistent-session subscribers, each subscribed to every publisher's topic.")
+        var subscribers = 4
+        @Option(help: "Messages per second per publisher (QoS 1).")
+        var rate = 50
+        @Option(help: "Seconds of constant-rate publishing.")
+        var duration = 20.0
+        @Option(name: .customLong("kill-at"), help: "Seconds after the start to kill -9 a broker.")
+        var killAt = 6.0
+        @Option(help: "Loopback: node name of the broker to kill (a, b, …).")
+        var kill = "a"
+        @Option(name: .customLong("lb-kill-at"), help: "Netns: seconds after the start to kill -9 the MASTER load balancer.")
+        var lbKillAt = 13.0
+        @Option(help: "Directory written by examples/ha-netns/run.sh (topology.env); runs against that topology.")
+        var netns: String?
+        @Option(help: "Write the per-second rows as CSV here.")
+        var csv: String?
+        @Option(help: "Write the timeline picture (SVG) here.")
+        var svg: String?
+        @Option(help: "Write a JSON summary here.")
+        var json: String?
+        @Option(help: "Loopback working directory (configs, logs). Default: a new temporary directory.")
+        var dir: String?
+        @Flag(name: .customLong("require-targets"), help: "Exit 1 when a target is missed.")
+        var requireTargets = false
+
+        func validate() throws {
+            guard (2...5).contains(nodes) else { throw ValidationError("invalid --nodes '\(nodes)': expected 2-5") }
+            guard (1...50).contains(publishers) else { throw ValidationError("invalid --publishers '\(publishers)': expected 1-50") }
+            guard (1...50).contains(subscribers) else { throw ValidationError("invalid --subscribers '\(subscribers)': expected 1-50") }
+            guard (1...2000).contains(rate) else { throw ValidationError("invalid --rate '\(rate)': expected 1-2000 msg/s per publisher") }
+            guard (2...300).contains(duration) else { throw ValidationError("invalid --duration '\(duration)': expected 2-300 s") }
+            // Message ids wrap at 65535 per client; acknowledgements are matched by id.
+            guard Double(rate) * duration * 1.1 < 65000 else { throw ValidationError("--rate x --duration '\(Int(Double(rate) * duration))' is too many messages per publisher: keep it under 59000") }
+            guard killAt > 0 && killAt < duration else { throw ValidationError("invalid --kill-at '\(killAt)': expected between 0 and --duration") }
+            if netns != nil {
+                guard lbKillAt > killAt && lbKillAt < duration else { throw ValidationError("invalid --lb-kill-at '\(lbKillAt)': expected between --kill-at and --duration") }
+            } else {
+                let names = (0..<nodes).map { String(UnicodeScalar(UInt8(ascii: "a") + UInt8($0))) }
+                guard names.contains(kill) else { throw ValidationError("invalid --kill '\(kill)': expected one of \(names.joined(separator: ", "))") }
+            }
+        }
+
+        func run() async throws {
+            let analysis: FailoverAnalysis
+            let title: String
+            if let netns {
+                (analysis, title) = try await runNetns(directory: netns)
+            } else {
+                (analysis, title) = try await runLoopback()
+            }
+            say("\n" + FailoverOutput.table(analysis, clients: publishers + subscribers))
+            say(FailoverOutput.summary(analysis))
+            let targets = FailoverOutput.targets(analysis)
+            say(targets.text)
+            if let csv { try FailoverOutput.csv(analysis).write(toFile: csv, atomically: true, encoding: .utf8); say("CSV: \(csv)") }
+            if let svg { try FailoverOutput.svg(analysis, title: title).write(toFile: svg, atomically: true, encoding: .utf8); say("SVG: \(svg)") }
+            if let json { try FailoverOutput.json(analysis).write(to: URL(fileURLWithPath: json)); say("JSON: \(json)") }
+            if requireTargets && !targets.met { throw ExitCode(1) }
+        }
+
+        private func basePlan(host: String, port: Int32) -> FailoverPlan {
+            var plan = FailoverPlan(host: host, port: port)
+            plan.publishers = publishers
+            plan.subscribers = subscribers
+            plan.rate = rate
+            plan.duration = .milliseconds(Int64(duration * 1000))
+            return plan
+        }
+
+        private func runLoopback() async throws -> (FailoverAnalysis, String) {
+            let names = (0..<nodes).map { String(UnicodeScalar(UInt8(ascii: "a") + UInt8($0))) }
+            let directory = dir ?? MeshCluster.temporaryDirectory("bench-failover")
+            let cluster = MeshCluster(nodes: names, directory: directory)
+            let lb = cluster.makeLoadBalancer(balance: "leastconn")
+            say("loopback: \(nodes) brokers + agents + HAProxy (leastconn, client-id stickiness, agent-check) in \(directory)")
+            do {
+                try await cluster.start()
+                try await lb.start()
+                let victim = cluster.brokers[names.firstIndex(of: kill)!]
+                var plan = basePlan(host: "127.0.0.1", port: lb.port)
+                let admin = lb.admin
+                plan.locate = { try admin.stuckClients(backend: HAProxyProcess.backendName) }
+                plan.faults = [FailoverFault(kind: .broker, label: "kill -9 broker \(kill)", at: .milliseconds(Int64(killAt * 1000)),
+                                             server: kill) { await victim.kill9() }]
+                let recording = try await FailoverRunner.run(plan) { say($0) }
+                await lb.stop()
+                await cluster.stop()
+                return (FailoverAnalysis(recording), "mosquitto-mesh failover, loopback: \(nodes) brokers behind HAProxy, \(publishers)×\(rate) msg/s QoS 1")
+            } catch {
+                await lb.stop()
+                await cluster.stop()
+                throw error
+            }
+        }
+
+        private func runNetns(directory: String) async throws -> (FailoverAnalysis, String) {
+            let topo = try FailoverNetnsTopology(directory: directory)
+            say("netns: clients → floating IP \(topo.host):\(topo.port); kill broker \(topo.brokerServer) at \(killAt) s, MASTER \(topo.masterName) at \(lbKillAt) s")
+            var plan = basePlan(host: topo.host, port: topo.port)
+            let admin = HAProxyAdmin(socketPath: topo.masterAdminSocket)
+            plan.locate = { try admin.stuckClients(backend: "mosquitto") }
+            let brokerPIDs = topo.brokerPIDs, masterPIDs = topo.masterPIDs
+            plan.faults = [
+                FailoverFault(kind: .broker, label: "kill -9 broker \(topo.brokerServer)", at: .milliseconds(Int64(killAt * 1000)),
+                              server: topo.brokerServer) { for p in brokerPIDs { Glibc.kill(p, SIGKILL) } },
+                FailoverFault(kind: .loadBalancer, label: "kill -9 MASTER \(topo.masterName)", at: .milliseconds(Int64(lbKillAt * 1000)),
+                              observe: .init(label: "floating IP on the BACKUP", condition: { topo.floatingIPOnBackup() })) {
+                    for p in masterPIDs { Glibc.kill(p, SIGKILL) }
+                },
+            ]
+            let recording = try await FailoverRunner.run(plan) { say($0) }
+            return (FailoverAnalysis(recording), "mosquitto-mesh failover, netns: 2 brokers, HAProxy+keepalived MASTER/BACKUP, \(publishers)×\(rate) msg/s QoS 1")
+        }
     }
+}
+
+/// Prints a line at once (stdout may be a pipe to the netns script).
+private func say(_ text: String) {
+    FileHandle.standardOutput.write(Data((text + "\n").utf8))
 }
