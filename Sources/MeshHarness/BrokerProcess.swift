@@ -57,6 +57,8 @@ public final class BrokerProcess: Sendable {
             "persistence \(options.persistence)",
             "persistence_location \(directory)/",
             "autosave_interval 1",
+            // As in deploy/mosquitto/mesh.conf: Nagle + delayed ACK would add ~40 ms per hop to small messages.
+            "set_tcp_nodelay true",
         ]
         lines += options.extraConfiguration
         return lines.joined(separator: "\n") + "\n"

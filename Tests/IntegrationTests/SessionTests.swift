@@ -1,0 +1,127 @@
+import Foundation
+import MeshHarness
+import Testing
+
+/// Sessions as Mosquitto keeps them, seen through its log: takeover, restarts of the broker
+/// and of the agent, bursts.
+@Suite("sessions", .serialized, .timeLimit(.minutes(3)))
+struct SessionTests {
+    @Test("takeover: a clean reconnect of the same id drops the old filters, a persistent one keeps them")
+    func takeover() async throws {
+        try await withMesh(["a", "b"]) { mesh in
+            let first = try await mesh.client("b", id: "dup id", cleanStart: false, sessionExpiry: 3600)
+            try await first.subscribe("old/#", qos: 1)
+            try await mesh.waitForFilter("old/#", on: "b")
+            // Same id, persistent: takes over the session; Mosquitto logs no disconnect for the old one.
+            let second = try await mesh.client("b", id: "dup id", cleanStart: false, sessionExpiry: 3600)
+            #expect(second.sessionPresent)
+            try await second.subscribe("new/#", qos: 1)
+            try await mesh.waitForInterest(of: "b") { $0["old/#"] == 1 && $0["new/#"] == 1 }
+            // Same id, clean: the session and its filters are gone.
+            let third = try await mesh.client("b", id: "dup id", cleanStart: true)
+            try await third.subscribe("third/#", qos: 1)
+            try await mesh.waitForInterest(of: "b") { $0 == ["third/#": 1] }
+            for c in [first, second, third] { c.close() }
+        }
+    }
+
+    @Test("a persistent client's filters survive a restart of the agent and of the broker", arguments: ["agent", "broker"])
+    func survivesRestart(what: String) async throws {
+        try await withMesh(["a", "b"]) { mesh in
+            var sub = try await mesh.client("b", id: "durable", cleanStart: false, sessionExpiry: 3600)
+            try await sub.subscribe("keep/#", qos: 1)
+            try await mesh.waitForFilter("keep/#", on: "b")
+            sub.disconnect(); sub.close()
+            let agentB = mesh.agents[1]
+            if what == "agent" {
+                #expect(await agentB.stop() == 0)
+                try agentB.start()
+            } else {
+                // The broker restarts (persistence on); Mosquitto restores the session without a log line.
+                await mesh.brokers[1].stop()
+                try await mesh.brokers[1].start()
+            }
+            try await agentB.waitUntilUp()
+            try await mesh.waitForFilter("keep/#", on: "b")
+            let pub = try await mesh.client("a", id: "pub")
+            for i in 0..<5 { try pub.publish("keep/\(i)", "v\(i)", qos: 1) }
+            try await pub.waitForAcks()
+            sub = try await mesh.client("b", id: "durable", cleanStart: false, sessionExpiry: 3600)
+            #expect(try await sub.waitForMessages(5).map(\.text) == (0..<5).map { "v\($0)" })
+            sub.close(); pub.close()
+        }
+    }
+
+    @Test("a broker restart forgets clean sessions that did not come back")
+    func brokerRestartDropsCleanSessions() async throws {
+        try await withMesh(["a", "b"]) { mesh in
+            let clean = try await mesh.client("b", id: "ephemeral")
+            try await clean.subscribe("gone/#", qos: 1)
+            let durable = try await mesh.client("b", id: "stays", cleanStart: false, sessionExpiry: 3600)
+            try await durable.subscribe("stay/#", qos: 1)
+            try await mesh.waitForInterest(of: "b") { $0["gone/#"] != nil && $0["stay/#"] != nil }
+            await mesh.brokers[1].kill9()
+            clean.close(); durable.close()
+            try await mesh.brokers[1].start()
+            try await mesh.waitForInterest(of: "b", timeout: .seconds(20)) { $0 == ["stay/#": 1] }
+        }
+    }
+
+    @Test("a burst of subscribes is coalesced into few adverts, and the interest is exact")
+    func burstIsCoalesced() async throws {
+        try await withMesh(["a", "b"]) { mesh in
+            let reader = try await ControlReader(port: mesh.brokers[1].port)
+            try await waitUntil(timeout: .seconds(5), "first advert") { reader.latest("$mesh/b/subscriptions") != nil }
+            let before = reader.client.messages(on: "$mesh/b/subscriptions").count
+            let c = try await mesh.client("b", id: "burst")
+            for i in 0..<300 { _ = try c.client.subscribe("burst/\(i)", qos: 1) }
+            try await mesh.waitForInterest(of: "b") { $0.count == 300 }
+            let adverts = reader.client.messages(on: "$mesh/b/subscriptions").count - before
+            print("300 subscribes in a burst → \(adverts) adverts")
+            #expect(adverts >= 1 && adverts <= 30, "\(adverts) adverts for 300 subscribes")
+            c.close(); reader.close()
+        }
+    }
+
+    @Test("time from SUBACK on B until A forwards to it")
+    func subscribeToForwardLatency() async throws {
+        try await withMesh(["a", "b"]) { mesh in
+            let pub = try await mesh.client("a", id: "prober")
+            var samples: [Double] = []
+            for i in 0..<10 {
+                let sub = try await mesh.client("b", id: "late-\(i)")
+                let clock = ContinuousClock()
+                let start = clock.now
+                try await sub.subscribe("lat/\(i)", qos: 1)
+                // Publish every millisecond until the first copy arrives: the wait a real subscriber sees.
+                let deadline = start.advanced(by: .seconds(5))
+                while sub.messages.isEmpty && clock.now < deadline {
+                    try pub.publish("lat/\(i)", "probe", qos: 0)
+                    try await Task.sleep(for: .milliseconds(1))
+                }
+                let elapsed = clock.now - start
+                #expect(!sub.messages.isEmpty, "nothing forwarded within 5 s of the SUBACK")
+                samples.append(Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15)
+                sub.close()
+            }
+            samples.sort()
+            print("SUBACK on B → first message forwarded from A: p50 \(samples[samples.count / 2]) ms, max \(samples.last!) ms")
+            #expect(samples.count == 10)
+            pub.close()
+        }
+    }
+
+    @Test("a 4 MiB message crosses intact")
+    func largeMessage() async throws {
+        try await withMesh(["a", "b"]) { mesh in
+            let sub = try await mesh.client("b", id: "big-sub")
+            try await sub.subscribe("big", qos: 1)
+            try await mesh.waitForFilter("big", on: "b")
+            let pub = try await mesh.client("a", id: "big-pub")
+            let payload = (0..<(4 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+            try pub.publish("big", bytes: payload, qos: 1)
+            #expect(try await sub.waitForMessages(1, timeout: .seconds(20)).first?.payload == payload)
+            sub.close(); pub.close()
+        }
+    }
+}
