@@ -49,4 +49,65 @@ struct FailoverTests {
         await cluster.stop()
         try? FileManager.default.removeItem(atPath: dir)
     }
+
+    /// The seed topology in network namespaces (examples/ha-netns/run.sh): kill -9 broker b1,
+    /// then the MASTER load balancer (HAProxy + keepalived). Needs root and working
+    /// `ip netns` (CI containers without CAP_SYS_ADMIN skip it), plus haproxy and keepalived.
+    @Test("netns: broker kill and MASTER load-balancer kill, floating IP moves, nothing acknowledged is lost",
+          .enabled(if: NetnsSupport.available, "skipped: \(NetnsSupport.reason)"))
+    func netnsTopology() async throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+        let dir = MeshCluster.temporaryDirectory("failover-netns")
+        let json = dir + "/summary.json"
+        var env = ProcessInfo.processInfo.environment
+        env["MESH_BINARY"] = try AgentProcess.binaryPath()
+        env["HA_NETNS_LOGS"] = dir + "/logs"
+        let script = try ChildProcess(executable: root + "/examples/ha-netns/run.sh",
+                                      arguments: ["--duration", "16", "--kill-at", "4", "--lb-kill-at", "9", "--json", json],
+                                      environment: env, logPath: dir + "/run.log")
+        let exited = await script.waitForExit(timeout: .seconds(150))
+        if !exited { await script.stop(grace: .seconds(20)) } // SIGTERM: the script's trap tears the namespaces down
+        let log = script.logTail(maxBytes: 6000)
+        print(log)
+        #expect(exited, "run.sh did not finish within 150 s")
+        #expect(script.exitCode == 0, "run.sh failed: \(log)")
+        let data = try #require(FileManager.default.contents(atPath: json), "no summary written: \(log)")
+        let summary = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        let faults = try #require(summary["faults"] as? [[String: Any]])
+        #expect(faults.count == 2)
+        for f in faults {
+            #expect((f["affected"] as? [String])?.isEmpty == false, "\(f["label"] ?? "?") cut no client")
+            #expect((f["not_back"] as? [String])?.isEmpty == true, "\(f["label"] ?? "?"): clients not back \(f["not_back"] ?? "?")")
+        }
+        #expect(faults.last?["observed_after_s"] != nil, "floating IP never showed up on the BACKUP")
+        #expect(summary["lost_acknowledged"] as? Int == 0, "acknowledged by a surviving broker and lost")
+        #expect(summary["unacknowledged"] as? Int == 0)
+        #expect(summary["unmatched_acks"] as? Int == 0)
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+}
+
+/// Whether this machine can build the netns topology: root, iproute2 that can really create
+/// a namespace (containers without CAP_SYS_ADMIN cannot), haproxy and keepalived.
+enum NetnsSupport {
+    static let reason: String = check() ?? "available"
+    static var available: Bool { reason == "available" }
+
+    private static func check() -> String? {
+        guard getuid() == 0 else { return "needs root (ip netns)" }
+        for tool in ["/usr/sbin/ip", "/usr/sbin/haproxy", "/usr/sbin/keepalived", "/usr/sbin/mosquitto"] where !FileManager.default.isExecutableFile(atPath: tool) {
+            return "\(tool) is not installed"
+        }
+        let name = "mmha-probe-\(getpid())"
+        guard run(["netns", "add", name]) else { return "'ip netns add' is not permitted here" }
+        _ = run(["netns", "del", name])
+        return nil
+    }
+
+    /// Runs `ip` with a bounded wait (it answers in milliseconds).
+    private static func run(_ arguments: [String]) -> Bool {
+        guard let child = try? ChildProcess(executable: "/usr/sbin/ip", arguments: arguments) else { return false }
+        for _ in 0..<500 where child.isRunning { usleep(10_000) }
+        return child.exitCode == 0
+    }
 }
