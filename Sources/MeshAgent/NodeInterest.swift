@@ -34,8 +34,9 @@ final class NodeInterest: Sendable {
         metrics.logLines.increment()
         let outcome = state.withLock { s -> Result<(Bool, Int, Int), LogParseError> in
             do throws(LogParseError) {
-                let table = s.table
-                guard let event = try parser.parse(topic: topic, payload: payload, isKnownClient: { table.isKnownClient($0) }) else {
+                // Borrow the table for id resolution; a copy kept alive across `apply` below
+                // would force copy-on-write of every session on every log line.
+                guard let event = try parser.parse(topic: topic, payload: payload, isKnownClient: { s.table.isKnownClient($0) }) else {
                     return .success((false, 0, 0))
                 }
                 if case .connected(let id, _, _, _, _) = event { s.connectedSinceReconnect.insert(id) }
