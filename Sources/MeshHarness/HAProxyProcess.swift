@@ -46,7 +46,7 @@ public final class HAProxyProcess: Sendable {
             "    timeout client 200s",
             "    timeout server 200s",
             "    retries 2",
-            "    option redispatch",
+            "    option redispatch 1",
             "frontend mqtt",
             "    bind 127.0.0.1:\(port)",
             "    tcp-request inspect-delay 5s",

@@ -19,8 +19,6 @@
 #                                              in the client host (kills b1, then the MASTER lb1), tear down
 #   examples/ha-netns/run.sh --up              build it and keep it until Ctrl-C
 # Environment: HA_NETNS_LOGS=DIR copies every log there before tear-down;
-# HA_NETNS_REDISPATCH_EVERY_RETRY=1 measures `option redispatch 1` (a client stuck to a dead
-# broker is sent elsewhere on the first retry, not the last) instead of the shipped config.
 # Everything (processes by pid, namespaces with their veths and the bridge, the state
 # directory) is removed on exit, also on failure or Ctrl-C.
 set -euo pipefail
@@ -157,7 +155,6 @@ adapt_haproxy() {
         -e "s/server broker-b 192.0.2.12:1883/server b2 ${ADDR[b2]}:1883/" \
         -e "s/peer lb1 192.0.2.21:10000/peer lb1 ${ADDR[lb1]}:10000/" \
         -e "s/peer lb2 192.0.2.22:10000/peer lb2 ${ADDR[lb2]}:10000/" \
-        -e "${HA_NETNS_REDISPATCH_EVERY_RETRY:+s/option  redispatch\$/option  redispatch 1/}" \
         deploy/haproxy/haproxy.cfg
 }
 adapt_keepalived() {
