@@ -37,7 +37,6 @@ struct BenchSeed {
         let lb = try await t.startLoadBalancer()
         let expected = publishers * perPublisher
         let tracker = DeliveryTracker(expected: expected)
-        let ignore = DeliveryTracker(expected: 0)
         let target = "test_1/\(subscribers - 1)"
         var clients: [HarnessClient] = []
         defer { clients.forEach { $0.close() } }
@@ -46,10 +45,17 @@ struct BenchSeed {
         let beforeSync = try await SocketCounters.snapshot()
         let connected = BenchCounter()
         let progress = BenchProgress { "[seed \(t.setup.rawValue)] subscribers \(connected.count)/\(subscribers)" }
+        var idle: [IdleSubscriber] = []
+        defer { withExtendedLifetime(idle) {} }
         for i in 0..<subscribers {
-            let c = try await makeSubscriber("seed-sub-\(i)", port: lb.port, tracker: i == subscribers - 1 ? tracker : ignore)
-            try await c.subscribe("test_1/\(i)", qos: 1)
-            clients.append(c)
+            if i == subscribers - 1 {
+                let c = try await makeSubscriber("seed-sub-\(i)", port: lb.port, tracker: tracker)
+                try await c.subscribe("test_1/\(i)", qos: 1)
+                clients.append(c)
+            } else {
+                // Subscribers that receive nothing: plain sockets (see IdleSubscriber).
+                idle.append(try IdleSubscriber(clientID: "seed-sub-\(i)", port: lb.port, filter: "test_1/\(i)"))
+            }
             connected.add(1)
         }
         progress.finish()
