@@ -18,7 +18,8 @@ public struct ClientEvents: Sendable {
     /// SUBACK with the granted QoS (or failure codes ≥ 0x80) per filter.
     public var subscribed: @Sendable (_ mid: Int32, _ granted: [Int32]) -> Void = { _, _ in }
     /// libmosquitto's own warnings and errors (failed connects, TLS handshake failures), which
-    /// no other callback reports. Nil: not collected.
+    /// no other callback reports. Nil: not collected. Collected only while the connection is
+    /// down: with a log callback set, libmosquitto formats a line for every packet.
     public var libraryLog: (@Sendable (_ isError: Bool, _ message: String) -> Void)? = nil
 
     public init() {}
@@ -269,12 +270,20 @@ private func context(_ obj: UnsafeMutableRawPointer?) -> CallbackContext? {
 // MainActor-isolated and trap on the loop thread).
 private func mqttOnConnect(_ mosq: OpaquePointer?, _ obj: UnsafeMutableRawPointer?, _ rc: Int32, _ flags: Int32, _ props: OpaquePointer?) {
     guard let ctx = context(obj) else { return }
+    if rc == 0 && ctx.events.libraryLog != nil {
+        // Connected: stop libmosquitto formatting a log line per packet (hot path).
+        mosquitto_log_callback_set(mosq, nil)
+    }
     ctx.owner?.client?.noteConnected(rc == 0)
     ctx.events.connected(rc, (flags & 1) != 0)
 }
 
 private func mqttOnDisconnect(_ mosq: OpaquePointer?, _ obj: UnsafeMutableRawPointer?, _ rc: Int32, _ props: OpaquePointer?) {
     guard let ctx = context(obj) else { return }
+    if ctx.events.libraryLog != nil {
+        // Down: collect why the reconnects fail (refused, TLS) again.
+        mosquitto_log_callback_set(mosq, mqttOnLog)
+    }
     ctx.owner?.client?.noteConnected(false)
     ctx.events.disconnected(rc)
 }
