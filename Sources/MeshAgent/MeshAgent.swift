@@ -85,9 +85,6 @@ public final class MeshAgent: Service, Sendable {
     /// The current peer links, in the order they were added.
     private var peers: [PeerLink] { peerLinks.links.withLock { $0.values.sorted { $0.index < $1.index } } }
 
-    /// The peer endpoints in use now.
-    public var currentPeers: [Endpoint] { peers.map(\.endpoint) }
-
     /// Applies a new peer set (SIGHUP): new peers are connected and synchronised, removed
     /// peers stop receiving at once and are drained (bounded) before their link closes.
     /// Links to peers in both sets are untouched, so nothing in flight to them is disturbed.
@@ -134,7 +131,6 @@ public final class MeshAgent: Service, Sendable {
         return .up
     }
 
-    public var isLocalConnected: Bool { localLink.client.isConnected }
     public var connectedPeers: Int { peers.filter(\.isConnected).count }
 
     public func run() async throws {

@@ -10,7 +10,7 @@ public final class AgentProcess: Sendable {
     /// Where the agent serves Prometheus metrics (`GET /metrics`).
     public let metricsPort: Int32
     public let extraArguments: [String]
-    private let process = LockedValue<ChildProcess?>(nil)
+    private let process = ProcessSlot()
 
     public var logPath: String { stateDirectory + "/agent.log" }
 
@@ -56,7 +56,7 @@ public final class AgentProcess: Sendable {
 
     public func start() throws {
         let child = try ChildProcess(executable: try Self.binaryPath(), arguments: arguments, logPath: logPath)
-        process.value = child
+        process.hold(child)
     }
 
     /// Waits (bounded) until the agent's health endpoint answers `up`.
@@ -65,35 +65,25 @@ public final class AgentProcess: Sendable {
         let deadline = clock.now.advanced(by: timeout)
         while clock.now < deadline {
             if let line = Network.readLine(port: healthPort), line.hasPrefix("up") { return }
-            if let p = process.value, !p.isRunning {
+            if let p = process.child, !p.isRunning {
                 throw HarnessError("agent \(nodeID) exited: \(p.logTail())")
             }
             try await Task.sleep(for: .milliseconds(20))
         }
-        throw HarnessError("agent \(nodeID) not up within \(timeout): \(process.value?.logTail() ?? "")")
+        throw HarnessError("agent \(nodeID) not up within \(timeout): \(process.child?.logTail() ?? "")")
     }
 
     public var health: String? { Network.readLine(port: healthPort) }
 
     /// The running agent's process id (benchmarks attribute its sockets with it).
-    public var pid: pid_t? { process.value?.pid }
+    public var pid: pid_t? { process.pid }
 
     /// SIGTERM and wait for a graceful exit; returns the exit code.
     @discardableResult
-    public func stop(grace: Duration = .seconds(20)) async -> Int32? {
-        guard let child = process.value else { return nil }
-        await child.stop(grace: grace)
-        process.value = nil
-        return child.exitCode
-    }
+    public func stop(grace: Duration = .seconds(20)) async -> Int32? { await process.stop(grace: grace) }
 
-    public func kill9() async {
-        guard let child = process.value else { return }
-        child.signal(SIGKILL)
-        await child.waitForExit(timeout: .seconds(5))
-        process.value = nil
-    }
+    public func kill9() async { await process.kill9() }
 
-    public var isRunning: Bool { process.value?.isRunning ?? false }
+    public var isRunning: Bool { process.isRunning }
     public func logTail() -> String { (try? String(contentsOfFile: logPath, encoding: .utf8))?.suffix(4000).description ?? "" }
 }

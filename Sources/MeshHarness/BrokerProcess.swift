@@ -20,18 +20,17 @@ public final class BrokerProcess: Sendable {
     public let port: Int32
     public let directory: String
     public let options: Options
-    private let process: LockedValue<ChildProcess?>
+    private let process = ProcessSlot()
 
     public var endpoint: String { "127.0.0.1:\(port)" }
     public var logPath: String { directory + "/mosquitto.log" }
-    public var pid: pid_t? { process.value?.pid }
+    public var pid: pid_t? { process.pid }
 
     public init(name: String, directory: String, options: Options = Options()) {
         self.name = name
         self.directory = directory
         self.options = options
         self.port = options.port ?? Network.freePort()
-        self.process = LockedValue(nil)
         try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     }
 
@@ -69,7 +68,7 @@ public final class BrokerProcess: Sendable {
         let conf = directory + "/mosquitto.conf"
         try configurationText.write(toFile: conf, atomically: true, encoding: .utf8)
         let child = try ChildProcess(executable: options.executable, arguments: ["-c", conf], logPath: directory + "/stderr.log")
-        process.value = child
+        process.hold(child)
         guard await Network.waitForListening(port: port, timeout: timeout) else {
             await child.stop()
             throw HarnessError("broker \(name) did not listen on \(port) within \(timeout): \(child.logTail())")
@@ -77,20 +76,11 @@ public final class BrokerProcess: Sendable {
     }
 
     /// kill -9: no clean shutdown, no final persistence write.
-    public func kill9() async {
-        guard let child = process.value else { return }
-        child.signal(SIGKILL)
-        await child.waitForExit(timeout: .seconds(5))
-        process.value = nil
-    }
+    public func kill9() async { await process.kill9() }
 
-    public func stop() async {
-        guard let child = process.value else { return }
-        await child.stop()
-        process.value = nil
-    }
+    public func stop() async { await process.stop() }
 
-    public var isRunning: Bool { process.value?.isRunning ?? false }
+    public var isRunning: Bool { process.isRunning }
 }
 
 /// An error in setting up a harness scenario, with what went wrong.

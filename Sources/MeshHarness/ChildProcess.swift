@@ -114,3 +114,34 @@ public final class ChildProcess: Sendable {
         return String(decoding: data.suffix(maxBytes), as: UTF8.self)
     }
 }
+
+/// The one child process a harness component (broker, agent, HAProxy) runs at a time:
+/// `stop` and `kill9` end it and forget it, so the component can be started again.
+public final class ProcessSlot: Sendable {
+    private let current = LockedValue<ChildProcess?>(nil)
+
+    public init() {}
+
+    public var child: ChildProcess? { current.value }
+    public var pid: pid_t? { current.value?.pid }
+    public var isRunning: Bool { current.value?.isRunning ?? false }
+
+    public func hold(_ child: ChildProcess) { current.value = child }
+
+    /// kill -9: no clean shutdown (the fault the tests inject).
+    public func kill9() async {
+        guard let child = current.value else { return }
+        child.signal(SIGKILL)
+        await child.waitForExit(timeout: .seconds(5))
+        current.value = nil
+    }
+
+    /// SIGTERM (SIGKILL after `grace`); the exit code when it exited normally.
+    @discardableResult
+    public func stop(grace: Duration = .seconds(10)) async -> Int32? {
+        guard let child = current.value else { return nil }
+        await child.stop(grace: grace)
+        current.value = nil
+        return child.exitCode
+    }
+}

@@ -21,7 +21,7 @@ public final class HAProxyProcess: Sendable {
     public let backends: [Backend]
     public let balance: String
     public let sticky: Bool
-    private let process = LockedValue<ChildProcess?>(nil)
+    private let process = ProcessSlot()
 
     public var endpoint: String { "127.0.0.1:\(port)" }
 
@@ -74,7 +74,7 @@ public final class HAProxyProcess: Sendable {
         let conf = directory + "/haproxy.cfg"
         try configurationText.write(toFile: conf, atomically: true, encoding: .utf8)
         let child = try ChildProcess(executable: "/usr/sbin/haproxy", arguments: ["-db", "-f", conf], logPath: directory + "/haproxy.log")
-        process.value = child
+        process.hold(child)
         guard await Network.waitForListening(port: port, timeout: timeout) else {
             await child.stop()
             throw HarnessError("haproxy did not listen on \(port): \(child.logTail())")
@@ -82,16 +82,7 @@ public final class HAProxyProcess: Sendable {
     }
 
     /// kill -9 (the failover scenario for a load balancer).
-    public func kill9() async {
-        guard let child = process.value else { return }
-        child.signal(SIGKILL)
-        await child.waitForExit(timeout: .seconds(5))
-        process.value = nil
-    }
+    public func kill9() async { await process.kill9() }
 
-    public func stop() async {
-        guard let child = process.value else { return }
-        await child.stop()
-        process.value = nil
-    }
+    public func stop() async { await process.stop() }
 }

@@ -195,12 +195,6 @@ public final class MQTTClient: @unchecked Sendable {
         _ = mosquitto_disconnect(handle)
     }
 
-    /// Drops the TCP connection without DISCONNECT, so the broker publishes the Will
-    /// (tests use this to simulate a crash of one link).
-    public func disconnectWithWill() {
-        _ = mosquitto_disconnect_v5(handle, 4, nil)
-    }
-
     /// Waits (bounded) until every QoS 1/2 publish has been acknowledged. Returns whether it drained.
     public func waitForOutstandingPublishes(timeout: Duration) async -> Bool {
         let clock = ContinuousClock()
