@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 
 /// Copies the properties of a received PUBLISH that a re-published copy must carry
 /// (payload format, message expiry as received — so it keeps counting down — content type,

@@ -53,6 +53,10 @@ public struct ClientConfiguration: Sendable {
     public var will: Will?
     /// v5 receive maximum we announce: how many QoS>0 messages the broker may have in flight to us.
     public var receiveMaximum: UInt16 = 65535
+    /// v5 send maximum: how many QoS>0 messages we keep in flight to the broker. libmosquitto
+    /// defaults to 20, which caps a forwarding link at 20 messages per round trip; the
+    /// broker's own receive maximum (CONNACK) still applies when smaller.
+    public var sendMaximum: UInt16 = 65535
     public var reconnectDelay: (min: UInt32, max: UInt32) = (1, 5)
     public var tls: TLS?
 

@@ -39,6 +39,7 @@ public final class MQTTClient: @unchecked Sendable {
     /// QoS 1/2 publishes handed to libmosquitto and not yet acknowledged by the broker.
     private let outstanding = Atomic<Int>(0)
     private let connectedFlag = Atomic<Bool>(false)
+    private let loop: ClientLoop
 
     private enum LifeState { case created, started, closed }
 
@@ -53,6 +54,7 @@ public final class MQTTClient: @unchecked Sendable {
         }
         self.handle = handle
         self.context = unmanaged
+        loop = ClientLoop(handle: handle, reconnectDelay: configuration.reconnectDelay)
         context.owner = WeakClient(self)
         do {
             try configure()
@@ -73,6 +75,7 @@ public final class MQTTClient: @unchecked Sendable {
         try check(mosquitto_int_option(handle, MOSQ_OPT_PROTOCOL_VERSION, version), "set protocol version")
         if c.protocolVersion == .v5 {
             try check(mosquitto_int_option(handle, MOSQ_OPT_RECEIVE_MAXIMUM, Int32(c.receiveMaximum)), "set receive maximum")
+            try check(mosquitto_int_option(handle, MOSQ_OPT_SEND_MAXIMUM, Int32(c.sendMaximum)), "set send maximum")
         }
         // Nagle would hold small forwarded messages back; latency matters more here.
         try check(mosquitto_int_option(handle, MOSQ_OPT_TCP_NODELAY, 1), "set TCP_NODELAY")
@@ -125,7 +128,7 @@ public final class MQTTClient: @unchecked Sendable {
             // handshake may heal (broker restarts, certificate rotated): keep retrying.
             if rc == Int32(MOSQ_ERR_INVAL.rawValue) { throw firstError! }
         }
-        try check(mosquitto_loop_start(handle), "start loop for \(configuration.clientID)")
+        loop.start(name: "mqtt \(configuration.clientID)")
         return firstError
     }
 
@@ -142,6 +145,7 @@ public final class MQTTClient: @unchecked Sendable {
                         properties: OpaquePointer?) -> Int32 {
         if qos > 0 { outstanding.add(1, ordering: .relaxed) }
         let rc = mosquitto_publish_v5(handle, nil, topic, Int32(payload.count), payload.baseAddress, qos, retain, properties)
+        loop.wakeIfNeeded()
         if qos > 0 && rc != Int32(MOSQ_ERR_SUCCESS.rawValue) && rc != Int32(MOSQ_ERR_NO_CONN.rawValue) {
             outstanding.subtract(1, ordering: .relaxed)
         }
@@ -178,6 +182,7 @@ public final class MQTTClient: @unchecked Sendable {
         } else {
             rc = mosquitto_subscribe(handle, &mid, filter, qos)
         }
+        loop.wakeIfNeeded()
         try check(rc, "subscribe \(filter) on \(configuration.endpoint)")
         return mid
     }
@@ -186,13 +191,16 @@ public final class MQTTClient: @unchecked Sendable {
     public func unsubscribe(_ filter: String) throws(MosquittoError) -> Int32 {
         var mid: Int32 = 0
         try check(mosquitto_unsubscribe(handle, &mid, filter), "unsubscribe \(filter) on \(configuration.endpoint)")
+        loop.wakeIfNeeded()
         return mid
     }
 
     /// Sends DISCONNECT (after everything queued before it) and stops auto-reconnect.
     /// The loop thread keeps running until `close()`.
     public func disconnect() {
+        loop.stopReconnecting()
         _ = mosquitto_disconnect(handle)
+        loop.wakeIfNeeded()
     }
 
     /// Waits (bounded) until every QoS 1/2 publish has been acknowledged. Returns whether it drained.
@@ -218,8 +226,9 @@ public final class MQTTClient: @unchecked Sendable {
         case .closed:
             return
         case .started:
+            loop.stopReconnecting()
             _ = mosquitto_disconnect(handle)
-            _ = mosquitto_loop_stop(handle, false)
+            loop.stop()
         case .created:
             break
         }

@@ -1,0 +1,117 @@
+import CMosquitto
+import Foundation
+import Synchronization
+
+/// Drives one libmosquitto client on its own thread with `poll`, in libmosquitto's
+/// non-threaded mode, instead of `mosquitto_loop_start`.
+///
+/// Why: in threaded mode every publish from another thread (the forwarding hot path:
+/// the local link's thread publishing on a peer link) only queues the packet and wakes the
+/// client's loop thread through a socket pair, which then wakes from `select`, drains the
+/// pair and writes. In non-threaded mode libmosquitto writes the packet from the calling
+/// thread at once (under its own locks), so a forward costs one `write`, not a thread
+/// hand-off. The loop still owns reads, keepalive and reconnects; an eventfd wakes it when
+/// a write from elsewhere could not finish.
+final class ClientLoop: @unchecked Sendable {
+    // `handle` is used only through libmosquitto's thread-safe calls; the rest is atomics,
+    // a lock, or written before the thread starts.
+    private let handle: OpaquePointer
+    private let wakeFD: Int32
+    private let running = Atomic<Bool>(true)
+    private let reconnecting = Atomic<Bool>(true)
+    private let loopThread = Mutex<pthread_t?>(nil)
+    private let finished = DispatchSemaphore(value: 0)
+    private let reconnectDelay: (min: UInt32, max: UInt32)
+
+    init(handle: OpaquePointer, reconnectDelay: (min: UInt32, max: UInt32)) {
+        self.handle = handle
+        self.reconnectDelay = reconnectDelay
+        wakeFD = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
+    }
+
+    deinit { close(wakeFD) }
+
+    func start(name: String) {
+        let thread = Thread { [self] in
+            loopThread.withLock { $0 = pthread_self() }
+            run()
+            finished.signal()
+        }
+        thread.name = name
+        thread.start()
+    }
+
+    /// After a requested DISCONNECT the loop stops reconnecting.
+    func stopReconnecting() { reconnecting.store(false, ordering: .relaxed) }
+
+    /// Ends the loop and waits for its thread. Must not be called on the loop thread.
+    func stop() {
+        running.store(false, ordering: .relaxed)
+        wake()
+        finished.wait()
+    }
+
+    /// A write from another thread may have left bytes for the loop to send.
+    @inline(__always)
+    func wakeIfNeeded() {
+        guard mosquitto_want_write(handle) else { return }
+        if let t = loopThread.withLock({ $0 }), pthread_equal(t, pthread_self()) != 0 { return }
+        wake()
+    }
+
+    private func wake() {
+        var one: UInt64 = 1
+        _ = write(wakeFD, &one, 8)
+    }
+
+    private func drainWake() {
+        var value: UInt64 = 0
+        _ = read(wakeFD, &value, 8)
+    }
+
+    /// Sleeps up to `milliseconds`, or less if woken.
+    private func pause(milliseconds: Int32) {
+        var fd = pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)
+        if poll(&fd, 1, milliseconds) > 0 { drainWake() }
+    }
+
+    private func run() {
+        var delay = max(1, reconnectDelay.min)
+        while running.load(ordering: .relaxed) {
+            let sock = mosquitto_socket(handle)
+            if sock < 0 {
+                guard reconnecting.load(ordering: .relaxed) else {
+                    pause(milliseconds: 1000)
+                    continue
+                }
+                pause(milliseconds: Int32(delay) * 1000)
+                guard running.load(ordering: .relaxed), reconnecting.load(ordering: .relaxed) else { continue }
+                if mosquitto_reconnect(handle) == Int32(MOSQ_ERR_SUCCESS.rawValue) {
+                    delay = max(1, reconnectDelay.min)
+                } else {
+                    delay = min(delay * 2, max(reconnectDelay.min, reconnectDelay.max))
+                }
+                continue
+            }
+            var fds = [
+                pollfd(fd: sock, events: Int16(POLLIN) | (mosquitto_want_write(handle) ? Int16(POLLOUT) : 0), revents: 0),
+                pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0),
+            ]
+            let n = poll(&fds, 2, 1000)
+            if n < 0 && errno != EINTR { pause(milliseconds: 10) }
+            if fds[1].revents != 0 { drainWake() }
+            var rc = Int32(MOSQ_ERR_SUCCESS.rawValue)
+            if fds[0].revents & Int16(POLLIN | POLLERR | POLLHUP) != 0 {
+                rc = mosquitto_loop_read(handle, 1)
+            }
+            if rc == Int32(MOSQ_ERR_SUCCESS.rawValue) && mosquitto_want_write(handle) {
+                rc = mosquitto_loop_write(handle, 1)
+            }
+            if rc == Int32(MOSQ_ERR_SUCCESS.rawValue) {
+                _ = mosquitto_loop_misc(handle)
+            }
+            // On a lost connection libmosquitto has closed the socket and called
+            // on_disconnect; the next turn reconnects.
+        }
+    }
+}
