@@ -111,6 +111,21 @@ struct SessionTests {
         }
     }
 
+    @Test("status is online while the agent runs, offline via its Will after kill -9, online again after restart")
+    func statusFollowsTheAgent() async throws {
+        try await withMesh(["a", "b"]) { mesh in
+            let reader = try await ControlReader(port: mesh.brokers[0].port)
+            try await waitUntil(timeout: .seconds(5), "status online") { reader.latest("$mesh/a/status")?.text == "online" }
+            await mesh.agents[0].kill9()
+            // Nobody published this but the broker, from the agent's Will.
+            try await waitUntil(timeout: .seconds(10), "status offline from the Will") { reader.latest("$mesh/a/status")?.text == "offline" }
+            try mesh.agents[0].start()
+            try await mesh.agents[0].waitUntilUp()
+            try await waitUntil(timeout: .seconds(5), "status online again") { reader.latest("$mesh/a/status")?.text == "online" }
+            reader.close()
+        }
+    }
+
     @Test("a 4 MiB message crosses intact")
     func largeMessage() async throws {
         try await withMesh(["a", "b"]) { mesh in
