@@ -124,9 +124,11 @@ struct OperationsTests {
                 subs.append(s)
             }
             let reader = try await ControlReader(port: brokers[0].port)
-            try await waitUntil(timeout: .seconds(10), "a to know b's and d's interest") {
-                (reader.seq(seenBy: "a", of: "b") ?? 0) > 0 && (reader.seq(seenBy: "a", of: "d") ?? 0) > 0
+            // a mirrors what it has read (after updating its routing): wait until it has b's and d's s/#.
+            @Sendable func aKnows(_ node: String) -> Bool {
+                reader.latest("$mesh/a/peers/\(node)/subscriptions")?.text.contains("\"s/#\"") ?? false
             }
+            try await waitUntil(timeout: .seconds(10), "a to know b's and d's interest") { aKnows("b") && aKnows("d") }
             let pub = try HarnessClient(clientID: "pub", port: brokers[0].port)
             try await pub.connect()
             var sent = 0
@@ -138,9 +140,7 @@ struct OperationsTests {
             // Reload: c in, d out.
             try writeConfig([1, 2])
             kill(agents[0].pid!, SIGHUP)
-            try await waitUntil(timeout: .seconds(10), "a to read c's interest after SIGHUP") {
-                (reader.seq(seenBy: "a", of: "c") ?? 0) > 0
-            }
+            try await waitUntil(timeout: .seconds(10), "a to read c's interest after SIGHUP") { aKnows("c") }
             let beforeD = subs[2].messages.count
             try send(100)
             try await subs[0].waitForMessages(200)
