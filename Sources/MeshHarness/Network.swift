@@ -2,22 +2,38 @@ import Foundation
 
 /// Loopback ports for tests and benchmarks.
 public enum Network {
-    /// A port the kernel reports free on 127.0.0.1 right now (bind to 0, read it back).
+    /// A port that is free on 127.0.0.1 right now, chosen below the kernel's ephemeral range
+    /// (`ip_local_port_range`, 32768–60999 on Debian): a port from that range, even if free
+    /// when asked, can be taken moments later as the local port of some outgoing connection,
+    /// and the broker or agent meant to listen on it then fails with "address in use".
     public static func freePort() -> Int32 {
+        let (low, high) = ephemeralRange()
+        // 19000–19999 stay free for deploy/check.sh's throw-away broker.
+        let candidates = low > 21_000 ? 20_000..<Int32(low) : Int32(high + 1)..<65_000
+        for _ in 0..<200 {
+            let port = Int32.random(in: candidates)
+            if canBind(port) { return port }
+        }
+        return 0
+    }
+
+    private static func ephemeralRange() -> (Int, Int) {
+        guard let text = try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8) else { return (32768, 60999) }
+        let parts = text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).compactMap { Int($0) }
+        return parts.count == 2 ? (parts[0], parts[1]) : (32768, 60999)
+    }
+
+    private static func canBind(_ port: Int32) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
         defer { close(fd) }
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = 0
+        addr.sin_port = in_port_t(UInt16(port).bigEndian)
         addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { p -> Int32 in
-                _ = bind(fd, p, length)
-                return getsockname(fd, p, &length)
-            }
-        }
-        return Int32(UInt16(bigEndian: addr.sin_port))
+        return withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        } == 0
     }
 
     /// Whether something accepts TCP connections on host:port.

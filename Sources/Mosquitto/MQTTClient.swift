@@ -138,14 +138,24 @@ public final class MQTTClient: @unchecked Sendable {
     /// QoS 1/2 messages handed over and not yet acknowledged by the broker.
     public var outstandingPublishes: Int { outstanding.load(ordering: .relaxed) }
 
+    private static let errno = Int32(MOSQ_ERR_ERRNO.rawValue)
+    private static let connectionLost = Int32(MOSQ_ERR_CONN_LOST.rawValue)
+    private static let tlsError = Int32(MOSQ_ERR_TLS.rawValue)
+    private static let notConnected = Int32(MOSQ_ERR_NO_CONN.rawValue)
+
     /// Publishes from borrowed memory (the forwarding hot path). Returns the libmosquitto
     /// rc; `MOSQ_ERR_NO_CONN` with QoS > 0 means queued for after reconnect.
     @inline(__always)
     public func publish(topic: UnsafePointer<CChar>, payload: UnsafeRawBufferPointer, qos: Int32, retain: Bool,
                         properties: OpaquePointer?) -> Int32 {
         if qos > 0 { outstanding.add(1, ordering: .relaxed) }
-        let rc = mosquitto_publish_v5(handle, nil, topic, Int32(payload.count), payload.baseAddress, qos, retain, properties)
+        var rc = mosquitto_publish_v5(handle, nil, topic, Int32(payload.count), payload.baseAddress, qos, retain, properties)
         loop.wakeIfNeeded()
+        if rc == Self.errno || rc == Self.connectionLost || rc == Self.tlsError {
+            // The message was accepted and the immediate write failed: the connection just
+            // broke. Like NO_CONN: QoS 1/2 stays queued and is resent after the reconnect.
+            rc = Self.notConnected
+        }
         if qos > 0 && rc != Int32(MOSQ_ERR_SUCCESS.rawValue) && rc != Int32(MOSQ_ERR_NO_CONN.rawValue) {
             outstanding.subtract(1, ordering: .relaxed)
         }
