@@ -44,11 +44,13 @@ final class ClientLoop: @unchecked Sendable {
     /// After a requested DISCONNECT the loop stops reconnecting.
     func stopReconnecting() { reconnecting.store(false, ordering: .relaxed) }
 
-    /// Ends the loop and waits for its thread. Must not be called on the loop thread.
-    func stop() {
+    /// Ends the loop and waits (bounded) for its thread. Must not be called on the loop
+    /// thread. Returns false if the thread is still busy — inside a blocking reconnect to
+    /// an unreachable host, which can take as long as a TCP connect timeout.
+    func stop(timeout: DispatchTimeInterval = .seconds(5)) -> Bool {
         running.store(false, ordering: .relaxed)
         wake()
-        finished.wait()
+        return finished.wait(timeout: .now() + timeout) == .success
     }
 
     /// A write from another thread may have left bytes for the loop to send.

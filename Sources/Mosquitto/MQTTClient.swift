@@ -238,7 +238,11 @@ public final class MQTTClient: @unchecked Sendable {
         case .started:
             loop.stopReconnecting()
             _ = mosquitto_disconnect(handle)
-            loop.stop()
+            guard loop.stop() else {
+                // The loop thread is stuck in a blocking connect and still uses the handle:
+                // leave both to the process's exit rather than free them under it.
+                return
+            }
         case .created:
             break
         }
