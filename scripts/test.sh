@@ -2,6 +2,8 @@
 # The whole test suite: unit tests, integration tests against real mosquitto, HAProxy and
 # deploy-config checks. Installs missing Debian packages first.
 set -euo pipefail
+# The Swift toolchain may be installed outside the default PATH (e.g. /opt/swift).
+command -v swift >/dev/null || export PATH="$PATH:/opt/swift/usr/bin"
 cd "$(dirname "$0")/.."
 scripts/ensure-deps.sh
 swift build --build-tests
