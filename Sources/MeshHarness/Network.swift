@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// Loopback ports for tests and benchmarks.
 public enum Network {
@@ -10,12 +11,17 @@ public enum Network {
         let (low, high) = ephemeralRange()
         // 19000–19999 stay free for deploy/check.sh's throw-away broker.
         let candidates = low > 21_000 ? 20_000..<Int32(low) : Int32(high + 1)..<65_000
-        for _ in 0..<200 {
+        for _ in 0..<500 {
             let port = Int32.random(in: candidates)
+            // Not yet bound by whoever asked for it: never hand the same port out twice.
+            guard handedOut.withLock({ $0.insert(port).inserted }) else { continue }
             if canBind(port) { return port }
         }
         return 0
     }
+
+    /// Every port `freePort` has returned in this process.
+    private static let handedOut = Mutex<Set<Int32>>([])
 
     private static func ephemeralRange() -> (Int, Int) {
         guard let text = try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8) else { return (32768, 60999) }
