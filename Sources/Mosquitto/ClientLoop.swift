@@ -19,6 +19,7 @@ final class ClientLoop: @unchecked Sendable {
     private let wakeFD: Int32
     private let running = Atomic<Bool>(true)
     private let reconnecting = Atomic<Bool>(true)
+    private let disconnectRequested = Atomic<Bool>(false)
     private let loopThread = Mutex<pthread_t?>(nil)
     private let finished = DispatchSemaphore(value: 0)
     private let reconnectDelay: (min: UInt32, max: UInt32)
@@ -41,14 +42,29 @@ final class ClientLoop: @unchecked Sendable {
         thread.start()
     }
 
-    /// After a requested DISCONNECT the loop stops reconnecting.
-    func stopReconnecting() { reconnecting.store(false, ordering: .relaxed) }
+    /// Sends DISCONNECT from the loop thread and stops reconnecting.
+    ///
+    /// Never from the caller's thread: in non-threaded mode libmosquitto would write it and
+    /// close the socket at once, possibly while the loop thread sits between the PUBACK of a
+    /// message (already written) and the packets its callback queued (a forward, a
+    /// republish), which would then be lost. On the loop thread it goes out after them.
+    func requestDisconnect() {
+        reconnecting.store(false, ordering: .relaxed)
+        disconnectRequested.store(true, ordering: .releasing)
+        wake()
+    }
+
+    private func disconnectIfRequested() {
+        if disconnectRequested.exchange(false, ordering: .acquiring) {
+            _ = mosquitto_disconnect(handle)
+        }
+    }
 
     /// Ends the loop and waits (bounded) for its thread. Must not be called on the loop
     /// thread. Returns false if the thread is still busy — inside a blocking reconnect to
     /// an unreachable host, which can take as long as a TCP connect timeout.
     func stop(timeout: DispatchTimeInterval = .seconds(5)) -> Bool {
-        running.store(false, ordering: .relaxed)
+        running.store(false, ordering: .releasing)
         wake()
         return finished.wait(timeout: .now() + timeout) == .success
     }
@@ -78,6 +94,13 @@ final class ClientLoop: @unchecked Sendable {
     }
 
     private func run() {
+        defer {
+            // A disconnect requested together with the stop still goes out.
+            if mosquitto_socket(handle) >= 0 {
+                if mosquitto_want_write(handle) { _ = mosquitto_loop_write(handle, 1) }
+                disconnectIfRequested()
+            }
+        }
         var delay = max(1, reconnectDelay.min)
         while running.load(ordering: .relaxed) {
             let sock = mosquitto_socket(handle)
@@ -112,6 +135,7 @@ final class ClientLoop: @unchecked Sendable {
             if rc == Int32(MOSQ_ERR_SUCCESS.rawValue) {
                 _ = mosquitto_loop_misc(handle)
             }
+            disconnectIfRequested()
             // On a lost connection libmosquitto has closed the socket and called
             // on_disconnect; the next turn reconnects.
         }

@@ -208,9 +208,7 @@ public final class MQTTClient: @unchecked Sendable {
     /// Sends DISCONNECT (after everything queued before it) and stops auto-reconnect.
     /// The loop thread keeps running until `close()`.
     public func disconnect() {
-        loop.stopReconnecting()
-        _ = mosquitto_disconnect(handle)
-        loop.wakeIfNeeded()
+        loop.requestDisconnect()
     }
 
     /// Waits (bounded) until every QoS 1/2 publish has been acknowledged. Returns whether it drained.
@@ -236,8 +234,7 @@ public final class MQTTClient: @unchecked Sendable {
         case .closed:
             return
         case .started:
-            loop.stopReconnecting()
-            _ = mosquitto_disconnect(handle)
+            loop.requestDisconnect()
             guard loop.stop() else {
                 // The loop thread is stuck in a blocking connect and still uses the handle:
                 // leave both to the process's exit rather than free them under it.
