@@ -225,3 +225,35 @@ final class BenchProgress: Sendable {
 func benchSay(_ text: String) {
     FileHandle.standardError.write(Data((text + "\n").utf8))
 }
+
+/// The load phase shared by `scale` and `locality`: every publisher sends `perPublisher`
+/// QoS 1 messages (topic chosen by `topicIndex(publisher, message)`), then the delivery
+/// and inter-broker figures of that phase.
+func runQoS1Load(label: String, topology t: BenchTopology, publishers pubs: [HarnessClient], topics: [String],
+                 perPublisher: Int, tracker: DeliveryTracker, expected: Int,
+                 topicIndex: @escaping @Sendable (_ publisher: Int, _ message: Int) -> Int) async throws -> [String: Double] {
+    let sent = BenchCounter()
+    let progress = BenchProgress { "[\(label)] sent \(sent.count)/\(expected) delivered \(tracker.received)" }
+    let before = try await SocketCounters.snapshot()
+    let start = monotonicNanos()
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        for (i, c) in pubs.enumerated() {
+            let p = LoadPublisher(client: c, topics: topics, topicIndex: { topicIndex(i, $0) }, qos: 1,
+                                  count: perPublisher, firstIndex: i * perPublisher)
+            group.addTask { try await p.run(progress: sent) }
+        }
+        try await group.waitForAll()
+    }
+    await tracker.waitForAll()
+    progress.finish()
+    let bytes = try await t.interBrokerBytes(since: before)
+    let seconds = Double(max(tracker.lastReceive, start + 1) - start) / 1e9
+    return [
+        "delivered_msg_s": Double(tracker.received) / seconds,
+        "delivered": Double(tracker.received),
+        "expected": Double(expected),
+        "duplicates": Double(tracker.duplicates),
+        "inter_broker_bytes": Double(bytes),
+        "bytes_per_msg": Double(bytes) / Double(max(1, tracker.received)),
+    ]
+}

@@ -48,29 +48,7 @@ struct BenchScale {
             pubs.append(c)
         }
         clients += pubs
-        let sent = BenchCounter()
-        let progress = BenchProgress { "[\(label)] sent \(sent.count)/\(expected) delivered \(tracker.received)" }
-        let before = try await SocketCounters.snapshot()
-        let start = monotonicNanos()
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for (i, c) in pubs.enumerated() {
-                let p = LoadPublisher(client: c, topics: topics, topicIndex: { ($0 + i + 1) % n }, qos: 1,
-                                      count: perPublisher, firstIndex: i * perPublisher)
-                group.addTask { try await p.run(progress: sent) }
-            }
-            try await group.waitForAll()
-        }
-        await tracker.waitForAll()
-        progress.finish()
-        let bytes = try await t.interBrokerBytes(since: before)
-        let seconds = Double(max(tracker.lastReceive, start + 1) - start) / 1e9
-        return [
-            "delivered_msg_s": Double(tracker.received) / seconds,
-            "delivered": Double(tracker.received),
-            "expected": Double(expected),
-            "duplicates": Double(tracker.duplicates),
-            "inter_broker_bytes": Double(bytes),
-            "bytes_per_msg": Double(bytes) / Double(max(1, tracker.received)),
-        ]
+        return try await runQoS1Load(label: label, topology: t, publishers: pubs, topics: topics, perPublisher: perPublisher,
+                                     tracker: tracker, expected: expected) { i, m in (m + i + 1) % n }
     }
 }
