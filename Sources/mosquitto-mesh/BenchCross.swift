@@ -51,21 +51,8 @@ struct BenchCross {
             try await c.connect()
             pubs.append(c)
         }
-        let sent = BenchCounter()
-        var progress = BenchProgress { "[\(label)] sent \(sent.count)/\(expected) delivered \(tracker.received)" }
-        let before = try await SocketCounters.snapshot()
-        let start = monotonicNanos()
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for (k, c) in pubs.enumerated() {
-                let p = LoadPublisher(client: c, topics: [topic], qos: qos, count: perPublisher, firstIndex: k * perPublisher)
-                group.addTask { try await p.run(progress: sent) }
-            }
-            try await group.waitForAll()
-        }
-        await tracker.waitForAll()
-        progress.finish()
-        let bytes = try await t.interBrokerBytes(since: before)
-        let seconds = Double(max(tracker.lastReceive, start + 1) - start) / 1e9
+        let (seconds, bytes) = try await runLoad(label: label, topology: t, publishers: pubs, topics: [topic], qos: qos,
+                                                 perPublisher: perPublisher, tracker: tracker, expected: expected)
 
         // Paced, for latency.
         let pacedTracker = DeliveryTracker(expected: pacedCount)
@@ -75,7 +62,7 @@ struct BenchCross {
         try await pacedSub.subscribe(pacedTopic, qos: qos)
         try await waitUntilDeliverable(topic: pacedTopic, ports: [a], tracker: pacedTracker, label: label)
         let pacedSent = BenchCounter()
-        progress = BenchProgress { "[\(label) paced \(Int(pacedRate))/s] sent \(pacedSent.count)/\(pacedCount) delivered \(pacedTracker.received)" }
+        let progress = BenchProgress { "[\(label) paced \(Int(pacedRate))/s] sent \(pacedSent.count)/\(pacedCount) delivered \(pacedTracker.received)" }
         let paced = LoadPublisher(client: pubs[0], topics: [pacedTopic], qos: qos, count: pacedCount, firstIndex: 0, rate: pacedRate)
         try await paced.run(progress: pacedSent)
         await pacedTracker.waitForAll()

@@ -226,19 +226,19 @@ func benchSay(_ text: String) {
     FileHandle.standardError.write(Data((text + "\n").utf8))
 }
 
-/// The load phase shared by `scale` and `locality`: every publisher sends `perPublisher`
-/// QoS 1 messages (topic chosen by `topicIndex(publisher, message)`), then the delivery
-/// and inter-broker figures of that phase.
-func runQoS1Load(label: String, topology t: BenchTopology, publishers pubs: [HarnessClient], topics: [String],
-                 perPublisher: Int, tracker: DeliveryTracker, expected: Int,
-                 topicIndex: @escaping @Sendable (_ publisher: Int, _ message: Int) -> Int) async throws -> [String: Double] {
+/// One timed load phase: every publisher sends `perPublisher` messages at `qos` (topic
+/// chosen by `topicIndex(publisher, message)`); returns how long delivery took and the
+/// bytes that crossed between brokers meanwhile. Shared by `cross`, `scale`, `locality`.
+func runLoad(label: String, topology t: BenchTopology, publishers pubs: [HarnessClient], topics: [String], qos: Int32,
+             perPublisher: Int, tracker: DeliveryTracker, expected: Int,
+             topicIndex: @escaping @Sendable (_ publisher: Int, _ message: Int) -> Int = { _, _ in 0 }) async throws -> (seconds: Double, bytes: UInt64) {
     let sent = BenchCounter()
     let progress = BenchProgress { "[\(label)] sent \(sent.count)/\(expected) delivered \(tracker.received)" }
     let before = try await SocketCounters.snapshot()
     let start = monotonicNanos()
     try await withThrowingTaskGroup(of: Void.self) { group in
         for (i, c) in pubs.enumerated() {
-            let p = LoadPublisher(client: c, topics: topics, topicIndex: { topicIndex(i, $0) }, qos: 1,
+            let p = LoadPublisher(client: c, topics: topics, topicIndex: { topicIndex(i, $0) }, qos: qos,
                                   count: perPublisher, firstIndex: i * perPublisher)
             group.addTask { try await p.run(progress: sent) }
         }
@@ -247,7 +247,15 @@ func runQoS1Load(label: String, topology t: BenchTopology, publishers pubs: [Har
     await tracker.waitForAll()
     progress.finish()
     let bytes = try await t.interBrokerBytes(since: before)
-    let seconds = Double(max(tracker.lastReceive, start + 1) - start) / 1e9
+    return (Double(max(tracker.lastReceive, start + 1) - start) / 1e9, bytes)
+}
+
+/// The QoS 1 load phase of `scale` and `locality`, with their figures.
+func runQoS1Load(label: String, topology t: BenchTopology, publishers pubs: [HarnessClient], topics: [String],
+                 perPublisher: Int, tracker: DeliveryTracker, expected: Int,
+                 topicIndex: @escaping @Sendable (_ publisher: Int, _ message: Int) -> Int) async throws -> [String: Double] {
+    let (seconds, bytes) = try await runLoad(label: label, topology: t, publishers: pubs, topics: topics, qos: 1,
+                                             perPublisher: perPublisher, tracker: tracker, expected: expected, topicIndex: topicIndex)
     return [
         "delivered_msg_s": Double(tracker.received) / seconds,
         "delivered": Double(tracker.received),
