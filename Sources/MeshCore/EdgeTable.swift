@@ -125,17 +125,21 @@ struct EdgeTable: Sendable {
     @inline(__always)
     func child(of parent: UInt32, level: UnsafeRawBufferPointer) -> UInt32? {
         guard count > 0, level.count <= Self.maximumLevelLength else { return nil }
-        let hash = Self.hash(parent: parent, level: level)
-        return slots.withUnsafeBufferPointer { slots in
+        return slotIndex(parent: parent, level: level, hash: Self.hash(parent: parent, level: level)).map { slots[$0].child }
+    }
+
+    /// The slot holding the edge (`parent`, `level`) whose hash is `hash`, or nil: one
+    /// linear-probe walk, shared by lookup and removal.
+    @inline(__always)
+    private func slotIndex(parent: UInt32, level: UnsafeRawBufferPointer, hash: Int) -> Int? {
+        slots.withUnsafeBufferPointer { slots in
             let mask = slots.count - 1
             let meta = Slot.meta(length: level.count, hash: hash)
             var index = hash & mask
             while true {
                 let candidate = slots[index]
                 if candidate.child == 0 { return nil }
-                if candidate.meta == meta, candidate.parent == parent, slot(candidate, equals: level) {
-                    return candidate.child
-                }
+                if candidate.meta == meta, candidate.parent == parent, slot(candidate, equals: level) { return index }
                 index = (index + 1) & mask
             }
         }
@@ -166,18 +170,8 @@ struct EdgeTable: Sendable {
     @discardableResult
     mutating func remove(parent: UInt32, level: UnsafeRawBufferPointer) -> UInt32? {
         guard count > 0, level.count <= Self.maximumLevelLength else { return nil }
-        let hash = Self.hash(parent: parent, level: level)
+        guard let index = slotIndex(parent: parent, level: level, hash: Self.hash(parent: parent, level: level)) else { return nil }
         let mask = slots.count - 1
-        let meta = Slot.meta(length: level.count, hash: hash)
-        var index = hash & mask
-        while true {
-            let candidate = slots[index]
-            if candidate.child == 0 { return nil }
-            if candidate.meta == meta, candidate.parent == parent, slot(candidate, equals: level) {
-                break
-            }
-            index = (index + 1) & mask
-        }
         let removed = slots[index]
         if removed.length > Self.inlineCapacity { arenaGarbage += Int(removed.length) }
         // Backward-shift deletion: pull later entries of the probe run into the hole.
