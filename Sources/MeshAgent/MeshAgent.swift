@@ -169,15 +169,19 @@ public final class MeshAgent: Service, Sendable {
         }
     }
 
-    /// Publishes the advert and saves state when something changed, at most once per
-    /// `advertInterval`: the first change goes out at once, a burst costs one more advert.
+    /// Publishes the advert and saves state when something changed: the first change after
+    /// a quiet spell goes out at once; while changes keep coming the gap between adverts
+    /// grows from `advertInterval` to `advertBurstCeiling` (`AdvertPacer`).
     private func advertLoop() async {
+        var pacer = AdvertPacer(base: configuration.advertInterval, ceiling: configuration.advertBurstCeiling)
+        var gap = pacer.interval
         for await _ in changes {
             if Task.isCancelled { break }
             publishAdvertIfNeeded()
             publishViewIfChanged()
             saveState()
-            try? await Task.sleep(for: configuration.advertInterval)
+            try? await Task.sleep(for: gap)
+            gap = pacer.next(changedWhileWaiting: interest.hasPendingChanges)
         }
     }
 

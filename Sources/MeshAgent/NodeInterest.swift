@@ -97,5 +97,8 @@ final class NodeInterest: Sendable {
 
     func markDirty() { state.withLock { $0.dirty = true } }
 
+    /// Whether the interest changed since the last advert was taken.
+    var hasPendingChanges: Bool { state.withLock { $0.dirty } }
+
     var snapshot: (table: SessionTable, seq: UInt64) { state.withLock { ($0.table, $0.seq) } }
 }
