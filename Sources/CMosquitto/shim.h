@@ -100,7 +100,35 @@ static const int mesh_prop_content_type = MQTT_PROP_CONTENT_TYPE;
 static const int mesh_prop_response_topic = MQTT_PROP_RESPONSE_TOPIC;
 static const int mesh_prop_correlation_data = MQTT_PROP_CORRELATION_DATA;
 static const int mesh_prop_payload_format_indicator = MQTT_PROP_PAYLOAD_FORMAT_INDICATOR;
+static const int mesh_prop_topic_alias = MQTT_PROP_TOPIC_ALIAS;
+static const int mesh_prop_topic_alias_maximum = MQTT_PROP_TOPIC_ALIAS_MAXIMUM;
 static const int mesh_protocol_v5 = MQTT_PROTOCOL_V5;
 static const int mesh_protocol_v311 = MQTT_PROTOCOL_V311;
+
+/// Whether a received property list holds a user property named `key` (any value).
+static inline bool mesh_has_user_property(const mosquitto_property *in, const char *key)
+{
+    for (const mosquitto_property *p = in; p != NULL; p = mosquitto_property_next(p)) {
+        if (mosquitto_property_identifier(p) != MQTT_PROP_USER_PROPERTY) { continue; }
+        char *name = NULL, *value = NULL;
+        if (mosquitto_property_read_string_pair(p, MQTT_PROP_USER_PROPERTY, &name, &value, false) != NULL) {
+            bool match = name != NULL && strcmp(name, key) == 0;
+            free(name);
+            free(value);
+            if (match) { return true; }
+        }
+    }
+    return false;
+}
+
+/// The Topic Alias Maximum of a CONNACK's properties; 0 (aliases not accepted) if absent.
+static inline uint16_t mesh_topic_alias_maximum(const mosquitto_property *connack)
+{
+    uint16_t value = 0;
+    if (connack != NULL) {
+        mosquitto_property_read_int16(connack, MQTT_PROP_TOPIC_ALIAS_MAXIMUM, &value, false);
+    }
+    return value;
+}
 
 #endif

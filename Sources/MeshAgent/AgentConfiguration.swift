@@ -90,6 +90,9 @@ public struct AgentConfiguration: Sendable {
     /// QoS>0 forwards held for one peer (unacknowledged) beyond which the local link waits
     /// (connected peer) or the message is dropped and counted (unreachable peer).
     public var maxPendingPerPeer: Int = 100_000
+    /// Topic aliases each peer link may set up on its peer broker (further capped by that
+    /// broker's `max_topic_alias`, 10 by default); 0 sends every forward with its topic.
+    public var topicAliasesPerPeer: Int = 64
     /// How long a graceful stop waits for peers to acknowledge what the agent holds.
     public var drainTimeout: Duration = .seconds(10)
     public var keepalive: Int32 = 30

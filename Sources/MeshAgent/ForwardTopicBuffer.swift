@@ -7,10 +7,16 @@ final class ForwardTopicBuffer: @unchecked Sendable {
     private var storage: UnsafeMutablePointer<CChar>
     private var capacity: Int
     let prefixLength: Int
+    /// The topic of a forward sent by topic alias: an empty C string.
+    let emptyTopic: UnsafePointer<CChar>
+    private let emptyStorage: UnsafeMutablePointer<CChar>
 
     init(prefix: String) {
         let bytes = Array(prefix.utf8)
         prefixLength = bytes.count
+        emptyStorage = .allocate(capacity: 1)
+        emptyStorage.initialize(to: 0)
+        emptyTopic = UnsafePointer(emptyStorage)
         capacity = max(256, prefixLength + 1)
         storage = .allocate(capacity: capacity)
         bytes.withUnsafeBytes { raw in
@@ -18,7 +24,10 @@ final class ForwardTopicBuffer: @unchecked Sendable {
         }
     }
 
-    deinit { storage.deallocate() }
+    deinit {
+        storage.deallocate()
+        emptyStorage.deallocate()
+    }
 
     /// `prefix + topic`, valid until the next call.
     @inline(__always)

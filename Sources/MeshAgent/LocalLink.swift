@@ -139,7 +139,7 @@ final class LocalLink: Sendable {
         let topic = m.topic
         switch routing.route(topic: topic, retained: m.retain) {
         case .forward(let targets):
-            forward(m, to: targets)
+            forward(m, topic: topic, to: targets)
         case .republishLocally:
             republish(m)
         case .notWanted:
@@ -167,40 +167,73 @@ final class LocalLink: Sendable {
         }
     }
 
-    private func forward(_ m: ReceivedMessage, to targets: [PeerLink]) {
+    private func forward(_ m: ReceivedMessage, topic: String, to targets: [PeerLink]) {
         let topicLength = m.topicLength
         let forwardTopic = topicBuffer.prefixed(m.topicPointer, length: topicLength)
+        let hasProperties = m.retain || m.properties != nil
         // libmosquitto sends only the first property of a list it did not build itself
         // (received lists are not "client generated"), so properties are always copied.
         // A retained message crosses as a non-retained copy that carries the marker.
-        var copied: PropertyList?
-        if m.retain || m.properties != nil {
-            do {
-                var ignored = false
-                let list = try PropertyList.copyForRepublish(m.properties, strippingMarker: nil, markerFound: &ignored)
-                if m.retain { try list.addUserProperty(Self.retainMarker, "1") }
-                copied = list
-            } catch {
-                logger.error("could not copy a message's properties for forwarding; sending it without them", metadata: ["error": "\(error)"])
-            }
-        }
-        let properties = copied?.pointer
+        let copied = hasProperties ? forwardProperties(m, alias: nil) : nil
         for peer in targets {
             if m.qos > 0 && !waitForRoom(peer) {
                 peer.metrics.dropped.increment()
                 logDrop(peer, reason: "peer unreachable and \(configuration.maxPendingPerPeer) messages already held for it")
                 continue
             }
-            let rc = peer.client.publish(topic: forwardTopic, payload: m.payload, qos: m.qos, retain: false, properties: properties)
+            // Topic alias: the topic crosses once per link, then two bytes per message.
+            var sendTopic = forwardTopic
+            var properties = copied?.pointer
+            var perPeer: PropertyList?
+            switch peer.topicUse(for: topic) {
+            case .topic(let aliasList, let alias):
+                if let alias, let aliasList {
+                    if hasProperties {
+                        perPeer = forwardProperties(m, alias: alias)
+                        properties = perPeer?.pointer
+                    } else {
+                        properties = aliasList.pointer
+                    }
+                }
+            case .alias(let alias, let list):
+                if hasProperties {
+                    perPeer = forwardProperties(m, alias: alias)
+                    // Without the alias property the empty topic would be refused: send in full.
+                    if perPeer != nil { sendTopic = topicBuffer.emptyTopic }
+                    properties = perPeer?.pointer ?? copied?.pointer
+                } else {
+                    sendTopic = topicBuffer.emptyTopic
+                    properties = list.pointer
+                }
+            }
+            let rc = peer.client.publish(topic: sendTopic, payload: m.payload, qos: m.qos, retain: false, properties: properties)
+            withExtendedLifetime(perPeer) {}
             if rc == 0 || (rc == 4 /* NO_CONN: queued for reconnect */ && m.qos > 0) {
                 peer.metrics.forwardedMessages.increment()
                 peer.metrics.forwardedBytes.increment(by: m.payload.count)
+                if sendTopic == topicBuffer.emptyTopic { peer.metrics.forwardedByAlias.increment() }
             } else {
                 peer.metrics.dropped.increment()
                 logDrop(peer, reason: MosquittoError(code: rc, operation: "forward").description)
             }
         }
         withExtendedLifetime(copied) {}
+    }
+
+    /// The properties a forwarded copy carries: the message's own (copied), the retained
+    /// marker, and the link's topic alias if one is given. Nil only if copying failed (logged;
+    /// the message then goes without them).
+    private func forwardProperties(_ m: ReceivedMessage, alias: UInt16?) -> PropertyList? {
+        do {
+            var ignored = false
+            let list = try PropertyList.copyForRepublish(m.properties, strippingMarker: nil, markerFound: &ignored)
+            if m.retain { try list.addUserProperty(Self.retainMarker, "1") }
+            if let alias { try list.addTopicAlias(alias) }
+            return list
+        } catch {
+            logger.error("could not copy a message's properties for forwarding; sending it without them", metadata: ["error": "\(error)"])
+            return nil
+        }
     }
 
     /// Backpressure: while a connected peer holds too many unacknowledged forwards, stop
@@ -225,6 +258,12 @@ final class LocalLink: Sendable {
     }
 
     private func republish(_ m: ReceivedMessage) {
+        if m.payload.isEmpty && m.properties != nil && !m.retain,
+           PeerLink.aliasAnnouncementMarker.withCString({ PropertyList.hasUserProperty(m.properties, named: $0) }) {
+            // A peer link set up a topic alias again after reconnecting: not a message.
+            metrics.aliasAnnouncements.increment()
+            return
+        }
         let prefixLength = topicBuffer.prefixLength
         let localTopic = m.topicPointer + prefixLength
         var retain = false

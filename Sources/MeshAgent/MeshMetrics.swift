@@ -43,6 +43,8 @@ public final class PeerMetrics: Sendable {
     public let forwardedMessages: MeshCounter
     public let forwardedBytes: MeshCounter
     public let dropped: MeshCounter
+    /// Forwards sent by topic alias (two bytes instead of `forward/<topic>`).
+    public let forwardedByAlias: MeshCounter
     public let reconnects: MeshCounter
     public let adverts: MeshCounter
     public let advertsRejected: MeshCounter
@@ -56,6 +58,7 @@ public final class PeerMetrics: Sendable {
         forwardedMessages = MeshCounter("mesh_forwarded_messages_total", dimensions: d)
         forwardedBytes = MeshCounter("mesh_forwarded_bytes_total", dimensions: d)
         dropped = MeshCounter("mesh_forward_dropped_total", dimensions: d)
+        forwardedByAlias = MeshCounter("mesh_forwarded_by_alias_total", dimensions: d)
         reconnects = MeshCounter("mesh_peer_reconnects_total", dimensions: d)
         adverts = MeshCounter("mesh_peer_adverts_total", dimensions: d)
         advertsRejected = MeshCounter("mesh_control_payloads_rejected_total", dimensions: d)
@@ -72,6 +75,8 @@ public final class MeshMetrics: Sendable {
     public let republishFailed = MeshCounter("mesh_republish_failed_total")
     public let ignoredDollar = MeshCounter("mesh_ignored_dollar_messages_total")
     public let ignoredInvalid = MeshCounter("mesh_ignored_invalid_forward_total")
+    /// Empty messages a peer link sent only to set up a topic alias after a reconnect.
+    public let aliasAnnouncements = MeshCounter("mesh_alias_announcements_received_total")
     public let logLines = MeshCounter("mesh_log_lines_total")
     public let logLinesUnparsed = MeshCounter("mesh_log_lines_unparsed_total")
     public let advertsPublished = MeshCounter("mesh_adverts_published_total")

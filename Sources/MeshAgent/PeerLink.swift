@@ -30,6 +30,29 @@ final class PeerLink: Sendable {
     /// Mirrored topic → payload, kept so a reconnected local broker gets them again. Published
     /// under this lock so two updates of one topic cannot overtake each other.
     private let mirrors = Mutex<[String: [UInt8]]>([:])
+    /// Topic aliases on this link and, per alias (index alias - 1), the property list a
+    /// forward of a message without properties carries. Used by the local link's thread
+    /// (forwards) and this link's loop thread (connect, disconnect).
+    private let aliases = Mutex<AliasState>(AliasState())
+    private let configuredAliases: Int
+    private let forwardPrefix: String
+
+    struct AliasState {
+        var table = TopicAliasTable()
+        var lists: [PropertyList] = []
+    }
+
+    /// How a forward on this link sends its topic, decided per message.
+    enum TopicUse {
+        /// `forward/<topic>` in full (no alias, or setting one up: `list` then holds it).
+        case topic(aliasList: PropertyList?, alias: UInt16?)
+        /// An empty topic and the alias (in `list`, or to be added to the message's own).
+        case alias(UInt16, list: PropertyList)
+    }
+
+    /// User property of the empty messages that set up an alias again after a reconnect;
+    /// the receiving agent drops them.
+    static let aliasAnnouncementMarker = "mesh:alias"
 
     init(index: Int, endpoint: Endpoint, configuration: AgentConfiguration, routing: RoutingTable,
          metrics: PeerMetrics, initialNodes: [String: [String: Int]], logger: Logger,
@@ -42,6 +65,8 @@ final class PeerLink: Sendable {
         self.ownNodeID = configuration.nodeID
         self.onInterestChange = onInterestChange
         self.mirror = mirror
+        configuredAliases = configuration.topicAliasesPerPeer
+        forwardPrefix = configuration.forwardPrefix
         var log = logger
         log[metadataKey: "peer"] = "\(endpoint)"
         self.logger = log
@@ -108,7 +133,8 @@ final class PeerLink: Sendable {
         }
         if everConnected.exchange(true, ordering: .relaxed) { metrics.reconnects.increment() }
         metrics.connected.set(1)
-        logger.info("peer link up")
+        setUpAliases()
+        logger.info("peer link up", metadata: ["topic_aliases": "\(aliases.withLock { $0.table.capacity })"])
         do {
             try client.subscribe("\(ControlTopic.root)/+/\(ControlTopic.Kind.subscriptions.rawValue)", qos: 1)
             try client.subscribe("\(ControlTopic.root)/+/\(ControlTopic.Kind.status.rawValue)", qos: 1)
@@ -122,8 +148,53 @@ final class PeerLink: Sendable {
     }
 
     private func disconnected(_ rc: Int32) {
+        aliases.withLock { $0.table.connectionLost() }
         metrics.connected.set(0)
         if rc != 0 { logger.warning("peer link down; reconnecting", metadata: ["rc": "\(rc)"]) }
+    }
+
+    // MARK: topic aliases
+
+    /// How the next forward of `topic` goes out on this link.
+    @inline(__always)
+    func topicUse(for topic: String) -> TopicUse {
+        aliases.withLock { state in
+            // Invariant: lists.count >= table.count, lists[a - 1] carries alias a.
+            if let a = state.table.alias(of: topic) { return .alias(a, list: state.lists[Int(a) - 1]) }
+            guard let next = state.table.nextAlias else { return .topic(aliasList: nil, alias: nil) }
+            if state.lists.count < Int(next) {
+                // Built before the alias is taken: if this fails the topic simply gets none.
+                guard let list = try? PropertyList.topicAlias(next) else { return .topic(aliasList: nil, alias: nil) }
+                state.lists.append(list)
+            }
+            guard case .announce(let a) = state.table.use(for: topic), a == next else { return .topic(aliasList: nil, alias: nil) }
+            return .topic(aliasList: state.lists[Int(a) - 1], alias: a)
+        }
+    }
+
+    /// Runs inside libmosquitto's connect callback, before it resends what was unacknowledged:
+    /// those resends may carry only an alias, so every alias still in use is set up again
+    /// first (an empty QoS 0 message with the topic, the alias and a marker). The lock is held
+    /// throughout so no forward by alias can get in ahead of the announcements.
+    private func setUpAliases() {
+        let peerMaximum = client.brokerTopicAliasMaximum
+        let outstanding = client.outstandingPublishes > 0
+        aliases.withLock { state in
+            let (announce, lost) = state.table.connected(peerMaximum: peerMaximum, configuredMaximum: configuredAliases, outstanding: outstanding)
+            if state.lists.count > state.table.count { state.lists.removeLast(state.lists.count - state.table.count) }
+            for (topic, alias) in announce {
+                do {
+                    let list = try PropertyList.topicAlias(alias)
+                    try list.addUserProperty(Self.aliasAnnouncementMarker, "1")
+                    try client.publish(topic: forwardPrefix + topic, payload: [], qos: 0, retain: false, properties: list)
+                } catch {
+                    logger.error("could not set up a topic alias again; resends that use it will be refused by the peer", metadata: ["alias": "\(alias)", "error": "\(error)"])
+                }
+            }
+            if lost > 0 {
+                logger.error("peer broker now accepts fewer topic aliases than this link used; unacknowledged forwards sent by a dropped alias will be refused (raise max_topic_alias on the peer)", metadata: ["dropped_aliases": "\(lost)", "peer_maximum": "\(peerMaximum)"])
+            }
+        }
     }
 
     private func subscribed(_ mid: Int32, _ granted: [Int32]) {

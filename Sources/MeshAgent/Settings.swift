@@ -10,6 +10,7 @@ public enum SettingKey: String, CaseIterable, Sendable {
     case peerCAFile = "peer-cafile", peerCertFile = "peer-certfile", peerKeyFile = "peer-keyfile", peerTLSVersion = "peer-tls-version"
     case healthListen = "health-listen", metricsListen = "metrics-listen", logLevel = "log-level"
     case maxPending = "max-pending", statsInterval = "stats-interval", peerSyncTimeout = "peer-sync-timeout"
+    case topicAliases = "topic-aliases"
 
     /// `MESH_NODE_ID`, …; the peer list is `MESH_PEERS=host:port,host:port`.
     public var environmentName: String {
@@ -126,6 +127,7 @@ extension AgentConfiguration {
         if let h = settings[.healthListen]?.value { healthListen = try endpoint(.healthListen, h) }
         if let m = settings[.metricsListen]?.value { metricsListen = try endpoint(.metricsListen, m) }
         if let v = try number(.maxPending, 1...10_000_000) { maxPendingPerPeer = Int(v) }
+        if let v = try number(.topicAliases, 0...65535) { topicAliasesPerPeer = Int(v) }
         if let v = try number(.statsInterval, 0.1...86400) { statsInterval = .milliseconds(Int(v * 1000)) }
         if let v = try number(.peerSyncTimeout, 0...3600) { peerSyncTimeout = .milliseconds(Int(v * 1000)) }
         if let level = settings[.logLevel]?.value {

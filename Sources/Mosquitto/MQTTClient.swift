@@ -39,6 +39,7 @@ public final class MQTTClient: @unchecked Sendable {
     /// QoS 1/2 publishes handed to libmosquitto and not yet acknowledged by the broker.
     private let outstanding = Atomic<Int>(0)
     private let connectedFlag = Atomic<Bool>(false)
+    private let aliasMaximum = Atomic<Int>(0)
     private let loop: ClientLoop
 
     private enum LifeState { case created, started, closed }
@@ -134,6 +135,10 @@ public final class MQTTClient: @unchecked Sendable {
 
     /// Whether the last CONNACK succeeded and no disconnect has been seen since.
     public var isConnected: Bool { connectedFlag.load(ordering: .acquiring) }
+
+    /// How many topic aliases the broker accepts from this client (its last CONNACK's Topic
+    /// Alias Maximum; 0 if it sent none). Valid from the `connected` event on.
+    public var brokerTopicAliasMaximum: Int { aliasMaximum.load(ordering: .relaxed) }
 
     /// QoS 1/2 messages handed over and not yet acknowledged by the broker.
     public var outstandingPublishes: Int { outstanding.load(ordering: .relaxed) }
@@ -248,7 +253,10 @@ public final class MQTTClient: @unchecked Sendable {
     }
 
     // Called from the C thunks.
-    fileprivate func noteConnected(_ ok: Bool) { connectedFlag.store(ok, ordering: .releasing) }
+    fileprivate func noteConnected(_ ok: Bool, topicAliasMaximum: Int? = nil) {
+        if let topicAliasMaximum { aliasMaximum.store(topicAliasMaximum, ordering: .relaxed) }
+        connectedFlag.store(ok, ordering: .releasing)
+    }
     fileprivate func notePublished() {
         // Only QoS>0 publishes are counted; QoS 0 completions would drive it negative.
         var current = outstanding.load(ordering: .relaxed)
@@ -288,7 +296,7 @@ private func mqttOnConnect(_ mosq: OpaquePointer?, _ obj: UnsafeMutableRawPointe
         // Connected: stop libmosquitto formatting a log line per packet (hot path).
         mosquitto_log_callback_set(mosq, nil)
     }
-    ctx.owner?.client?.noteConnected(rc == 0)
+    ctx.owner?.client?.noteConnected(rc == 0, topicAliasMaximum: Int(mesh_topic_alias_maximum(props)))
     ctx.events.connected(rc, (flags & 1) != 0)
 }
 

@@ -29,6 +29,27 @@ public final class PropertyList: @unchecked Sendable {
         try check(mosquitto_property_add_byte(&pointer, identifier, value), "add byte property \(identifier)")
     }
 
+    public func addInt16(_ identifier: Int32, _ value: UInt16) throws(MosquittoError) {
+        try check(mosquitto_property_add_int16(&pointer, identifier, value), "add int16 property \(identifier)")
+    }
+
+    public func addTopicAlias(_ alias: UInt16) throws(MosquittoError) {
+        try addInt16(Int32(mesh_prop_topic_alias), alias)
+    }
+
+    /// A list holding only a Topic Alias: what a forward by alias carries when the message
+    /// itself has no properties (built once per alias and reused).
+    public static func topicAlias(_ alias: UInt16) throws(MosquittoError) -> PropertyList {
+        let list = PropertyList()
+        try list.addInt16(Int32(mesh_prop_topic_alias), alias)
+        return list
+    }
+
+    /// Whether a received list carries a user property named `key`.
+    public static func hasUserProperty(_ received: OpaquePointer?, named key: UnsafePointer<CChar>) -> Bool {
+        mesh_has_user_property(received, key)
+    }
+
     public func addBinary(_ identifier: Int32, _ value: [UInt8]) throws(MosquittoError) {
         let rc = value.withUnsafeBytes { mosquitto_property_add_binary(&pointer, identifier, $0.baseAddress, UInt16(value.count)) }
         try check(rc, "add binary property \(identifier)")

@@ -66,6 +66,8 @@ extension MosquittoMesh {
         var logLevel: String?
         @Option(name: .customLong("max-pending"), help: "Unacknowledged forwards held per peer before backpressure (default 100000).")
         var maxPending: String?
+        @Option(name: .customLong("topic-aliases"), help: "Topic aliases per peer link, capped by the peer broker's max_topic_alias (default 64; 0 = off).")
+        var topicAliases: String?
         @Option(name: .customLong("stats-interval"), help: "Seconds between retained $mesh/<node>/stats summaries (default 10).")
         var statsInterval: String?
         @Option(name: .customLong("peer-sync-timeout"), help: "Seconds startup waits for peers' interest before taking local messages (default 5).")
@@ -80,6 +82,7 @@ extension MosquittoMesh {
                 (.peerCAFile, peerCAFile), (.peerCertFile, peerCertFile), (.peerKeyFile, peerKeyFile), (.peerTLSVersion, peerTLSVersion),
                 (.healthListen, healthListen), (.metricsListen, metricsListen), (.logLevel, logLevel),
                 (.maxPending, maxPending), (.statsInterval, statsInterval), (.peerSyncTimeout, peerSyncTimeout),
+                (.topicAliases, topicAliases),
             ]
             var s: Settings = [:]
             for (key, value) in pairs { if let value { s[key] = SettingValue(values: [value], origin: "--\(key.rawValue)") } }

@@ -1,0 +1,99 @@
+import Foundation
+import MeshHarness
+import Testing
+
+/// Forwards go by MQTT v5 topic alias; a broken peer link must not turn the resends it
+/// owes (built as alias only) into a refused-reconnect loop.
+@Suite("topic aliases", .serialized, .timeLimit(.minutes(2)))
+struct TopicAliasTests {
+    /// One Prometheus sample of agent `node`, e.g. `mesh_forwarded_by_alias_total{peer="…"}`.
+    static func metric(_ mesh: MeshCluster, agent node: String, _ name: String, peer: String? = nil) -> Double? {
+        let agent = mesh.agents[mesh.index(of: node)]
+        guard let (status, body) = Network.httpGet(port: agent.metricsPort, path: "/metrics"), status == 200 else { return nil }
+        let prefix = peer.map { "\(name){peer=\"\($0)\"} " } ?? "\(name) "
+        guard let line = body.split(separator: "\n").first(where: { $0.hasPrefix(prefix) }) else { return nil }
+        return Double(line.dropFirst(prefix.count))
+    }
+
+    @Test("unacknowledged forwards sent by alias survive a broken link: aliases are set up again before the resend")
+    func resendAfterBrokenLink() async throws {
+        try await withMesh(["a", "b"]) { mesh in
+            let brokerB = mesh.brokers[1]
+            let peerB = brokerB.endpoint
+            let sub = try await mesh.client("b", id: "alias-sub")
+            try await sub.subscribe("alias/#", qos: 1)
+            try await mesh.waitForFilter("alias/#", on: "b")
+            let pub = try await mesh.client("a", id: "alias-pub")
+
+            // Two rounds over three topics: the second goes by alias only.
+            for i in 0..<6 { try pub.publish("alias/\(i % 3)", "warm-\(i)", qos: 1) }
+            try await sub.waitForMessages(6)
+            let byAlias = try #require(Self.metric(mesh, agent: "a", "mesh_forwarded_by_alias_total", peer: peerB))
+            #expect(byAlias >= 3, "forwards by alias after two rounds: \(byAlias)")
+
+            // Freeze broker B, so what agent a forwards now stays unacknowledged …
+            let pidB = try #require(brokerB.pid)
+            kill(pidB, SIGSTOP)
+            var resumed = false
+            defer { if !resumed { kill(pidB, SIGCONT) } }
+            let before = Self.metric(mesh, agent: "a", "mesh_forwarded_messages_total", peer: peerB) ?? 0
+            for i in 0..<30 { try pub.publish("alias/\(i % 3)", "held-\(i)", qos: 1) }
+            try await waitUntil(timeout: .seconds(10), "agent a to forward the 30 held messages") {
+                (Self.metric(mesh, agent: "a", "mesh_forwarded_messages_total", peer: peerB) ?? 0) >= before + 30
+            }
+            // … then break agent a's link to B (the kernel aborts the socket) and thaw B.
+            let agentA = try #require(mesh.agents[0].pid)
+            let link = try #require(try await SocketCounters.snapshot().first { $0.pid == agentA && $0.remotePort == brokerB.port })
+            let killed = try Self.run("/usr/bin/ss", ["-K", "dst", "127.0.0.1", "dport", "=", ":\(brokerB.port)", "sport", "=", ":\(link.localPort)"])
+            #expect(killed.contains(":\(link.localPort)"), "ss -K did not list the link: \(killed)")
+            kill(pidB, SIGCONT)
+            resumed = true
+
+            // The link comes back and what B never acknowledged is resent and delivered …
+            let held = try await sub.waitForMessages(30, timeout: .seconds(30)) { $0.text.hasPrefix("held-") }
+            for m in held {
+                let i = Int(m.text.dropFirst("held-".count))!
+                #expect(m.topic == "alias/\(i % 3)", "\(m.text) arrived on \(m.topic)")
+            }
+            #expect(Set(held.map(\.text)).count == 30)
+            // … and the link stays usable: later messages cross too, without more reconnects.
+            for i in 0..<3 { try pub.publish("alias/\(i)", "after-\(i)", qos: 1) }
+            try await sub.waitForMessages(3, timeout: .seconds(10)) { $0.text.hasPrefix("after-") }
+            let reconnects = Self.metric(mesh, agent: "a", "mesh_peer_reconnects_total", peer: peerB) ?? -1
+            #expect(reconnects == 1, "peer link reconnects: \(reconnects)")
+            // The three alias set-ups reached agent b, which dropped them: no empty message leaked.
+            #expect(Self.metric(mesh, agent: "b", "mesh_alias_announcements_received_total") == 3)
+            #expect(!sub.messages.contains { $0.payload.isEmpty })
+            sub.close(); pub.close()
+        }
+    }
+
+    @Test("--topic-aliases 0 sends every forward with its topic")
+    func aliasesOff() async throws {
+        try await withMesh(["a", "b"], agentArguments: ["--topic-aliases", "0"]) { mesh in
+            let sub = try await mesh.client("b", id: "plain-sub")
+            try await sub.subscribe("plain/#", qos: 1)
+            try await mesh.waitForFilter("plain/#", on: "b")
+            let pub = try await mesh.client("a", id: "plain-pub")
+            for i in 0..<10 { try pub.publish("plain/x", "m-\(i)", qos: 1) }
+            let got = try await sub.waitForMessages(10)
+            #expect(got.map(\.text) == (0..<10).map { "m-\($0)" })
+            #expect(Self.metric(mesh, agent: "a", "mesh_forwarded_by_alias_total", peer: mesh.brokers[1].endpoint) == 0)
+            #expect(Self.metric(mesh, agent: "a", "mesh_forwarded_messages_total", peer: mesh.brokers[1].endpoint) == 10)
+            sub.close(); pub.close()
+        }
+    }
+
+    static func run(_ path: String, _ arguments: [String]) throws -> String {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: path)
+        p.arguments = arguments
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = out
+        try p.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return String(decoding: data, as: UTF8.self)
+    }
+}

@@ -1,0 +1,97 @@
+import Testing
+@testable import MeshCore
+
+@Suite("TopicAliasTable")
+struct TopicAliasTableTests {
+    static func connected(capacity: Int) -> TopicAliasTable {
+        var t = TopicAliasTable()
+        _ = t.connected(peerMaximum: capacity, configuredMaximum: 64, outstanding: false)
+        return t
+    }
+
+    @Test func firstUseAnnouncesThenAliasOnly() {
+        var t = Self.connected(capacity: 10)
+        #expect(t.use(for: "a") == .announce(1))
+        #expect(t.use(for: "a") == .alias(1))
+        #expect(t.use(for: "b") == .announce(2))
+        #expect(t.use(for: "a") == .alias(1))
+        #expect(t.alias(of: "b") == 2)
+        #expect(t.nextAlias == 3)
+    }
+
+    /// Aliases are never reassigned: once full, new topics go without.
+    @Test func fullTableLeavesNewTopicsWithout() {
+        var t = Self.connected(capacity: 2)
+        #expect(t.use(for: "a") == .announce(1))
+        #expect(t.use(for: "b") == .announce(2))
+        #expect(t.nextAlias == nil)
+        #expect(t.use(for: "c") == .none)
+        #expect(t.use(for: "c") == .none)
+        #expect(t.use(for: "b") == .alias(2))
+    }
+
+    @Test(arguments: [(0, 64), (10, 0), (0, 0)])
+    func zeroOnEitherSideTurnsAliasesOff(peer: Int, configured: Int) {
+        var t = TopicAliasTable()
+        _ = t.connected(peerMaximum: peer, configuredMaximum: configured, outstanding: false)
+        #expect(t.use(for: "a") == .none)
+        #expect(t.capacity == 0)
+    }
+
+    @Test func capacityIsTheSmallerMaximum() {
+        var t = TopicAliasTable()
+        _ = t.connected(peerMaximum: 10, configuredMaximum: 3, outstanding: false)
+        #expect(t.capacity == 3)
+        _ = t.connected(peerMaximum: 2, configuredMaximum: 3, outstanding: false)
+        #expect(t.capacity == 2)
+    }
+
+    @Test func nothingByAliasWhileDown() {
+        var t = Self.connected(capacity: 10)
+        #expect(t.use(for: "a") == .announce(1))
+        t.connectionLost()
+        #expect(t.use(for: "a") == .none)
+        #expect(t.use(for: "new") == .none)
+        #expect(t.alias(of: "a") == nil)
+        #expect(t.nextAlias == nil)
+    }
+
+    /// With resends pending, every alias is announced again (in alias order) and kept.
+    @Test func reconnectWithOutstandingKeepsAndAnnounces() {
+        var t = Self.connected(capacity: 10)
+        for topic in ["x", "y", "z"] { _ = t.use(for: topic) }
+        t.connectionLost()
+        let (announce, lost) = t.connected(peerMaximum: 10, configuredMaximum: 64, outstanding: true)
+        #expect(announce.map(\.topic) == ["x", "y", "z"])
+        #expect(announce.map(\.alias) == [1, 2, 3])
+        #expect(lost == 0)
+        #expect(t.use(for: "y") == .alias(2))
+        #expect(t.use(for: "w") == .announce(4))
+    }
+
+    /// With nothing outstanding the table starts afresh (other topics may now get aliases).
+    @Test func reconnectWithNothingOutstandingStartsAfresh() {
+        var t = Self.connected(capacity: 1)
+        _ = t.use(for: "old")
+        t.connectionLost()
+        let (announce, lost) = t.connected(peerMaximum: 1, configuredMaximum: 64, outstanding: false)
+        #expect(announce.isEmpty)
+        #expect(lost == 0)
+        #expect(t.use(for: "new") == .announce(1))
+        #expect(t.use(for: "old") == .none)
+    }
+
+    /// A peer that now accepts fewer aliases: those above its maximum are reported lost and
+    /// the rest stay dense, so no alias is ever handed out twice.
+    @Test func loweredMaximumDropsTheHighAliases() {
+        var t = Self.connected(capacity: 5)
+        for topic in ["a", "b", "c", "d"] { _ = t.use(for: topic) }
+        t.connectionLost()
+        let (announce, lost) = t.connected(peerMaximum: 2, configuredMaximum: 64, outstanding: true)
+        #expect(announce.map(\.alias) == [1, 2])
+        #expect(lost == 2)
+        #expect(t.use(for: "c") == .none)
+        #expect(t.use(for: "e") == .none)
+        #expect(t.use(for: "b") == .alias(2))
+    }
+}
