@@ -41,6 +41,7 @@ public final class BrokerProcess: Sendable {
             "per_listener_settings false",
             "allow_anonymous true",
             "listener \(port) 127.0.0.1",
+            "max_topic_alias 64", // as in deploy/mosquitto/mesh.conf
             "log_dest topic",
             "log_dest file \(logPath)",
             "log_type error",
