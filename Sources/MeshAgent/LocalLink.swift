@@ -182,36 +182,31 @@ final class LocalLink: Sendable {
                 continue
             }
             // Topic alias: the topic crosses once per link, then two bytes per message.
-            var sendTopic = forwardTopic
-            var properties = copied?.pointer
-            var perPeer: PropertyList?
-            switch peer.topicUse(for: topic) {
-            case .topic(let aliasList, let alias):
-                if let alias, let aliasList {
-                    if hasProperties {
-                        perPeer = forwardProperties(m, alias: alias)
-                        properties = perPeer?.pointer
-                    } else {
-                        properties = aliasList.pointer
+            let (rc, byAlias): (Int32, Bool) = {
+                var sendTopic = forwardTopic
+                var properties = copied?.pointer
+                var perPeer: PropertyList?
+                switch peer.topicUse(for: topic) {
+                case .topic(let aliasList, let alias):
+                    if let alias, let aliasList {
+                        // Setting the alias up: it must go out with this message, even if
+                        // copying the message's own properties failed (logged).
+                        perPeer = hasProperties ? forwardProperties(m, alias: alias) : nil
+                        properties = perPeer?.pointer ?? aliasList.pointer
                     }
-                }
-            case .alias(let alias, let list):
-                if hasProperties {
-                    perPeer = forwardProperties(m, alias: alias)
-                    // Without the alias property the empty topic would be refused: send in full.
-                    if perPeer != nil { sendTopic = topicBuffer.emptyTopic }
-                    properties = perPeer?.pointer ?? copied?.pointer
-                } else {
+                case .alias(let alias, let list):
                     sendTopic = topicBuffer.emptyTopic
-                    properties = list.pointer
+                    perPeer = hasProperties ? forwardProperties(m, alias: alias) : nil
+                    properties = perPeer?.pointer ?? list.pointer
                 }
-            }
-            let rc = peer.client.publish(topic: sendTopic, payload: m.payload, qos: m.qos, retain: false, properties: properties)
-            withExtendedLifetime(perPeer) {}
+                let rc = peer.client.publish(topic: sendTopic, payload: m.payload, qos: m.qos, retain: false, properties: properties)
+                withExtendedLifetime(perPeer) {}
+                return (rc, sendTopic == topicBuffer.emptyTopic)
+            }()
             if rc == 0 || (rc == 4 /* NO_CONN: queued for reconnect */ && m.qos > 0) {
                 peer.metrics.forwardedMessages.increment()
                 peer.metrics.forwardedBytes.increment(by: m.payload.count)
-                if sendTopic == topicBuffer.emptyTopic { peer.metrics.forwardedByAlias.increment() }
+                if byAlias { peer.metrics.forwardedByAlias.increment() }
             } else {
                 peer.metrics.dropped.increment()
                 logDrop(peer, reason: MosquittoError(code: rc, operation: "forward").description)

@@ -156,6 +156,14 @@ final class PeerLink: Sendable {
     // MARK: topic aliases
 
     /// How the next forward of `topic` goes out on this link.
+    ///
+    /// The publish happens after the lock is released (holding it across a publish could
+    /// deadlock with the connect callback, which libmosquitto runs under its callback mutex
+    /// — the one a QoS 0 write takes). A reconnect in between is harmless because aliases are
+    /// never forgotten or reassigned: the new connection gets every alias announced before
+    /// libmosquitto resends anything; a forward written in the instant before that
+    /// announcement is refused by the broker, and the next reconnect resends it after the
+    /// announcement.
     @inline(__always)
     func topicUse(for topic: String) -> TopicUse {
         aliases.withLock { state in
@@ -178,9 +186,8 @@ final class PeerLink: Sendable {
     /// throughout so no forward by alias can get in ahead of the announcements.
     private func setUpAliases() {
         let peerMaximum = client.brokerTopicAliasMaximum
-        let outstanding = client.outstandingPublishes > 0
         aliases.withLock { state in
-            let (announce, lost) = state.table.connected(peerMaximum: peerMaximum, configuredMaximum: configuredAliases, outstanding: outstanding)
+            let (announce, lost) = state.table.connected(peerMaximum: peerMaximum, configuredMaximum: configuredAliases)
             if state.lists.count > state.table.count { state.lists.removeLast(state.lists.count - state.table.count) }
             for (topic, alias) in announce {
                 do {

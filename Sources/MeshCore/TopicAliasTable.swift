@@ -8,8 +8,7 @@
 /// the link lives: libmosquitto resends unacknowledged QoS 1/2 messages as they were built
 /// (alias only, no topic) after a reconnect, and a reassigned alias would deliver such a
 /// resend under another topic. For the same reason the table survives reconnects: the
-/// link re-announces every alias (`announcements`) before libmosquitto resends anything,
-/// and starts afresh only when nothing is outstanding.
+/// link re-announces every alias (`connected`) before libmosquitto resends anything.
 public struct TopicAliasTable: Sendable {
     public enum Use: Equatable, Sendable {
         /// No alias: send the topic.
@@ -57,17 +56,13 @@ public struct TopicAliasTable: Sendable {
     /// The link went down: send topics until the next connection is set up.
     public mutating func connectionLost() { isEstablished = false }
 
-    /// A connection is up and the peer accepts `peerMaximum` aliases. With nothing
-    /// outstanding the table starts empty; otherwise the aliases that still fit are kept and
-    /// returned, to be announced before anything is resent. Aliases above a lowered maximum
-    /// are forgotten (a resend that used one is refused by the peer: logged by the caller).
-    public mutating func connected(peerMaximum: Int, configuredMaximum: Int, outstanding: Bool) -> (announce: [(topic: String, alias: UInt16)], lost: Int) {
+    /// A connection is up and the peer accepts `peerMaximum` aliases. Every alias that still
+    /// fits is kept and returned, to be announced before anything is resent (or sent by
+    /// alias) on this connection. Aliases above a lowered maximum are forgotten: a resend
+    /// that used one is refused by the peer (`lost` > 0, logged by the caller).
+    public mutating func connected(peerMaximum: Int, configuredMaximum: Int) -> (announce: [(topic: String, alias: UInt16)], lost: Int) {
         capacity = max(0, min(peerMaximum, configuredMaximum, Int(UInt16.max)))
         isEstablished = true
-        guard outstanding else {
-            aliases.removeAll(keepingCapacity: true)
-            return ([], 0)
-        }
         let kept = aliases.filter { Int($0.value) <= capacity }
         let lost = aliases.count - kept.count
         aliases = kept

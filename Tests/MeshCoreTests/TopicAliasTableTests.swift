@@ -5,7 +5,7 @@ import Testing
 struct TopicAliasTableTests {
     static func connected(capacity: Int) -> TopicAliasTable {
         var t = TopicAliasTable()
-        _ = t.connected(peerMaximum: capacity, configuredMaximum: 64, outstanding: false)
+        _ = t.connected(peerMaximum: capacity, configuredMaximum: 64)
         return t
     }
 
@@ -33,16 +33,16 @@ struct TopicAliasTableTests {
     @Test(arguments: [(0, 64), (10, 0), (0, 0)])
     func zeroOnEitherSideTurnsAliasesOff(peer: Int, configured: Int) {
         var t = TopicAliasTable()
-        _ = t.connected(peerMaximum: peer, configuredMaximum: configured, outstanding: false)
+        _ = t.connected(peerMaximum: peer, configuredMaximum: configured)
         #expect(t.use(for: "a") == .none)
         #expect(t.capacity == 0)
     }
 
     @Test func capacityIsTheSmallerMaximum() {
         var t = TopicAliasTable()
-        _ = t.connected(peerMaximum: 10, configuredMaximum: 3, outstanding: false)
+        _ = t.connected(peerMaximum: 10, configuredMaximum: 3)
         #expect(t.capacity == 3)
-        _ = t.connected(peerMaximum: 2, configuredMaximum: 3, outstanding: false)
+        _ = t.connected(peerMaximum: 2, configuredMaximum: 3)
         #expect(t.capacity == 2)
     }
 
@@ -56,12 +56,12 @@ struct TopicAliasTableTests {
         #expect(t.nextAlias == nil)
     }
 
-    /// With resends pending, every alias is announced again (in alias order) and kept.
+    /// Every alias is announced again (in alias order) and kept.
     @Test func reconnectWithOutstandingKeepsAndAnnounces() {
         var t = Self.connected(capacity: 10)
         for topic in ["x", "y", "z"] { _ = t.use(for: topic) }
         t.connectionLost()
-        let (announce, lost) = t.connected(peerMaximum: 10, configuredMaximum: 64, outstanding: true)
+        let (announce, lost) = t.connected(peerMaximum: 10, configuredMaximum: 64)
         #expect(announce.map(\.topic) == ["x", "y", "z"])
         #expect(announce.map(\.alias) == [1, 2, 3])
         #expect(lost == 0)
@@ -69,16 +69,17 @@ struct TopicAliasTableTests {
         #expect(t.use(for: "w") == .announce(4))
     }
 
-    /// With nothing outstanding the table starts afresh (other topics may now get aliases).
-    @Test func reconnectWithNothingOutstandingStartsAfresh() {
+    /// Aliases outlive the connection even when nothing is outstanding: a forward decided
+    /// just before a reconnect may still go out by alias on the next connection.
+    @Test func aliasesAreNeverForgottenOnReconnect() {
         var t = Self.connected(capacity: 1)
         _ = t.use(for: "old")
         t.connectionLost()
-        let (announce, lost) = t.connected(peerMaximum: 1, configuredMaximum: 64, outstanding: false)
-        #expect(announce.isEmpty)
+        let (announce, lost) = t.connected(peerMaximum: 1, configuredMaximum: 64)
+        #expect(announce.map(\.topic) == ["old"])
         #expect(lost == 0)
-        #expect(t.use(for: "new") == .announce(1))
-        #expect(t.use(for: "old") == .none)
+        #expect(t.use(for: "old") == .alias(1))
+        #expect(t.use(for: "new") == .none)
     }
 
     /// A peer that now accepts fewer aliases: those above its maximum are reported lost and
@@ -87,7 +88,7 @@ struct TopicAliasTableTests {
         var t = Self.connected(capacity: 5)
         for topic in ["a", "b", "c", "d"] { _ = t.use(for: topic) }
         t.connectionLost()
-        let (announce, lost) = t.connected(peerMaximum: 2, configuredMaximum: 64, outstanding: true)
+        let (announce, lost) = t.connected(peerMaximum: 2, configuredMaximum: 64)
         #expect(announce.map(\.alias) == [1, 2])
         #expect(lost == 2)
         #expect(t.use(for: "c") == .none)
