@@ -40,6 +40,11 @@ public final class MQTTClient: @unchecked Sendable {
     private let outstanding = Atomic<Int>(0)
     private let connectedFlag = Atomic<Bool>(false)
     private let aliasMaximum = Atomic<Int>(0)
+    /// QoS 0 publishes accepted but not yet written. libmosquitto reports a QoS 0 publish as
+    /// complete (`on_publish`) once written, a QoS 1/2 one once acknowledged, with nothing
+    /// to tell them apart; a completion is charged here first, so QoS 0 traffic cannot
+    /// wear `outstanding` down while QoS 1/2 messages are still unacknowledged.
+    private let unwrittenQoS0 = Atomic<Int>(0)
     private let loop: ClientLoop
 
     private enum LifeState { case created, started, closed }
@@ -153,7 +158,7 @@ public final class MQTTClient: @unchecked Sendable {
     @inline(__always)
     public func publish(topic: UnsafePointer<CChar>, payload: UnsafeRawBufferPointer, qos: Int32, retain: Bool,
                         properties: OpaquePointer?) -> Int32 {
-        if qos > 0 { outstanding.add(1, ordering: .relaxed) }
+        if qos > 0 { outstanding.add(1, ordering: .relaxed) } else { unwrittenQoS0.add(1, ordering: .relaxed) }
         var rc = mosquitto_publish_v5(handle, nil, topic, Int32(payload.count), payload.baseAddress, qos, retain, properties)
         loop.wakeIfNeeded()
         if rc == Self.errno || rc == Self.connectionLost || rc == Self.tlsError {
@@ -163,6 +168,9 @@ public final class MQTTClient: @unchecked Sendable {
         }
         if qos > 0 && rc != Int32(MOSQ_ERR_SUCCESS.rawValue) && rc != Int32(MOSQ_ERR_NO_CONN.rawValue) {
             outstanding.subtract(1, ordering: .relaxed)
+        }
+        if qos == 0 && rc != Int32(MOSQ_ERR_SUCCESS.rawValue) {
+            Self.decrementIfPositive(unwrittenQoS0) // not queued: no completion will come
         }
         return rc
     }
@@ -255,16 +263,27 @@ public final class MQTTClient: @unchecked Sendable {
     // Called from the C thunks.
     fileprivate func noteConnected(_ ok: Bool, topicAliasMaximum: Int? = nil) {
         if let topicAliasMaximum { aliasMaximum.store(topicAliasMaximum, ordering: .relaxed) }
+        // QoS 0 packets still unwritten when the connection broke were discarded with it.
+        if ok { unwrittenQoS0.store(0, ordering: .relaxed) }
         connectedFlag.store(ok, ordering: .releasing)
     }
     fileprivate func notePublished() {
-        // Only QoS>0 publishes are counted; QoS 0 completions would drive it negative.
-        var current = outstanding.load(ordering: .relaxed)
+        // A completion is a QoS 0 write or a QoS 1/2 acknowledgement; which one is unknown.
+        // Charging unwritten QoS 0 first keeps the sum right: if it was in fact an
+        // acknowledgement, the QoS 0 write that is still due is charged to `outstanding`.
+        if Self.decrementIfPositive(unwrittenQoS0) { return }
+        Self.decrementIfPositive(outstanding)
+    }
+
+    @discardableResult
+    private static func decrementIfPositive(_ counter: borrowing Atomic<Int>) -> Bool {
+        var current = counter.load(ordering: .relaxed)
         while current > 0 {
-            let (exchanged, original) = outstanding.compareExchange(expected: current, desired: current - 1, ordering: .relaxed)
-            if exchanged { return }
+            let (exchanged, original) = counter.compareExchange(expected: current, desired: current - 1, ordering: .relaxed)
+            if exchanged { return true }
             current = original
         }
+        return false
     }
 }
 
