@@ -18,11 +18,13 @@
 /// response topic, correlation data and every user property, in order, duplicates
 /// included). Subscription identifiers and topic aliases belong to the receiving
 /// connection and are dropped. A user property whose key equals `marker_key` is not
-/// copied; `*marker_found` reports whether one was seen. Returns MOSQ_ERR_SUCCESS or
+/// copied and `*marker_found` reports whether one was seen; nor is any whose key starts
+/// with `reserved_prefix` (the mesh's own namespace, `mesh:`). Returns MOSQ_ERR_SUCCESS or
 /// the first error from libmosquitto (the partial list is freed on error).
 static inline int mesh_copy_publish_properties(const mosquitto_property *in,
                                                mosquitto_property **out,
                                                const char *marker_key,
+                                               const char *reserved_prefix,
                                                bool *marker_found)
 {
     *out = NULL;
@@ -67,6 +69,8 @@ static inline int mesh_copy_publish_properties(const mosquitto_property *in,
             if (mosquitto_property_read_string_pair(p, id, &k, &v, false) != NULL && k != NULL && v != NULL) {
                 if (marker_key != NULL && strcmp(k, marker_key) == 0) {
                     if (marker_found) { *marker_found = true; }
+                } else if (reserved_prefix != NULL && strncmp(k, reserved_prefix, strlen(reserved_prefix)) == 0) {
+                    // The mesh's own markers: never taken from (or passed on for) a client.
                 } else {
                     rc = mosquitto_property_add_string_pair(out, id, k, v);
                 }

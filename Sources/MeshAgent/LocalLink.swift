@@ -14,6 +14,8 @@ final class LocalLink: Sendable {
     /// v5 user property that marks a forwarded copy of a retained message (the copy under
     /// `forward/` is never retained itself). Removed before the local republish.
     static let retainMarker = "mesh:retained"
+    /// User properties in this namespace belong to the mesh: never passed on from a client.
+    static let reservedPrefix = "mesh:"
 
     let client: MQTTClient
     private let configuration: AgentConfiguration
@@ -182,27 +184,34 @@ final class LocalLink: Sendable {
                 continue
             }
             // Topic alias: the topic crosses once per link, then two bytes per message.
-            let (rc, byAlias): (Int32, Bool) = {
-                var sendTopic = forwardTopic
-                var properties = copied?.pointer
-                var perPeer: PropertyList?
-                switch peer.topicUse(for: topic) {
-                case .topic(let aliasList, let alias):
-                    if let alias, let aliasList {
-                        // Setting the alias up: it must go out with this message, even if
-                        // copying the message's own properties failed (logged).
-                        perPeer = hasProperties ? forwardProperties(m, alias: alias) : nil
-                        properties = perPeer?.pointer ?? aliasList.pointer
-                    }
-                case .alias(let alias, let list):
-                    sendTopic = topicBuffer.emptyTopic
+            let use = peer.topicUse(for: topic)
+            var sendTopic = forwardTopic
+            var properties = copied?.pointer
+            var perPeer: PropertyList?
+            var announcing: UInt16?
+            switch use {
+            case .topic(let aliasList, let alias):
+                if let alias, let aliasList {
+                    // Setting the alias up: it must go out with this message, even if
+                    // copying the message's own properties failed (logged).
+                    announcing = alias
                     perPeer = hasProperties ? forwardProperties(m, alias: alias) : nil
-                    properties = perPeer?.pointer ?? list.pointer
+                    properties = perPeer?.pointer ?? aliasList.pointer
                 }
-                let rc = peer.client.publish(topic: sendTopic, payload: m.payload, qos: m.qos, retain: false, properties: properties)
-                withExtendedLifetime(perPeer) {}
-                return (rc, sendTopic == topicBuffer.emptyTopic)
-            }()
+            case .alias(let alias, let list):
+                sendTopic = topicBuffer.emptyTopic
+                perPeer = hasProperties ? forwardProperties(m, alias: alias) : nil
+                properties = perPeer?.pointer ?? list.pointer
+            }
+            // `use` holds the link's cached alias list alive until the publish has copied it.
+            let rc = withExtendedLifetime((use, perPeer)) {
+                peer.client.publish(topic: sendTopic, payload: m.payload, qos: m.qos, retain: false, properties: properties)
+            }
+            let byAlias = sendTopic == topicBuffer.emptyTopic
+            if let announcing, rc != 0 && !(rc == 4 && m.qos > 0) {
+                // Not sent (and not queued): the peer never learned this alias.
+                peer.aliasAnnouncementFailed(announcing)
+            }
             if rc == 0 || (rc == 4 /* NO_CONN: queued for reconnect */ && m.qos > 0) {
                 peer.metrics.forwardedMessages.increment()
                 peer.metrics.forwardedBytes.increment(by: m.payload.count)
@@ -221,7 +230,11 @@ final class LocalLink: Sendable {
     private func forwardProperties(_ m: ReceivedMessage, alias: UInt16?) -> PropertyList? {
         do {
             var ignored = false
-            let list = try PropertyList.copyForRepublish(m.properties, strippingMarker: nil, markerFound: &ignored)
+            // A client's own `mesh:` user properties are dropped: the receiving agent would
+            // take them for its markers (retained copy, alias announcement).
+            let list = try Self.reservedPrefix.withCString { prefix throws(MosquittoError) in
+                try PropertyList.copyForRepublish(m.properties, strippingMarker: nil, reservedPrefix: prefix, markerFound: &ignored)
+            }
             if m.retain { try list.addUserProperty(Self.retainMarker, "1") }
             if let alias { try list.addTopicAlias(alias) }
             return list
@@ -264,13 +277,20 @@ final class LocalLink: Sendable {
         var retain = false
         var properties: PropertyList?
         if m.properties != nil {
-            do {
-                properties = try LocalLink.retainMarker.withCString { marker throws(MosquittoError) in
-                    try PropertyList.copyForRepublish(m.properties, strippingMarker: marker, markerFound: &retain)
+            var copyError: MosquittoError?
+            properties = LocalLink.retainMarker.withCString { marker in
+                Self.reservedPrefix.withCString { prefix in
+                    do throws(MosquittoError) {
+                        return try PropertyList.copyForRepublish(m.properties, strippingMarker: marker, reservedPrefix: prefix, markerFound: &retain)
+                    } catch {
+                        copyError = error
+                        return nil
+                    }
                 }
-            } catch {
+            }
+            if let copyError {
                 metrics.republishFailed.increment()
-                logger.error("forwarded message's properties unusable; dropped", metadata: ["error": "\(error)"])
+                logger.error("forwarded message's properties unusable; dropped", metadata: ["error": "\(copyError)"])
                 return
             }
         }

@@ -180,6 +180,12 @@ final class PeerLink: Sendable {
         }
     }
 
+    /// The forward that was to set up `alias` was refused locally (not sent): the next one on
+    /// its topic carries the topic again.
+    func aliasAnnouncementFailed(_ alias: UInt16) {
+        aliases.withLock { $0.table.announcementFailed(alias) }
+    }
+
     /// Runs inside libmosquitto's connect callback, before it resends what was unacknowledged:
     /// those resends may carry only an alias, so every alias still in use is set up again
     /// first (an empty QoS 0 message with the topic, the alias and a marker). The lock is held
@@ -187,8 +193,8 @@ final class PeerLink: Sendable {
     private func setUpAliases() {
         let peerMaximum = client.brokerTopicAliasMaximum
         aliases.withLock { state in
-            let (announce, lost) = state.table.connected(peerMaximum: peerMaximum, configuredMaximum: configuredAliases)
-            if state.lists.count > state.table.count { state.lists.removeLast(state.lists.count - state.table.count) }
+            // `lists` never shrinks: a forward on the local link's thread may still hold one.
+            let (announce, unusable) = state.table.connected(peerMaximum: peerMaximum, configuredMaximum: configuredAliases)
             for (topic, alias) in announce {
                 do {
                     let list = try PropertyList.topicAlias(alias)
@@ -198,8 +204,11 @@ final class PeerLink: Sendable {
                     logger.error("could not set up a topic alias again; resends that use it will be refused by the peer", metadata: ["alias": "\(alias)", "error": "\(error)"])
                 }
             }
-            if lost > 0 {
-                logger.error("peer broker now accepts fewer topic aliases than this link used; unacknowledged forwards sent by a dropped alias will be refused (raise max_topic_alias on the peer)", metadata: ["dropped_aliases": "\(lost)", "peer_maximum": "\(peerMaximum)"])
+            if unusable > 0 {
+                // The broker disconnects on an alias above its maximum, and libmosquitto resends
+                // an unacknowledged forward as built: if one used such an alias, this link will
+                // go down on every reconnect until the maximum is raised again.
+                logger.error("peer broker now accepts fewer topic aliases than this link has used; if an unacknowledged forward used one of them the peer will refuse it on every reconnect — set max_topic_alias on the peer back to at least the old value", metadata: ["unusable_aliases": "\(unusable)", "peer_maximum": "\(peerMaximum)", "aliases_in_use": "\(state.table.count)"])
             }
         }
     }

@@ -20,9 +20,13 @@ public struct TopicAliasTable: Sendable {
     }
 
     /// How many aliases the peer broker accepts (its CONNACK's Topic Alias Maximum, capped
-    /// by configuration); 0 turns aliases off.
+    /// by configuration); 0 turns aliases off. Aliases above it are kept but not used.
     public private(set) var capacity: Int
+    /// topic → alias, for the life of the link: an alias is never forgotten or given to
+    /// another topic (numbers are dense, 1...count).
     private var aliases: [String: UInt16] = [:]
+    /// Aliases whose setting-up message did not go out: the next use sends the topic again.
+    private var unannounced: Set<UInt16> = []
     /// Whether aliases in `aliases` are known to the peer on the current connection. While
     /// the link is down or reconnecting nothing is sent by alias.
     public private(set) var isEstablished = false
@@ -31,21 +35,27 @@ public struct TopicAliasTable: Sendable {
         self.capacity = max(0, min(capacity, Int(UInt16.max)))
     }
 
+    /// Aliases handed out so far (usable or not).
     public var count: Int { aliases.count }
 
     /// How to send the next message on `topic`.
     public mutating func use(for topic: String) -> Use {
         guard isEstablished else { return .none }
-        if let alias = aliases[topic] { return .alias(alias) }
-        guard aliases.count < capacity else { return .none }
-        let alias = UInt16(aliases.count + 1)
+        if let alias = aliases[topic] {
+            guard Int(alias) <= capacity else { return .none }
+            if unannounced.remove(alias) != nil { return .announce(alias) }
+            return .alias(alias)
+        }
+        guard let alias = nextAlias else { return .none }
         aliases[topic] = alias
         return .announce(alias)
     }
 
-    /// The alias `topic` already has on the current connection, if any.
+    /// The alias `topic` can be sent by on the current connection, if any (nil while it
+    /// still has to be announced).
     public func alias(of topic: String) -> UInt16? {
-        isEstablished ? aliases[topic] : nil
+        guard isEstablished, let alias = aliases[topic], Int(alias) <= capacity, !unannounced.contains(alias) else { return nil }
+        return alias
     }
 
     /// The alias the next new topic would get, if the table has room.
@@ -53,21 +63,25 @@ public struct TopicAliasTable: Sendable {
         isEstablished && aliases.count < capacity ? UInt16(aliases.count + 1) : nil
     }
 
+    /// The message that was to set up `alias` was not sent (refused locally): the next
+    /// message on its topic carries the topic again.
+    public mutating func announcementFailed(_ alias: UInt16) {
+        if Int(alias) <= aliases.count { unannounced.insert(alias) }
+    }
+
     /// The link went down: send topics until the next connection is set up.
     public mutating func connectionLost() { isEstablished = false }
 
-    /// A connection is up and the peer accepts `peerMaximum` aliases. Every alias that still
-    /// fits is kept and returned, to be announced before anything is resent (or sent by
-    /// alias) on this connection. Aliases above a lowered maximum are forgotten: a resend
-    /// that used one is refused by the peer (`lost` > 0, logged by the caller).
-    public mutating func connected(peerMaximum: Int, configuredMaximum: Int) -> (announce: [(topic: String, alias: UInt16)], lost: Int) {
+    /// A connection is up and the peer accepts `peerMaximum` aliases. Every alias within
+    /// that maximum is returned, to be announced before anything is resent (or sent by alias)
+    /// on this connection. Aliases above a lowered maximum stay in the table unused
+    /// (`unusable`: a resend that used one is refused by the peer until its maximum is raised
+    /// again — logged by the caller); their numbers are never handed to another topic.
+    public mutating func connected(peerMaximum: Int, configuredMaximum: Int) -> (announce: [(topic: String, alias: UInt16)], unusable: Int) {
         capacity = max(0, min(peerMaximum, configuredMaximum, Int(UInt16.max)))
         isEstablished = true
-        let kept = aliases.filter { Int($0.value) <= capacity }
-        let lost = aliases.count - kept.count
-        aliases = kept
-        // Aliases are dense (1...count): the kept ones are 1...capacity when some were lost
-        // (the table is then full), all of them otherwise; `use` continues at count + 1.
-        return (kept.map { ($0.key, $0.value) }.sorted { $0.alias < $1.alias }, lost)
+        unannounced.removeAll()
+        let usable = aliases.filter { Int($0.value) <= capacity }
+        return (usable.map { ($0.key, $0.value) }.sorted { $0.alias < $1.alias }, aliases.count - usable.count)
     }
 }

@@ -57,12 +57,14 @@ public final class PropertyList: @unchecked Sendable {
 
     /// The publish-relevant properties of a received message (expiry as received, so it
     /// keeps counting down; user properties in order), without any user property named
-    /// `markerKey`; `markerFound` says whether one was there.
+    /// `markerKey` (`markerFound` says whether one was there) or whose key starts with
+    /// `reservedPrefix`.
     public static func copyForRepublish(_ received: OpaquePointer?, strippingMarker markerKey: UnsafePointer<CChar>?,
+                                        reservedPrefix: UnsafePointer<CChar>? = nil,
                                         markerFound: inout Bool) throws(MosquittoError) -> PropertyList {
         var out: OpaquePointer?
         var found = false
-        let rc = mesh_copy_publish_properties(received, &out, markerKey, &found)
+        let rc = mesh_copy_publish_properties(received, &out, markerKey, reservedPrefix, &found)
         markerFound = found
         try check(rc, "copy message properties")
         return PropertyList(taking: out)

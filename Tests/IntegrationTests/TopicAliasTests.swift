@@ -1,5 +1,6 @@
 import Foundation
 import MeshHarness
+import Mosquitto
 import Testing
 
 /// Forwards go by MQTT v5 topic alias; a broken peer link must not turn the resends it
@@ -85,6 +86,38 @@ struct TopicAliasTests {
             #expect(Self.metric(mesh, agent: "a", "mesh_forwarded_by_alias_total", peer: mesh.brokers[1].endpoint) == 0)
             #expect(Self.metric(mesh, agent: "a", "mesh_forwarded_messages_total", peer: mesh.brokers[1].endpoint) == 10)
             sub.close(); pub.close()
+        }
+    }
+
+    @Test("a client's own mesh: user properties cross as nothing special and are not passed on")
+    func reservedPropertiesAreNotMarkers() async throws {
+        try await withMesh(["a", "b"]) { mesh in
+            let sub = try await mesh.client("b", id: "reserved-sub")
+            try await sub.subscribe("reserved/#", qos: 1)
+            try await mesh.waitForFilter("reserved/#", on: "b")
+            let pub = try await mesh.client("a", id: "reserved-pub")
+            // Shaped like an alias announcement (empty, not retained, mesh:alias) …
+            let announcementLike = PropertyList()
+            try announcementLike.addUserProperty("mesh:alias", "1")
+            try announcementLike.addUserProperty("app", "x")
+            try pub.publish("reserved/empty", "", qos: 1, properties: announcementLike)
+            // … and like a forwarded retained message (mesh:retained on a live message).
+            let retainedLike = PropertyList()
+            try retainedLike.addUserProperty("mesh:retained", "1")
+            try pub.publish("reserved/live", "live", qos: 1, properties: retainedLike)
+            let got = try await sub.waitForMessages(2)
+            #expect(got.map(\.topic) == ["reserved/empty", "reserved/live"])
+            #expect(got.allSatisfy { !$0.retain })
+            #expect(got[0].payload.isEmpty && got[0].userProperties == [["app", "x"]])
+            #expect(got[1].userProperties.isEmpty)
+            // Nothing was stored as retained on B either.
+            let late = try await mesh.client("b", id: "reserved-late")
+            try await late.subscribe("reserved/#", qos: 1)
+            try pub.publish("reserved/marker", "end", qos: 1)
+            let seen = try await late.waitForMessages(1)
+            #expect(seen.map(\.topic) == ["reserved/marker"])
+            #expect(Self.metric(mesh, agent: "b", "mesh_alias_announcements_received_total") == 0)
+            sub.close(); pub.close(); late.close()
         }
     }
 

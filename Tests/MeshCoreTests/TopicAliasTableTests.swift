@@ -61,10 +61,10 @@ struct TopicAliasTableTests {
         var t = Self.connected(capacity: 10)
         for topic in ["x", "y", "z"] { _ = t.use(for: topic) }
         t.connectionLost()
-        let (announce, lost) = t.connected(peerMaximum: 10, configuredMaximum: 64)
+        let (announce, unusable) = t.connected(peerMaximum: 10, configuredMaximum: 64)
         #expect(announce.map(\.topic) == ["x", "y", "z"])
         #expect(announce.map(\.alias) == [1, 2, 3])
-        #expect(lost == 0)
+        #expect(unusable == 0)
         #expect(t.use(for: "y") == .alias(2))
         #expect(t.use(for: "w") == .announce(4))
     }
@@ -75,24 +75,44 @@ struct TopicAliasTableTests {
         var t = Self.connected(capacity: 1)
         _ = t.use(for: "old")
         t.connectionLost()
-        let (announce, lost) = t.connected(peerMaximum: 1, configuredMaximum: 64)
+        let (announce, unusable) = t.connected(peerMaximum: 1, configuredMaximum: 64)
         #expect(announce.map(\.topic) == ["old"])
-        #expect(lost == 0)
+        #expect(unusable == 0)
         #expect(t.use(for: "old") == .alias(1))
         #expect(t.use(for: "new") == .none)
     }
 
-    /// A peer that now accepts fewer aliases: those above its maximum are reported lost and
-    /// the rest stay dense, so no alias is ever handed out twice.
-    @Test func loweredMaximumDropsTheHighAliases() {
+    /// A peer that now accepts fewer aliases: those above its maximum go unused (reported),
+    /// their numbers are never handed to another topic, and they come back when the maximum
+    /// is raised again.
+    @Test func loweredThenRaisedMaximumNeverReusesANumber() {
         var t = Self.connected(capacity: 5)
         for topic in ["a", "b", "c", "d"] { _ = t.use(for: topic) }
         t.connectionLost()
-        let (announce, lost) = t.connected(peerMaximum: 2, configuredMaximum: 64)
+        let (announce, unusable) = t.connected(peerMaximum: 2, configuredMaximum: 64)
         #expect(announce.map(\.alias) == [1, 2])
-        #expect(lost == 2)
+        #expect(unusable == 2)
         #expect(t.use(for: "c") == .none)
         #expect(t.use(for: "e") == .none)
         #expect(t.use(for: "b") == .alias(2))
+        t.connectionLost()
+        let (again, stillUnusable) = t.connected(peerMaximum: 64, configuredMaximum: 64)
+        #expect(again.map(\.topic) == ["a", "b", "c", "d"])
+        #expect(again.map(\.alias) == [1, 2, 3, 4])
+        #expect(stillUnusable == 0)
+        #expect(t.use(for: "c") == .alias(3))
+        #expect(t.use(for: "e") == .announce(5))
+    }
+
+    /// An alias whose setting-up message was not sent is announced again with the next one.
+    @Test func failedAnnouncementIsRepeated() {
+        var t = Self.connected(capacity: 10)
+        #expect(t.use(for: "a") == .announce(1))
+        t.announcementFailed(1)
+        #expect(t.alias(of: "a") == nil)
+        #expect(t.use(for: "a") == .announce(1))
+        #expect(t.use(for: "a") == .alias(1))
+        t.announcementFailed(7) // unknown: ignored
+        #expect(t.use(for: "b") == .announce(2))
     }
 }
