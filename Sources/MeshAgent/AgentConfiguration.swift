@@ -80,9 +80,9 @@ public struct AgentConfiguration: Sendable {
     /// Shortest gap between two interest adverts; the first change after a quiet spell
     /// goes out at once, a burst is coalesced into one more advert at the end.
     public var advertInterval: Duration = .milliseconds(20)
-    /// Longest gap between two adverts while subscriptions keep changing (a reconnect storm):
-    /// the gap doubles from `advertInterval` up to this, so a storm costs a handful of
-    /// snapshots instead of one every `advertInterval`.
+    /// Longest gap between two adverts while subscriptions change faster than one per
+    /// `advertInterval` (a reconnect storm): the gap doubles up to this, so a storm costs a
+    /// handful of snapshots instead of one every `advertInterval`.
     public var advertBurstCeiling: Duration = .milliseconds(200)
     /// How long startup waits for each peer's retained interest before it starts taking
     /// messages from the local broker (messages routed before then could miss a peer).

@@ -171,7 +171,8 @@ public final class MeshAgent: Service, Sendable {
 
     /// Publishes the advert and saves state when something changed: the first change after
     /// a quiet spell goes out at once; while changes keep coming the gap between adverts
-    /// grows from `advertInterval` to `advertBurstCeiling` (`AdvertPacer`).
+    /// grows from `advertInterval` to `advertBurstCeiling` while they come faster than one per
+    /// `advertInterval` (`AdvertPacer`).
     private func advertLoop() async {
         var pacer = AdvertPacer(base: configuration.advertInterval, ceiling: configuration.advertBurstCeiling)
         var gap = pacer.interval
@@ -180,8 +181,9 @@ public final class MeshAgent: Service, Sendable {
             publishAdvertIfNeeded()
             publishViewIfChanged()
             saveState()
+            let before = interest.changeCount
             try? await Task.sleep(for: gap)
-            gap = pacer.next(changedWhileWaiting: interest.hasPendingChanges)
+            gap = pacer.next(changesWhileWaiting: Int(clamping: interest.changeCount &- before))
         }
     }
 

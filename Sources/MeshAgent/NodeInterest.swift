@@ -10,6 +10,7 @@ final class NodeInterest: Sendable {
         var table: SessionTable
         var seq: UInt64
         var dirty: Bool = true
+        var changes: UInt64 = 0
         /// Client ids that connected since the local link last reconnected: these
         /// sessions are certainly alive on the (possibly restarted) broker.
         var connectedSinceReconnect: Set<String> = []
@@ -41,7 +42,10 @@ final class NodeInterest: Sendable {
                 }
                 if case .connected(let id, _, _, _, _) = event { s.connectedSinceReconnect.insert(id) }
                 let changed = s.table.apply(event)
-                if changed { s.dirty = true }
+                if changed {
+                    s.dirty = true
+                    s.changes &+= 1
+                }
                 return .success((changed, s.table.interest.count, s.table.sessions.count))
             } catch {
                 return .failure(error)
@@ -97,8 +101,8 @@ final class NodeInterest: Sendable {
 
     func markDirty() { state.withLock { $0.dirty = true } }
 
-    /// Whether the interest changed since the last advert was taken.
-    var hasPendingChanges: Bool { state.withLock { $0.dirty } }
+    /// How many times the interest has changed since start (the advert pacer's clock).
+    var changeCount: UInt64 { state.withLock { $0.changes } }
 
     var snapshot: (table: SessionTable, seq: UInt64) { state.withLock { ($0.table, $0.seq) } }
 }
