@@ -216,7 +216,9 @@ sub_first() {
     kill "$SUB_PID" 2>/dev/null
     return 1
 }
-# first_of ID — wait for that subscriber to end and print what it received.
+# first_of ID — wait for that subscriber to end and print what it received. Call it
+# in this shell, never inside $(...): a subshell cannot wait for its parent's child, so
+# `wait` would return at once and the output could be read before it is written.
 first_of() { wait "$SUB_PID" 2>/dev/null; cat "$TMP/$1.out"; }
 # pub USER TOPIC MESSAGE [mosquitto_pub options] — QoS 1: returns after the broker
 # has handled the message, so two pub calls reach every subscriber in order.
@@ -229,7 +231,8 @@ pub() {
 # expect CHECK ID EXPECTED — the subscriber's first message must be EXPECTED.
 expect() {
     local got
-    got=$(first_of "$2")
+    first_of "$2" >"$TMP/$2.got"
+    got=$(<"$TMP/$2.got")
     if [[ $SUB_LOGGED != yes ]]; then
         bad "$1" "subscription of $2 never appeared in the broker log within ${WAIT}s (log_type subscribe missing?)"
         return
