@@ -167,16 +167,24 @@ final class PeerLink: Sendable {
     @inline(__always)
     func topicUse(for topic: String) -> TopicUse {
         aliases.withLock { state in
-            // Invariant: lists.count >= table.count, lists[a - 1] carries alias a.
-            if let a = state.table.alias(of: topic) { return .alias(a, list: state.lists[Int(a) - 1]) }
-            guard let next = state.table.nextAlias else { return .topic(aliasList: nil, alias: nil) }
-            if state.lists.count < Int(next) {
-                // Built before the alias is taken: if this fails the topic simply gets none.
-                guard let list = try? PropertyList.topicAlias(next) else { return .topic(aliasList: nil, alias: nil) }
-                state.lists.append(list)
+            // Invariant: lists.count >= table.count; lists[a - 1] carries alias a. The list for
+            // the alias a new topic would get is built first, so the table never hands out an
+            // alias without one (if building fails, only already known topics use aliases).
+            if let next = state.table.nextAlias, state.lists.count < Int(next) {
+                if let list = try? PropertyList.topicAlias(next) {
+                    state.lists.append(list)
+                } else if state.table.alias(of: topic) == nil {
+                    return .topic(aliasList: nil, alias: nil)
+                }
             }
-            guard case .announce(let a) = state.table.use(for: topic), a == next else { return .topic(aliasList: nil, alias: nil) }
-            return .topic(aliasList: state.lists[Int(a) - 1], alias: a)
+            switch state.table.use(for: topic) {
+            case .none:
+                return .topic(aliasList: nil, alias: nil)
+            case .alias(let a):
+                return .alias(a, list: state.lists[Int(a) - 1])
+            case .announce(let a):
+                return .topic(aliasList: state.lists[Int(a) - 1], alias: a)
+            }
         }
     }
 

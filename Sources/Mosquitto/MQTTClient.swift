@@ -40,11 +40,9 @@ public final class MQTTClient: @unchecked Sendable {
     private let outstanding = Atomic<Int>(0)
     private let connectedFlag = Atomic<Bool>(false)
     private let aliasMaximum = Atomic<Int>(0)
-    /// QoS 0 publishes accepted but not yet written. libmosquitto reports a QoS 0 publish as
-    /// complete (`on_publish`) once written, a QoS 1/2 one once acknowledged, with nothing
-    /// to tell them apart; a completion is charged here first, so QoS 0 traffic cannot
-    /// wear `outstanding` down while QoS 1/2 messages are still unacknowledged.
-    private let unwrittenQoS0 = Atomic<Int>(0)
+    /// Tells a QoS 1/2 acknowledgement from a QoS 0 write completion by packet id (both come
+    /// through `on_publish`); `outstanding` moves only on acknowledgements.
+    private let ledger = Mutex(PublishLedger())
     private let loop: ClientLoop
 
     private enum LifeState { case created, started, closed }
@@ -158,19 +156,22 @@ public final class MQTTClient: @unchecked Sendable {
     @inline(__always)
     public func publish(topic: UnsafePointer<CChar>, payload: UnsafeRawBufferPointer, qos: Int32, retain: Bool,
                         properties: OpaquePointer?) -> Int32 {
-        if qos > 0 { outstanding.add(1, ordering: .relaxed) } else { unwrittenQoS0.add(1, ordering: .relaxed) }
-        var rc = mosquitto_publish_v5(handle, nil, topic, Int32(payload.count), payload.baseAddress, qos, retain, properties)
+        // Counted before the call so backpressure sees it at once; settled by the ledger after.
+        if qos > 0 { outstanding.add(1, ordering: .relaxed) }
+        var mid: Int32 = 0
+        var rc = mosquitto_publish_v5(handle, &mid, topic, Int32(payload.count), payload.baseAddress, qos, retain, properties)
         loop.wakeIfNeeded()
         if rc == Self.errno || rc == Self.connectionLost || rc == Self.tlsError {
             // The message was accepted and the immediate write failed: the connection just
             // broke. Like NO_CONN: QoS 1/2 stays queued and is resent after the reconnect.
             rc = Self.notConnected
         }
-        if qos > 0 && rc != Int32(MOSQ_ERR_SUCCESS.rawValue) && rc != Int32(MOSQ_ERR_NO_CONN.rawValue) {
+        let accepted = rc == Int32(MOSQ_ERR_SUCCESS.rawValue) || (qos > 0 && rc == Int32(MOSQ_ERR_NO_CONN.rawValue))
+        if accepted {
+            let counted = ledger.withLock { $0.published(mid: UInt16(truncatingIfNeeded: mid), qos: qos) }
+            if qos > 0 && !counted { outstanding.subtract(1, ordering: .relaxed) }
+        } else if qos > 0 {
             outstanding.subtract(1, ordering: .relaxed)
-        }
-        if qos == 0 && rc != Int32(MOSQ_ERR_SUCCESS.rawValue) {
-            Self.decrementIfPositive(unwrittenQoS0) // not queued: no completion will come
         }
         return rc
     }
@@ -263,27 +264,12 @@ public final class MQTTClient: @unchecked Sendable {
     // Called from the C thunks.
     fileprivate func noteConnected(_ ok: Bool, topicAliasMaximum: Int? = nil) {
         if let topicAliasMaximum { aliasMaximum.store(topicAliasMaximum, ordering: .relaxed) }
-        // QoS 0 packets still unwritten when the connection broke were discarded with it.
-        if ok { unwrittenQoS0.store(0, ordering: .relaxed) }
         connectedFlag.store(ok, ordering: .releasing)
     }
-    fileprivate func notePublished() {
-        // A completion is a QoS 0 write or a QoS 1/2 acknowledgement; which one is unknown.
-        // Charging unwritten QoS 0 first keeps the sum right: if it was in fact an
-        // acknowledgement, the QoS 0 write that is still due is charged to `outstanding`.
-        if Self.decrementIfPositive(unwrittenQoS0) { return }
-        Self.decrementIfPositive(outstanding)
-    }
-
-    @discardableResult
-    private static func decrementIfPositive(_ counter: borrowing Atomic<Int>) -> Bool {
-        var current = counter.load(ordering: .relaxed)
-        while current > 0 {
-            let (exchanged, original) = counter.compareExchange(expected: current, desired: current - 1, ordering: .relaxed)
-            if exchanged { return true }
-            current = original
+    fileprivate func notePublished(mid: Int32) {
+        if ledger.withLock({ $0.completed(mid: UInt16(truncatingIfNeeded: mid)) }) {
+            outstanding.subtract(1, ordering: .relaxed)
         }
-        return false
     }
 }
 
@@ -337,7 +323,7 @@ private func mqttOnMessage(_ mosq: OpaquePointer?, _ obj: UnsafeMutableRawPointe
 
 private func mqttOnPublish(_ mosq: OpaquePointer?, _ obj: UnsafeMutableRawPointer?, _ mid: Int32, _ reasonCode: Int32, _ props: OpaquePointer?) {
     guard let ctx = context(obj) else { return }
-    ctx.owner?.client?.notePublished()
+    ctx.owner?.client?.notePublished(mid: mid)
     ctx.events.published(mid, reasonCode)
 }
 
