@@ -207,16 +207,13 @@ final class LocalLink: Sendable {
             let rc = withExtendedLifetime((use, perPeer)) {
                 peer.client.publish(topic: sendTopic, payload: m.payload, qos: m.qos, retain: false, properties: properties)
             }
-            let byAlias = sendTopic == topicBuffer.emptyTopic
-            if let announcing, rc != 0 && !(rc == 4 && m.qos > 0) {
-                // Not sent (and not queued): the peer never learned this alias.
-                peer.aliasAnnouncementFailed(announcing)
-            }
-            if rc == 0 || (rc == 4 /* NO_CONN: queued for reconnect */ && m.qos > 0) {
+            if MQTTClient.accepted(rc, qos: m.qos) {
                 peer.metrics.forwardedMessages.increment()
                 peer.metrics.forwardedBytes.increment(by: m.payload.count)
-                if byAlias { peer.metrics.forwardedByAlias.increment() }
+                if sendTopic == topicBuffer.emptyTopic { peer.metrics.forwardedByAlias.increment() }
             } else {
+                // Not sent (and not queued): the peer never learned an alias this one carried.
+                if let announcing { peer.aliasAnnouncementFailed(announcing) }
                 peer.metrics.dropped.increment()
                 logDrop(peer, reason: MosquittoError(code: rc, operation: "forward").description)
             }
@@ -295,7 +292,7 @@ final class LocalLink: Sendable {
             }
         }
         let rc = client.publish(topic: localTopic, payload: m.payload, qos: m.qos, retain: retain, properties: properties?.pointer)
-        if rc == 0 || (rc == 4 && m.qos > 0) {
+        if MQTTClient.accepted(rc, qos: m.qos) {
             metrics.republished.increment()
         } else {
             metrics.republishFailed.increment()

@@ -151,6 +151,13 @@ public final class MQTTClient: @unchecked Sendable {
     private static let tlsError = Int32(MOSQ_ERR_TLS.rawValue)
     private static let notConnected = Int32(MOSQ_ERR_NO_CONN.rawValue)
 
+    /// Whether a publish returning `rc` was taken: sent, or (QoS 1/2 only) queued by
+    /// libmosquitto to be sent after the reconnect. Anything else was dropped.
+    @inline(__always)
+    public static func accepted(_ rc: Int32, qos: Int32) -> Bool {
+        rc == Int32(MOSQ_ERR_SUCCESS.rawValue) || (qos > 0 && rc == notConnected)
+    }
+
     /// Publishes from borrowed memory (the forwarding hot path). Returns the libmosquitto
     /// rc; `MOSQ_ERR_NO_CONN` with QoS > 0 means queued for after reconnect.
     @inline(__always)
@@ -166,8 +173,7 @@ public final class MQTTClient: @unchecked Sendable {
             // broke. Like NO_CONN: QoS 1/2 stays queued and is resent after the reconnect.
             rc = Self.notConnected
         }
-        let accepted = rc == Int32(MOSQ_ERR_SUCCESS.rawValue) || (qos > 0 && rc == Int32(MOSQ_ERR_NO_CONN.rawValue))
-        if accepted {
+        if Self.accepted(rc, qos: qos) {
             let counted = ledger.withLock { $0.published(mid: UInt16(truncatingIfNeeded: mid), qos: qos) }
             if qos > 0 && !counted { outstanding.subtract(1, ordering: .relaxed) }
         } else if qos > 0 {
@@ -184,7 +190,7 @@ public final class MQTTClient: @unchecked Sendable {
                 publish(topic: t, payload: p, qos: qos, retain: retain, properties: properties?.pointer)
             }
         }
-        if rc == Int32(MOSQ_ERR_NO_CONN.rawValue) && qos > 0 { return }
+        if Self.accepted(rc, qos: qos) { return }
         try check(rc, "publish \(topic) to \(configuration.endpoint)")
     }
 
