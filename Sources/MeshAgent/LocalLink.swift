@@ -185,23 +185,14 @@ final class LocalLink: Sendable {
             }
             // Topic alias: the topic crosses once per link, then two bytes per message.
             let use = peer.topicUse(for: topic)
-            var sendTopic = forwardTopic
+            let sendTopic = use.byAliasOnly ? topicBuffer.emptyTopic : forwardTopic
             var properties = copied?.pointer
             var perPeer: PropertyList?
-            var announcing: UInt16?
-            switch use {
-            case .topic(let aliasList, let alias):
-                if let alias, let aliasList {
-                    // Setting the alias up: it must go out with this message, even if
-                    // copying the message's own properties failed (logged).
-                    announcing = alias
-                    perPeer = hasProperties ? forwardProperties(m, alias: alias) : nil
-                    properties = perPeer?.pointer ?? aliasList.pointer
-                }
-            case .alias(let alias, let list):
-                sendTopic = topicBuffer.emptyTopic
-                perPeer = hasProperties ? forwardProperties(m, alias: alias) : nil
-                properties = perPeer?.pointer ?? list.pointer
+            if let alias = use.alias {
+                // The alias must go out with this message (with the topic, it sets the alias
+                // up), even if copying the message's own properties failed (logged).
+                perPeer = hasProperties ? forwardProperties(m, alias: alias.number) : nil
+                properties = perPeer?.pointer ?? alias.list.pointer
             }
             // `use` holds the link's cached alias list alive until the publish has copied it.
             let rc = withExtendedLifetime((use, perPeer)) {
@@ -210,10 +201,10 @@ final class LocalLink: Sendable {
             if MQTTClient.accepted(rc, qos: m.qos) {
                 peer.metrics.forwardedMessages.increment()
                 peer.metrics.forwardedBytes.increment(by: m.payload.count)
-                if sendTopic == topicBuffer.emptyTopic { peer.metrics.forwardedByAlias.increment() }
+                if use.byAliasOnly { peer.metrics.forwardedByAlias.increment() }
             } else {
-                // Not sent (and not queued): the peer never learned an alias this one carried.
-                if let announcing { peer.aliasAnnouncementFailed(announcing) }
+                // Not sent (and not queued): the peer never learned an alias this one set up.
+                if let alias = use.alias, !use.byAliasOnly { peer.aliasAnnouncementFailed(alias.number) }
                 peer.metrics.dropped.increment()
                 logDrop(peer, reason: MosquittoError(code: rc, operation: "forward").description)
             }

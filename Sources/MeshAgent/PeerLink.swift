@@ -42,12 +42,14 @@ final class PeerLink: Sendable {
         var lists: [PropertyList] = []
     }
 
-    /// How a forward on this link sends its topic, decided per message.
-    enum TopicUse {
-        /// `forward/<topic>` in full (no alias, or setting one up: `list` then holds it).
-        case topic(aliasList: PropertyList?, alias: UInt16?)
-        /// An empty topic and the alias (in `list`, or to be added to the message's own).
-        case alias(UInt16, list: PropertyList)
+    /// How a forward on this link sends its topic, decided per message (the table's
+    /// `TopicAliasTable.Use` plus the alias's property list).
+    struct TopicUse {
+        /// The alias the forward carries, with the list holding only it (reused when the
+        /// message has no properties of its own); nil: the topic alone.
+        var alias: (number: UInt16, list: PropertyList)?
+        /// The peer already knows the alias: the topic is left empty.
+        var byAliasOnly = false
     }
 
     /// User property of the empty messages that set up an alias again after a reconnect;
@@ -174,16 +176,16 @@ final class PeerLink: Sendable {
                 if let list = try? PropertyList.topicAlias(next) {
                     state.lists.append(list)
                 } else if state.table.alias(of: topic) == nil {
-                    return .topic(aliasList: nil, alias: nil)
+                    return TopicUse()
                 }
             }
             switch state.table.use(for: topic) {
             case .none:
-                return .topic(aliasList: nil, alias: nil)
+                return TopicUse()
             case .alias(let a):
-                return .alias(a, list: state.lists[Int(a) - 1])
+                return TopicUse(alias: (a, state.lists[Int(a) - 1]), byAliasOnly: true)
             case .announce(let a):
-                return .topic(aliasList: state.lists[Int(a) - 1], alias: a)
+                return TopicUse(alias: (a, state.lists[Int(a) - 1]))
             }
         }
     }
