@@ -68,12 +68,12 @@ struct OperationsTests {
             var last = ""
             try await waitUntil(timeout: .seconds(10), "metrics to show the traffic: \(last)") {
                 guard let (status, body) = Network.httpGet(port: port, path: "/metrics"), status == 200 else { return false }
-                let v = Self.samples(body)
+                let v = metricSamples(body)
                 return v["mesh_forwarded_messages_total{peer=\"\(peer)\"}"] == 12 && v["mesh_not_forwarded_messages_total"] == 7
             }
             let (_, body) = try #require(Network.httpGet(port: port, path: "/metrics"))
             last = body
-            let v = Self.samples(body)
+            let v = metricSamples(body)
             #expect(v["mesh_forwarded_bytes_total{peer=\"\(peer)\"}"] == 60)
             #expect(v["mesh_peer_link_up{peer=\"\(peer)\"}"] == 1)
             #expect(v["mesh_local_link_up"] == 1)
@@ -83,15 +83,6 @@ struct OperationsTests {
             #expect(Network.httpGet(port: port, path: "/nope")?.status == 404)
             sub.close(); pub.close()
         }
-    }
-
-    static func samples(_ body: String) -> [String: Double] {
-        var result: [String: Double] = [:]
-        for line in body.split(separator: "\n") where !line.hasPrefix("#") {
-            guard let space = line.lastIndex(of: " "), let value = Double(line[line.index(after: space)...]) else { continue }
-            result[String(line[..<space])] = value
-        }
-        return result
     }
 
     @Test("SIGHUP adds a peer (forwarding starts) and removes one (forwarding stops) while a stream to a third peer loses nothing")

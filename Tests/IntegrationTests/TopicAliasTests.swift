@@ -7,15 +7,6 @@ import Testing
 /// owes (built as alias only) into a refused-reconnect loop.
 @Suite("topic aliases", .serialized, .timeLimit(.minutes(2)))
 struct TopicAliasTests {
-    /// One Prometheus sample of agent `node`, e.g. `mesh_forwarded_by_alias_total{peer="…"}`.
-    static func metric(_ mesh: MeshCluster, agent node: String, _ name: String, peer: String? = nil) -> Double? {
-        let agent = mesh.agents[mesh.index(of: node)]
-        guard let (status, body) = Network.httpGet(port: agent.metricsPort, path: "/metrics"), status == 200 else { return nil }
-        let prefix = peer.map { "\(name){peer=\"\($0)\"} " } ?? "\(name) "
-        guard let line = body.split(separator: "\n").first(where: { $0.hasPrefix(prefix) }) else { return nil }
-        return Double(line.dropFirst(prefix.count))
-    }
-
     @Test("unacknowledged forwards sent by alias survive a broken link: aliases are set up again before the resend")
     func resendAfterBrokenLink() async throws {
         try await withMesh(["a", "b"]) { mesh in
@@ -29,7 +20,7 @@ struct TopicAliasTests {
             // Two rounds over three topics: the second goes by alias only.
             for i in 0..<6 { try pub.publish("alias/\(i % 3)", "warm-\(i)", qos: 1) }
             try await sub.waitForMessages(6)
-            let byAlias = try #require(Self.metric(mesh, agent: "a", "mesh_forwarded_by_alias_total", peer: peerB))
+            let byAlias = try #require(mesh.metric(agent: "a", "mesh_forwarded_by_alias_total", peer: peerB))
             #expect(byAlias >= 3, "forwards by alias after two rounds: \(byAlias)")
 
             // Freeze broker B, so what agent a forwards now stays unacknowledged …
@@ -37,10 +28,10 @@ struct TopicAliasTests {
             kill(pidB, SIGSTOP)
             var resumed = false
             defer { if !resumed { kill(pidB, SIGCONT) } }
-            let before = Self.metric(mesh, agent: "a", "mesh_forwarded_messages_total", peer: peerB) ?? 0
+            let before = mesh.metric(agent: "a", "mesh_forwarded_messages_total", peer: peerB) ?? 0
             for i in 0..<30 { try pub.publish("alias/\(i % 3)", "held-\(i)", qos: 1) }
             try await waitUntil(timeout: .seconds(10), "agent a to forward the 30 held messages") {
-                (Self.metric(mesh, agent: "a", "mesh_forwarded_messages_total", peer: peerB) ?? 0) >= before + 30
+                (mesh.metric(agent: "a", "mesh_forwarded_messages_total", peer: peerB) ?? 0) >= before + 30
             }
             // … then break agent a's link to B (the kernel aborts the socket) and thaw B.
             let agentA = try #require(mesh.agents[0].pid)
@@ -64,10 +55,10 @@ struct TopicAliasTests {
             // … and the link stays usable: later messages cross too, without more reconnects.
             for i in 0..<3 { try pub.publish("alias/\(i)", "after-\(i)", qos: 1) }
             try await sub.waitForMessages(3, timeout: .seconds(10)) { $0.text.hasPrefix("after-") }
-            let reconnects = Self.metric(mesh, agent: "a", "mesh_peer_reconnects_total", peer: peerB) ?? -1
+            let reconnects = mesh.metric(agent: "a", "mesh_peer_reconnects_total", peer: peerB) ?? -1
             #expect(reconnects == 1, "peer link reconnects: \(reconnects)")
             // The three alias set-ups reached agent b, which dropped them: no empty message leaked.
-            #expect(Self.metric(mesh, agent: "b", "mesh_alias_announcements_received_total") == 3)
+            #expect(mesh.metric(agent: "b", "mesh_alias_announcements_received_total") == 3)
             #expect(!sub.messages.contains { $0.payload.isEmpty })
             sub.close(); pub.close()
         }
@@ -83,8 +74,8 @@ struct TopicAliasTests {
             for i in 0..<10 { try pub.publish("plain/x", "m-\(i)", qos: 1) }
             let got = try await sub.waitForMessages(10)
             #expect(got.map(\.text) == (0..<10).map { "m-\($0)" })
-            #expect(Self.metric(mesh, agent: "a", "mesh_forwarded_by_alias_total", peer: mesh.brokers[1].endpoint) == 0)
-            #expect(Self.metric(mesh, agent: "a", "mesh_forwarded_messages_total", peer: mesh.brokers[1].endpoint) == 10)
+            #expect(mesh.metric(agent: "a", "mesh_forwarded_by_alias_total", peer: mesh.brokers[1].endpoint) == 0)
+            #expect(mesh.metric(agent: "a", "mesh_forwarded_messages_total", peer: mesh.brokers[1].endpoint) == 10)
             sub.close(); pub.close()
         }
     }
@@ -116,7 +107,7 @@ struct TopicAliasTests {
             try pub.publish("reserved/marker", "end", qos: 1)
             let seen = try await late.waitForMessages(1)
             #expect(seen.map(\.topic) == ["reserved/marker"])
-            #expect(Self.metric(mesh, agent: "b", "mesh_alias_announcements_received_total") == 0)
+            #expect(mesh.metric(agent: "b", "mesh_alias_announcements_received_total") == 0)
             sub.close(); pub.close(); late.close()
         }
     }
