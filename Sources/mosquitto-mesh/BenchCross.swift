@@ -51,7 +51,7 @@ struct BenchCross {
             try await c.connect()
             pubs.append(c)
         }
-        let (seconds, bytes) = try await runLoad(label: label, topology: t, publishers: pubs, topics: [topic], qos: qos,
+        let (seconds, _, bytes) = try await runLoad(label: label, topology: t, publishers: pubs, topics: [topic], qos: qos,
                                                  perPublisher: perPublisher, tracker: tracker, expected: expected)
 
         // Paced, for latency.

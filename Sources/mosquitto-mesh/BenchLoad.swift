@@ -227,11 +227,13 @@ func benchSay(_ text: String) {
 }
 
 /// One timed load phase: every publisher sends `perPublisher` messages at `qos` (topic
-/// chosen by `topicIndex(publisher, message)`); returns how long delivery took and the
-/// bytes that crossed between brokers meanwhile. Shared by `cross`, `scale`, `locality`.
+/// chosen by `topicIndex(publisher, message)`); returns how long delivery took, how long
+/// the publishers took (until their last message was acknowledged), and the bytes that
+/// crossed between brokers meanwhile. Shared by every throughput scenario.
 func runLoad(label: String, topology t: BenchTopology, publishers pubs: [HarnessClient], topics: [String], qos: Int32,
              perPublisher: Int, tracker: DeliveryTracker, expected: Int,
-             topicIndex: @escaping @Sendable (_ publisher: Int, _ message: Int) -> Int = { _, _ in 0 }) async throws -> (seconds: Double, bytes: UInt64) {
+             topicIndex: @escaping @Sendable (_ publisher: Int, _ message: Int) -> Int = { _, _ in 0 })
+    async throws -> (seconds: Double, publishSeconds: Double, bytes: UInt64) {
     let sent = BenchCounter()
     let progress = BenchProgress { "[\(label)] sent \(sent.count)/\(expected) delivered \(tracker.received)" }
     let before = try await SocketCounters.snapshot()
@@ -244,17 +246,18 @@ func runLoad(label: String, topology t: BenchTopology, publishers pubs: [Harness
         }
         try await group.waitForAll()
     }
+    let published = monotonicNanos()
     await tracker.waitForAll()
     progress.finish()
     let bytes = try await t.interBrokerBytes(since: before)
-    return (Double(max(tracker.lastReceive, start + 1) - start) / 1e9, bytes)
+    return (Double(max(tracker.lastReceive, start + 1) - start) / 1e9, Double(published - start) / 1e9, bytes)
 }
 
 /// The QoS 1 load phase of `scale` and `locality`, with their figures.
 func runQoS1Load(label: String, topology t: BenchTopology, publishers pubs: [HarnessClient], topics: [String],
                  perPublisher: Int, tracker: DeliveryTracker, expected: Int,
                  topicIndex: @escaping @Sendable (_ publisher: Int, _ message: Int) -> Int) async throws -> [String: Double] {
-    let (seconds, bytes) = try await runLoad(label: label, topology: t, publishers: pubs, topics: topics, qos: 1,
+    let (seconds, _, bytes) = try await runLoad(label: label, topology: t, publishers: pubs, topics: topics, qos: 1,
                                              perPublisher: perPublisher, tracker: tracker, expected: expected, topicIndex: topicIndex)
     return [
         "delivered_msg_s": Double(tracker.received) / seconds,

@@ -71,22 +71,8 @@ struct BenchSeed {
             pubs.append(c)
         }
         defer { pubs.forEach { $0.close() } }
-        let sent = BenchCounter()
-        let load = BenchProgress { "[seed \(t.setup.rawValue)] sent \(sent.count)/\(expected) delivered \(tracker.received)" }
-        let before = try await SocketCounters.snapshot()
-        let start = monotonicNanos()
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for (k, c) in pubs.enumerated() {
-                let p = LoadPublisher(client: c, topics: [target], qos: 1, count: perPublisher, firstIndex: k * perPublisher)
-                group.addTask { try await p.run(progress: sent) }
-            }
-            try await group.waitForAll()
-        }
-        let acked = monotonicNanos()
-        await tracker.waitForAll()
-        load.finish()
-        let bytes = try await t.interBrokerBytes(since: before)
-        let seconds = Double(acked - start) / 1e9
+        let (_, seconds, bytes) = try await runLoad(label: "seed \(t.setup.rawValue)", topology: t, publishers: pubs, topics: [target],
+                                                    qos: 1, perPublisher: perPublisher, tracker: tracker, expected: expected)
         return [
             "publisher_msg_s": Double(expected) / seconds,
             "delivered": Double(tracker.received),
