@@ -23,13 +23,37 @@ public enum BrokerLogEvent: Equatable, Sendable {
     case takenOver(clientID: String)
     /// "Expiring client X due to timeout." — a persistent session is gone.
     case expired(clientID: String)
+    /// A line that can be read several ways (ids and filters may contain spaces and a
+    /// notice's own words): every reading still possible. The session table applies only
+    /// what cannot make anyone's interest smaller.
+    case ambiguous([BrokerLogEvent])
+    /// A line the broker cut at its 999-byte limit (see `TruncatedLine`).
+    case truncated(TruncatedLine)
 
-    /// The client id the event is about.
+    /// The client id the event is about ("" for `.ambiguous` and `.truncated`, which are
+    /// about several possible clients).
     public var clientID: String {
         switch self {
         case .connected(let id, _, _, _, _), .subscribed(let id, _, _), .unsubscribed(let id, _),
              .disconnected(let id, _), .takenOver(let id), .expired(let id):
             return id
+        case .ambiguous, .truncated:
+            return ""
         }
+    }
+}
+
+/// What is left of a log line that Mosquitto cut: the kind of line, and the readings of the
+/// visible part that name a client the table knows. A subscribe reading carries a filter
+/// that covers whatever the cut one was (`a/b/c…` → `a/b/#`). The real client may also be
+/// one whose id was too long to show, which no reading can name.
+public struct TruncatedLine: Equatable, Sendable {
+    public enum Kind: Equatable, Sendable { case subscribe, unsubscribe, connect, notice }
+    public var kind: Kind
+    public var readings: [BrokerLogEvent]
+
+    public init(kind: Kind, readings: [BrokerLogEvent]) {
+        self.kind = kind
+        self.readings = readings
     }
 }

@@ -25,8 +25,10 @@ public struct LogLineParser: Sendable {
     public static let unsubscribeTopic = "$SYS/broker/log/M/unsubscribe"
     public static let noticeTopic = "$SYS/broker/log/N"
     public static let errorTopic = "$SYS/broker/log/E"
-    /// Mosquitto cuts topic log lines at this many bytes; a line this long is suspect.
-    public static let brokerLineLimit = 1000
+    /// Mosquitto 2.0 formats a log line into a 1000-byte buffer (`log__vprintf`: timestamp,
+    /// then the text, NUL-terminated), so a published line of this many bytes may have been
+    /// cut — possibly in the middle of a client id, a filter or a UTF-8 sequence.
+    public static let brokerLineLimit = 999
     /// Longest copy of an offending line kept in a `LogParseError`.
     static let maximumQuotedLine = 1200
 
@@ -39,57 +41,160 @@ public struct LogLineParser: Sendable {
     ///   - payload: raw bytes (may be non-UTF-8 garbage, may end in "\n", may
     ///     carry an `<epoch>: ` or numeric strftime-style `2026-11-22T02:56:21: `
     ///     timestamp prefix, or none).
-    ///   - isKnownClient: resolves ambiguous `<client-id> <qos> <filter>` /
-    ///     `<client-id> <filter>` lines, since ids and filters may contain
-    ///     spaces: the longest known id that fits wins; with none known, the
-    ///     first split that parses (shortest id) is taken.
-    /// - Returns: nil for lines that are understood but carry no interest
-    ///   information ("New connection from ...", other notices, info, warnings).
-    /// - Throws: for lines on the subscribe/unsubscribe topics that do not
-    ///   parse, for connect lines that do not parse (they are needed), and for
-    ///   non-UTF-8 payloads.
+    ///   - isKnownClient: whether an id has a session in the caller's table. Ids and
+    ///     filters may contain spaces, so `<client-id> <qos> <filter>` and the notices can
+    ///     often be read several ways; a reading is taken only when it is the one reading
+    ///     that names a known client.
+    ///   - everyClientKnown: the caller's table holds every session the broker has (no
+    ///     connect line was cut or lost). When false, a reading that names an unknown
+    ///     client is as plausible as one that names a known client.
+    /// - Returns: nil for lines that are understood but carry no interest information;
+    ///   `.ambiguous` when several readings remain; `.truncated` for a line the broker cut.
+    /// - Throws: for lines on the subscribe/unsubscribe topics that do not parse, for
+    ///   connect lines that do not parse (they are needed), and for non-UTF-8 payloads.
     public func parse(
         topic: String,
         payload: some Collection<UInt8>,
-        isKnownClient: (String) -> Bool
+        isKnownClient: (String) -> Bool,
+        everyClientKnown: Bool = true
     ) throws(LogParseError) -> BrokerLogEvent? {
-        guard let decoded = String(validating: payload, as: UTF8.self) else {
+        let truncated = payload.count >= Self.brokerLineLimit
+        let decoded: String
+        if let valid = String(validating: payload, as: UTF8.self) {
+            decoded = valid
+        } else if truncated, let valid = Self.validPrefix(payload) {
+            // The cut fell inside a multi-byte character: the text before it is intact.
+            decoded = valid
+        } else {
             let lossy = String(decoding: payload.prefix(Self.maximumQuotedLine), as: UTF8.self)
             throw LogParseError(topic: topic, line: lossy, reason: "payload is not valid UTF-8")
         }
         var text = Substring(decoded)
-        if text.utf8.last == UInt8(ascii: "\n") { text = text.droppingBytes(first: 0, last: 1)! }
+        if !truncated, text.utf8.last == UInt8(ascii: "\n") { text = text.droppingBytes(first: 0, last: 1)! }
 
         func failure(_ reason: String) -> LogParseError {
             LogParseError(topic: topic, line: String(text.prefix(Self.maximumQuotedLine)), reason: reason)
         }
 
+        // A timestamp prefix is taken when there is one; the whole text is read as a body
+        // only when the stripped one yields nothing (log_timestamp false, odd ids).
         var bodies: [Substring] = []
         if let stripped = Self.afterTimestamp(text) { bodies.append(stripped) }
         bodies.append(text)
 
+        if truncated {
+            return Self.truncatedReadings(topic: topic, bodies: bodies, isKnownClient: isKnownClient)
+        }
+
         switch topic {
         case Self.subscribeTopic:
-            guard let (id, qos, filter) = Self.resolve(bodies, splits: Self.subscribeSplits, isKnownClient: isKnownClient) else {
+            let readings = Self.readings(bodies, splits: Self.subscribeSplits, isKnownClient: isKnownClient)
+            guard let event = Self.choose(readings.map { BrokerLogEvent.subscribed(clientID: $0.id, qos: $0.qos, filter: $0.filter) },
+                                          isKnownClient: isKnownClient, everyClientKnown: everyClientKnown) else {
                 throw failure("not a '<client-id> <qos> <filter>' line with a valid filter")
             }
-            return .subscribed(clientID: id, qos: qos, filter: filter)
+            return event
         case Self.unsubscribeTopic:
-            guard let (id, _, filter) = Self.resolve(bodies, splits: Self.unsubscribeSplits, isKnownClient: isKnownClient) else {
+            let readings = Self.readings(bodies, splits: Self.unsubscribeSplits, isKnownClient: isKnownClient)
+            guard let event = Self.choose(readings.map { BrokerLogEvent.unsubscribed(clientID: $0.id, filter: $0.filter) },
+                                          isKnownClient: isKnownClient, everyClientKnown: everyClientKnown) else {
                 throw failure("not a '<client-id> <filter>' line with a valid filter")
             }
-            return .unsubscribed(clientID: id, filter: filter)
+            return event
         case Self.noticeTopic, Self.errorTopic:
-            for body in bodies where body.hasBytePrefix(Self.connectPrefix) {
-                guard let event = Self.parseConnect(body) else {
+            for body in bodies {
+                guard let prefix = Self.connectPrefixes.first(where: { body.hasBytePrefix($0) }) else { continue }
+                let readings = Self.parseConnect(body, prefix: prefix)
+                if readings.isEmpty {
                     throw failure("connect line without a '(p<n>, c<0|1>, k<n>[, u'<user>'])' suffix")
                 }
-                return event
+                return readings.count == 1 ? readings[0] : .ambiguous(readings)
             }
-            return Self.parseClientNotice(bodies, isKnownClient: isKnownClient)
+            return Self.choose(Self.noticeReadings(bodies), isKnownClient: isKnownClient, everyClientKnown: everyClientKnown)
         default:
             return nil
         }
+    }
+
+    /// The longest prefix of `bytes` that is valid UTF-8 (at most 3 bytes shorter).
+    static func validPrefix(_ bytes: some Collection<UInt8>) -> String? {
+        let array = Array(bytes)
+        for drop in 1...3 where array.count >= drop {
+            if let s = String(validating: array.dropLast(drop), as: UTF8.self) { return s }
+        }
+        return nil
+    }
+
+    /// Picks among the readings of one line: the one naming a known client when there is
+    /// exactly one such (and no unknown client could be meant), the only reading there is,
+    /// or `.ambiguous` with every reading still possible. Nil when there is none.
+    static func choose(_ readings: [BrokerLogEvent], isKnownClient: (String) -> Bool, everyClientKnown: Bool) -> BrokerLogEvent? {
+        var unique: [BrokerLogEvent] = []
+        for r in readings where !unique.contains(r) { unique.append(r) }
+        guard !unique.isEmpty else { return nil }
+        if unique.count == 1 { return unique[0] }
+        let known = unique.filter { isKnownClient($0.clientID) }
+        if known.count == 1 && everyClientKnown { return known[0] }
+        if known.count > 1 && everyClientKnown { return .ambiguous(known) }
+        return .ambiguous(unique)
+    }
+
+    // MARK: - Lines the broker cut
+
+    /// What a cut line can still say. Only readings that name a known client are kept, and a
+    /// cut subscribe reading carries a filter that covers whatever the cut filter was.
+    static func truncatedReadings(topic: String, bodies: [Substring], isKnownClient: (String) -> Bool) -> BrokerLogEvent {
+        var readings: [BrokerLogEvent] = []
+        let body = bodies[0]
+        switch topic {
+        case subscribeTopic:
+            for split in subscribeSplits(body) where !split.id.isEmpty && isKnownClient(String(split.id)) {
+                let event = BrokerLogEvent.subscribed(clientID: String(split.id), qos: split.qos, filter: coveringFilter(ofCut: split.filter))
+                if !readings.contains(event) { readings.append(event) }
+            }
+            return .truncated(TruncatedLine(kind: .subscribe, readings: readings))
+        case unsubscribeTopic:
+            return .truncated(TruncatedLine(kind: .unsubscribe, readings: []))
+        case noticeTopic, errorTopic:
+            // Any known client whose id the visible text could begin a notice about may be
+            // the one it is about: such readings are kept so the table can stop trusting them.
+            for prefix in ["Client ", "Expiring client ", "Socket error on client ", "Bad socket read/write on client "]
+                where body.hasBytePrefix(prefix) {
+                let rest = body.droppingBytes(first: prefix.utf8.count, last: 0)!
+                var index = rest.utf8.startIndex
+                while index != rest.utf8.endIndex {
+                    if rest.utf8[index] == UInt8(ascii: " ") || rest.utf8[index] == UInt8(ascii: ",") || rest.utf8[index] == UInt8(ascii: ":") {
+                        let id = String(Substring(rest.utf8[..<index]))
+                        if !id.isEmpty, isKnownClient(id) {
+                            readings.append(.disconnected(clientID: id, reason: .other))
+                        }
+                    }
+                    index = rest.utf8.index(after: index)
+                }
+            }
+            let isConnect = connectPrefixes.contains { body.hasBytePrefix($0) }
+            return .truncated(TruncatedLine(kind: isConnect ? .connect : .notice, readings: readings))
+        default:
+            return .truncated(TruncatedLine(kind: .notice, readings: []))
+        }
+    }
+
+    /// A filter that matches everything the cut `filter` could have been: its complete
+    /// levels followed by `#` (`a/b/cd…` → `a/b/#`); `#` when no level is complete. A cut
+    /// shared subscription (`$share/g/a/b…`) is covered by the same plain filter: the node
+    /// wants those topics either way.
+    static func coveringFilter(ofCut filter: Substring) -> String {
+        var text = filter
+        if text.hasBytePrefix("$share/") {
+            let rest = text.droppingBytes(first: 7, last: 0)!
+            guard let slash = rest.utf8.firstIndex(of: UInt8(ascii: "/")) else { return "#" }
+            text = Substring(rest.utf8[rest.utf8.index(after: slash)...])
+        }
+        guard let lastSlash = text.utf8.lastIndex(of: UInt8(ascii: "/")) else { return "#" }
+        let complete = String(Substring(text.utf8[..<lastSlash]))
+        // A complete level holding a `#` is not a valid prefix (it was not a filter at all).
+        guard (try? TopicFilter(validating: complete + "/#")) != nil else { return "#" }
+        return complete + "/#"
     }
 
     // MARK: - Timestamp
@@ -158,53 +263,47 @@ public struct LogLineParser: Sendable {
         return result
     }
 
-    /// Picks the split whose id is known (longest such id, earliest body
-    /// first); otherwise the first split, in the first body, that has a
-    /// non-empty id and a valid filter.
-    static func resolve(
-        _ bodies: [Substring],
-        splits: Splitter,
-        isKnownClient: (String) -> Bool
-    ) -> (id: String, qos: Int, filter: String)? {
-        var fallback: (id: String, qos: Int, filter: String)?
-        for body in bodies {
-            var best: (id: String, qos: Int, filter: String)?
+    /// Every (id, qos, filter) reading with a non-empty id and a valid filter: all of the
+    /// first body's (the timestamp-stripped one) and, of the others (the whole text, for an
+    /// id that looks like a timestamp), those that name a known client — or all of them if
+    /// the first body has none.
+    static func readings(_ bodies: [Substring], splits: Splitter, isKnownClient: (String) -> Bool) -> [(id: String, qos: Int, filter: String)] {
+        var result: [(id: String, qos: Int, filter: String)] = []
+        for (index, body) in bodies.enumerated() {
             for split in splits(body) where !split.id.isEmpty {
-                guard (try? TopicFilter(validating: String(split.filter))) != nil else { continue }
+                let filter = String(split.filter)
                 let id = String(split.id)
-                if isKnownClient(id) {
-                    if best == nil || id.utf8.count > best!.id.utf8.count {
-                        best = (id, split.qos, String(split.filter))
-                    }
-                } else if fallback == nil {
-                    fallback = (id, split.qos, String(split.filter))
-                }
+                guard index == 0 || result.isEmpty || isKnownClient(id),
+                      (try? TopicFilter(validating: filter)) != nil else { continue }
+                result.append((id, split.qos, filter))
             }
-            if let best { return best }
         }
-        return fallback
+        return result
     }
 
     // MARK: - Connect
 
-    static let connectPrefix = "New client connected from "
+    /// A bridge is a client like any other: its subscriptions are interest too.
+    static let connectPrefixes = ["New client connected from ", "New bridge connected from "]
 
     /// `New client connected from <addr> as <id> (p2, c1, k60[, u'<user>']).`
-    /// The address has no spaces; the id may contain anything, so the suffix
-    /// is anchored from the end: the last ` (p` whose remainder parses wins.
-    static func parseConnect(_ body: Substring) -> BrokerLogEvent? {
-        guard let rest = body.droppingBytes(first: connectPrefix.utf8.count, last: 0),
-              let asRange = rest.byteRange(of: " as ") else { return nil }
+    /// The address has no spaces; the id and the username may contain anything (even
+    /// `') (p5, c1, k1`), so every ` (p` whose remainder parses is a reading; one line
+    /// usually has exactly one.
+    static func parseConnect(_ body: Substring, prefix: String) -> [BrokerLogEvent] {
+        guard let rest = body.droppingBytes(first: prefix.utf8.count, last: 0),
+              let asRange = rest.byteRange(of: " as ") else { return [] }
         let afterAs = rest[asRange.upperBound...]
+        var readings: [BrokerLogEvent] = []
         var searchEnd = afterAs.endIndex
         while let anchor = afterAs[..<searchEnd].lastByteRange(of: " (p") {
             searchEnd = anchor.lowerBound
             let id = afterAs[..<anchor.lowerBound]
             guard !id.isEmpty, let suffix = parseConnectSuffix(afterAs[anchor.upperBound...]) else { continue }
-            return .connected(clientID: String(id), protocolLevel: suffix.protocolLevel, cleanStart: suffix.clean,
-                              keepalive: suffix.keepalive, username: suffix.username)
+            readings.append(.connected(clientID: String(id), protocolLevel: suffix.protocolLevel, cleanStart: suffix.clean,
+                                       keepalive: suffix.keepalive, username: suffix.username))
         }
-        return nil
+        return readings
     }
 
     /// Parses `2, c1, k60).` or `5, c0, k45, u'bob smith').` (after ` (p`).
@@ -245,10 +344,16 @@ public struct LogLineParser: Sendable {
         case expired
     }
 
-    /// `prefix <id> suffix` shapes, most specific first. Exact suffixes are
-    /// tried before the open-ended ones so that a known phrase wins.
+    /// `prefix <id> suffix`: every notice Mosquitto 2.0.11 logs about a client's session
+    /// (src/loop.c `do_disconnect`, handle_connect.c, session_expiry.c). Each is exact, so
+    /// no id, however crafted, can make a cut or foreign line read as one of them.
     static let exactNotices: [(prefix: String, suffix: String, kind: NoticeKind)] = [
         ("Client ", " disconnected due to malformed packet.", .disconnected(.malformedPacket)),
+        ("Client ", " disconnected due to protocol error.", .disconnected(.other)),
+        ("Client ", " disconnected due to oversize packet.", .disconnected(.other)),
+        ("Client ", " disconnected due to oversize payload.", .disconnected(.other)),
+        ("Client ", " disconnected due to out of memory.", .disconnected(.other)),
+        ("Client ", " disconnected due to QoS too high or retain not supported.", .disconnected(.other)),
         ("Client ", " has exceeded timeout, disconnecting.", .disconnected(.keepaliveTimeout)),
         ("Client ", " closed its connection.", .disconnected(.closed)),
         ("Client ", " already connected, closing old connection.", .takenOver),
@@ -259,30 +364,33 @@ public struct LogLineParser: Sendable {
         ("Socket error on client ", ", disconnecting.", .disconnected(.other)),
     ]
 
-    /// `prefix <id> separator <free text>`: the id ends at the last separator.
+    /// `prefix <id> separator <text>` where the text is strerror's or mosquitto_strerror's,
+    /// neither of which contains the separator: the id ends at the last one.
     static let openNotices: [(prefix: String, separator: String, kind: NoticeKind)] = [
-        ("Client ", " disconnected due to ", .disconnected(.other)),
         ("Client ", " disconnected: ", .disconnected(.other)),
         ("Bad socket read/write on client ", ": ", .disconnected(.other)),
     ]
 
-    static func parseClientNotice(_ bodies: [Substring], isKnownClient: (String) -> Bool) -> BrokerLogEvent? {
-        var candidates: [BrokerLogEvent] = []
+    /// Every reading of a notice about a client (several when the id itself contains a
+    /// notice's words); `choose` decides among them.
+    static func noticeReadings(_ bodies: [Substring]) -> [BrokerLogEvent] {
         for body in bodies {
+            var readings: [BrokerLogEvent] = []
             for notice in exactNotices where body.hasBytePrefix(notice.prefix) && body.hasByteSuffix(notice.suffix) {
                 guard let id = body.droppingBytes(first: notice.prefix.utf8.count, last: notice.suffix.utf8.count),
                       !id.isEmpty else { continue }
-                candidates.append(event(String(id), notice.kind))
+                readings.append(event(String(id), notice.kind))
             }
             for notice in openNotices where body.hasBytePrefix(notice.prefix) {
                 guard let rest = body.droppingBytes(first: notice.prefix.utf8.count, last: 0),
                       let separator = rest.lastByteRange(of: notice.separator) else { continue }
                 let id = rest[..<separator.lowerBound]
                 guard !id.isEmpty else { continue }
-                candidates.append(event(String(id), notice.kind))
+                readings.append(event(String(id), notice.kind))
             }
+            if !readings.isEmpty { return readings }
         }
-        return candidates.first { isKnownClient($0.clientID) } ?? candidates.first
+        return []
     }
 
     static func event(_ id: String, _ kind: NoticeKind) -> BrokerLogEvent {

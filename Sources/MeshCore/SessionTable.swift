@@ -2,24 +2,148 @@
 /// node's interest derived from them.
 ///
 /// Mosquitto restores a persistent session's subscriptions on reconnect
-/// *without logging them*, and drops them on a clean reconnect without
-/// unsubscribe lines, so the agent must model sessions, not just sum
-/// subscribe/unsubscribe lines. The table is `Codable` so the agent can
-/// persist it and survive its own restart.
+/// *without logging them*, drops them on a clean reconnect without
+/// unsubscribe lines, and never logs an MQTT 5 session's expiry interval, so
+/// the agent models sessions, not just sums of subscribe/unsubscribe lines.
+///
+/// The rule: **interest is never under-estimated.** Wherever the log cannot
+/// tell — an MQTT 5 session that may or may not outlive its connection, a line
+/// the broker cut, a line that reads several ways, a session whose
+/// subscriptions were never logged — the table keeps the larger picture
+/// (`#` where nothing narrower is safe) and says so in its counts; it lets go
+/// only on evidence (`census`) or after a bounded grace (`sweep`).
+///
+/// The table is `Codable` so the agent can persist it and survive its own restart.
 public struct SessionTable: Sendable, Equatable, Codable {
+    /// What the log says about how long a session outlives its connection.
+    public enum Lifetime: String, Sendable, Equatable, Codable {
+        /// MQTT 3.1/3.1.1 clean session: gone when the connection ends.
+        case endsAtDisconnect
+        /// MQTT 3.1/3.1.1 clean-session 0: stays until "Expiring client …" or a clean reconnect.
+        case survivesDisconnect
+        /// MQTT 5 (the session expiry interval is not logged), or a session whose connect
+        /// line was never seen: may or may not be gone once offline.
+        case unknown
+    }
+
+    /// A moment on the table's clock: how many broker `$SYS` ticks the agent had seen, and
+    /// the wall time in seconds.
+    public struct Stamp: Sendable, Equatable, Codable {
+        public var tick: UInt64
+        public var time: Double
+        public init(tick: UInt64, time: Double) {
+            self.tick = tick
+            self.time = time
+        }
+    }
+
     public struct Session: Sendable, Equatable, Codable {
-        /// Survives disconnects (MQTT 3.1.1 clean session 0 / v5 clean start 0).
-        public var persistent: Bool
+        public var lifetime: Lifetime
         public var online: Bool
         /// Filter text as subscribed (incl. `$share/...`) → QoS.
         public var filters: [String: Int]
+        /// The session may hold subscriptions the log never showed (it resumed a session the
+        /// table did not know): it counts as interest in `#`.
+        public var filtersUnknown = false
+        /// A cut or ambiguous line may have ended this session or brought it back: it is kept,
+        /// but never counted as certainly online or certainly offline.
+        public var stateUncertain = false
+        /// One of the mesh's own clients: tracked for the session counts, never interest.
+        public var excluded = false
+        /// When it went offline (or, for the unattributed entry, when it was last needed).
+        public var offlineSince: Stamp?
+        /// The table's `linkEpoch` when the session was last seen alive.
+        public var epoch: UInt64 = 0
 
-        public init(persistent: Bool, online: Bool, filters: [String: Int] = [:]) {
-            self.persistent = persistent
+        /// Whether the session may outlive its connection.
+        public var persistent: Bool { lifetime != .endsAtDisconnect }
+
+        public init(lifetime: Lifetime, online: Bool, filters: [String: Int] = [:]) {
+            self.lifetime = lifetime
             self.online = online
             self.filters = filters
         }
+
+        /// Compatibility with callers and state files that only know persistent or not.
+        public init(persistent: Bool, online: Bool, filters: [String: Int] = [:]) {
+            self.init(lifetime: persistent ? .survivesDisconnect : .endsAtDisconnect, online: online, filters: filters)
+        }
+
+        /// The filters this session counts for in the node's interest.
+        var contribution: Set<String> {
+            if excluded { return [] }
+            var set = Set(filters.keys)
+            if filtersUnknown { set.insert("#") }
+            return set
+        }
+
+        private enum CodingKeys: String, CodingKey {
+            case lifetime, persistent, online, filters, filtersUnknown, stateUncertain, excluded, offlineSince, epoch
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            if let lifetime = try c.decodeIfPresent(Lifetime.self, forKey: .lifetime) {
+                self.lifetime = lifetime
+            } else {
+                // State files written before lifetimes existed: persistent or clean.
+                self.lifetime = try c.decode(Bool.self, forKey: .persistent) ? .survivesDisconnect : .endsAtDisconnect
+            }
+            online = try c.decode(Bool.self, forKey: .online)
+            filters = try c.decode([String: Int].self, forKey: .filters)
+            filtersUnknown = try c.decodeIfPresent(Bool.self, forKey: .filtersUnknown) ?? false
+            stateUncertain = try c.decodeIfPresent(Bool.self, forKey: .stateUncertain) ?? false
+            excluded = try c.decodeIfPresent(Bool.self, forKey: .excluded) ?? false
+            offlineSince = try c.decodeIfPresent(Stamp.self, forKey: .offlineSince)
+            epoch = try c.decodeIfPresent(UInt64.self, forKey: .epoch) ?? 0
+        }
+
+        public func encode(to encoder: any Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(lifetime, forKey: .lifetime)
+            try c.encode(online, forKey: .online)
+            try c.encode(filters, forKey: .filters)
+            if filtersUnknown { try c.encode(true, forKey: .filtersUnknown) }
+            if stateUncertain { try c.encode(true, forKey: .stateUncertain) }
+            if excluded { try c.encode(true, forKey: .excluded) }
+            try c.encodeIfPresent(offlineSince, forKey: .offlineSince)
+            if epoch != 0 { try c.encode(epoch, forKey: .epoch) }
+        }
     }
+
+    /// What the broker's `$SYS/broker/clients/…` counters said, and since which tick each
+    /// value has stood (Mosquitto publishes them only when they change).
+    public struct Census: Sendable, Equatable {
+        /// `$SYS/broker/clients/disconnected`: sessions without a socket.
+        public var disconnected: Int
+        public var disconnectedSince: UInt64
+        /// `$SYS/broker/clients/connected`: sockets, including ones that have not sent CONNECT.
+        public var connected: Int
+        public var connectedSince: UInt64
+
+        public init(disconnected: Int, disconnectedSince: UInt64, connected: Int, connectedSince: UInt64) {
+            self.disconnected = disconnected
+            self.disconnectedSince = disconnectedSince
+            self.connected = connected
+            self.connectedSince = connectedSince
+        }
+    }
+
+    /// Sessions let go of by `census` and `sweep`, for the agent's counters.
+    public struct Released: Sendable, Equatable {
+        public var byEvidence = 0
+        public var byGrace = 0
+        public var byLimit = 0
+        public var changedInterest = false
+        public init() {}
+    }
+
+    /// Key of the entry that holds interest no session can be named for (a cut subscribe
+    /// line whose client cannot be told). MQTT client ids cannot contain U+0000.
+    public static let unattributedKey = "\u{0}unattributed"
+    /// How many forgotten ids (released without proof that they ended) are remembered, so a
+    /// session that comes back is known to have subscriptions the table no longer has.
+    public static let forgottenLimit = 10_000
 
     /// Client ids with this prefix are the mesh's own and never count as interest
     /// (otherwise the agent's own `#` would make every node want everything).
@@ -28,9 +152,22 @@ public struct SessionTable: Sendable, Equatable, Codable {
     /// Filter text (as subscribed) → number of sessions holding it. Maintained
     /// incrementally on every event; only recomputed when decoding.
     public private(set) var interest: [String: Int] = [:]
+    /// Whether the table holds every session the broker has. False after a connect line
+    /// was cut, a session was forgotten without proof, or when the agent starts beside a
+    /// broker it has no saved state for; a resumed session the table does not know then
+    /// counts as `#`.
+    public private(set) var everyClientKnown = true
+    /// Incremented each time the agent's log connection comes back; sessions seen alive
+    /// since carry it (a broker restart in between forgot the others' clean sessions).
+    public private(set) var linkEpoch: UInt64 = 0
+    /// The table's clock: the last stamp the agent gave it.
+    public private(set) var clock = Stamp(tick: 0, time: 0)
+    /// Ids released without proof that their session ended (bounded; see `forgottenLimit`).
+    public private(set) var forgotten: Set<String> = []
 
-    public init(excludedClientIDPrefix: String = "mosquitto-mesh/") {
+    public init(excludedClientIDPrefix: String = "mosquitto-mesh/", everyClientKnown: Bool = true) {
         self.excludedClientIDPrefix = excludedClientIDPrefix
+        self.everyClientKnown = everyClientKnown
     }
 
     /// Whether `id` has a session here: used by the log parser to resolve
@@ -39,85 +176,318 @@ public struct SessionTable: Sendable, Equatable, Codable {
         sessions[id] != nil
     }
 
-    /// Whether events about `id` are ignored (the mesh's own clients).
+    /// Whether `id` is one of the mesh's own clients.
     public func isExcluded(_ id: String) -> Bool {
         !excludedClientIDPrefix.isEmpty && id.utf8.starts(with: excludedClientIDPrefix.utf8)
+    }
+
+    /// Offline sessions kept although they may have ended (unknown lifetime).
+    public var uncertainSessions: Int {
+        sessions.values.reduce(0) { $0 + ($1.lifetime == .unknown && !$1.online && !$1.excluded ? 1 : 0) }
+    }
+
+    /// Sessions that count as `#` because their subscriptions are not all known.
+    public var unknownFilterSessions: Int {
+        sessions.values.reduce(0) { $0 + ($1.filtersUnknown && !$1.excluded ? 1 : 0) }
+    }
+
+    /// Client sessions (the mesh's own and the unattributed entry left out).
+    public var clientSessions: Int {
+        sessions.reduce(0) { $0 + ($1.value.excluded || $1.key == Self.unattributedKey ? 0 : 1) }
+    }
+
+    /// Moves the table's clock (ticks and time only grow).
+    public mutating func advance(to stamp: Stamp) {
+        clock = Stamp(tick: max(clock.tick, stamp.tick), time: max(clock.time, stamp.time))
     }
 
     /// Applies one event; returns true if `interest` changed (so the caller republishes its advert).
     @discardableResult
     public mutating func apply(_ event: BrokerLogEvent) -> Bool {
-        guard !isExcluded(event.clientID) else { return false }
         switch event {
-        case .connected(let id, _, let cleanStart, _, _):
+        case .connected(let id, let level, let cleanStart, _, _):
+            let lifetime: Lifetime = level >= 5 ? .unknown : (cleanStart ? .endsAtDisconnect : .survivesDisconnect)
             if cleanStart {
                 // A clean start discards any previous session, silently.
-                let changed = removeSession(id)
-                sessions[id] = Session(persistent: false, online: true)
-                return changed
+                var fresh = Session(lifetime: lifetime, online: true)
+                fresh.excluded = isExcluded(id)
+                fresh.epoch = linkEpoch
+                forgotten.remove(id)
+                return replace(id, with: fresh)
             }
-            if sessions[id] != nil {
+            if var session = sessions[id] {
                 // Mosquitto restores the subscriptions without logging them.
-                sessions[id]!.online = true
-                sessions[id]!.persistent = true
-            } else {
-                sessions[id] = Session(persistent: true, online: true)
+                session.lifetime = lifetime
+                session.online = true
+                session.stateUncertain = false
+                session.offlineSince = nil
+                session.epoch = linkEpoch
+                sessions[id] = session
+                return false
             }
-            return false
+            var session = Session(lifetime: lifetime, online: true)
+            session.excluded = isExcluded(id)
+            session.epoch = linkEpoch
+            // A session the table does not know: new (no subscriptions) if the table knows
+            // every session, otherwise it may have resumed subscriptions never logged.
+            if forgotten.remove(id) != nil || !everyClientKnown { session.filtersUnknown = true }
+            return replace(id, with: session)
 
         case .subscribed(let id, let qos, let filter):
-            if sessions[id] == nil {
-                // We missed the connect (e.g. started mid-session): assume clean.
-                sessions[id] = Session(persistent: false, online: true)
+            let created = sessions[id] == nil
+            var session = sessions[id] ?? missedConnect(id)
+            session.online = true
+            session.offlineSince = nil
+            session.epoch = linkEpoch
+            if session.excluded {
+                sessions[id] = session
+                return false
             }
-            sessions[id]!.online = true
-            let previous = sessions[id]!.filters.updateValue(qos, forKey: filter)
-            guard previous == nil else { return false }
+            let previous = session.filters.updateValue(qos, forKey: filter)
+            let wasCounted = previous != nil || (filter == "#" && session.filtersUnknown)
+            sessions[id] = session
+            guard !wasCounted else { return created && session.filtersUnknown }
             interest[filter, default: 0] += 1
             return true
 
         case .unsubscribed(let id, let filter):
-            guard sessions[id]?.filters.removeValue(forKey: filter) != nil else { return false }
+            guard var session = sessions[id], session.filters.removeValue(forKey: filter) != nil else { return false }
+            sessions[id] = session
+            if filter == "#" && session.filtersUnknown { return false }
             releaseInterest(filter)
             return true
 
         case .disconnected(let id, _):
-            guard let session = sessions[id] else { return false }
-            if session.persistent {
-                sessions[id]!.online = false
-                return false
+            guard var session = sessions[id] else { return false }
+            if session.lifetime == .endsAtDisconnect && !session.stateUncertain {
+                return replace(id, with: nil)
             }
-            return removeSession(id)
+            session.online = false
+            session.offlineSince = clock
+            sessions[id] = session
+            return false
 
         case .takenOver:
             // The connect line that follows decides between resume and clean start.
             return false
 
         case .expired(let id):
-            return removeSession(id)
+            forgotten.remove(id)
+            return replace(id, with: nil)
+
+        case .ambiguous(let readings):
+            // Only what cannot make interest smaller: subscriptions are added for every
+            // reading; a reading that would end, take over or bring back a session makes
+            // that session's state uncertain instead; unsubscribes are not applied.
+            var changed = false
+            for reading in readings {
+                switch reading {
+                case .subscribed:
+                    changed = apply(reading) || changed
+                case .connected(let id, _, _, _, _):
+                    if sessions[id] == nil {
+                        // It may have resumed a session we never knew of.
+                        everyClientKnown = false
+                    } else {
+                        sessions[id]!.stateUncertain = true
+                    }
+                case .disconnected(let id, _), .expired(let id), .takenOver(let id):
+                    sessions[id]?.stateUncertain = true
+                case .unsubscribed, .ambiguous, .truncated:
+                    break
+                }
+            }
+            return changed
+
+        case .truncated(let line):
+            var changed = false
+            switch line.kind {
+            case .subscribe:
+                for reading in line.readings { changed = apply(reading) || changed }
+                // The client may be one whose id was too long to show (or one the table
+                // does not know): what it subscribed to can only be covered by `#`.
+                if line.readings.isEmpty || !everyClientKnown { changed = holdUnattributed() || changed }
+            case .connect:
+                everyClientKnown = false
+            case .notice:
+                for reading in line.readings { sessions[reading.clientID]?.stateUncertain = true }
+            case .unsubscribe:
+                break
+            }
+            return changed
         }
     }
 
-    /// The local broker restarted (it forgot clean sessions): drop clean
-    /// sessions, mark persistent ones offline. Returns true if `interest` changed.
+    /// A subscribe line from a client whose connect line was not seen (the agent started
+    /// mid-session, or the line was ambiguous): its lifetime is unknown, and unless every
+    /// session is known it may hold subscriptions never logged.
+    private mutating func missedConnect(_ id: String) -> Session {
+        var session = Session(lifetime: .unknown, online: true)
+        session.excluded = isExcluded(id)
+        session.epoch = linkEpoch
+        if !session.excluded && (!everyClientKnown || forgotten.contains(id)) {
+            forgotten.remove(id)
+            session.filtersUnknown = true
+            interest["#", default: 0] += 1
+        }
+        return session
+    }
+
+    /// Holds (or refreshes) the unattributed entry's `#`.
+    private mutating func holdUnattributed() -> Bool {
+        if var entry = sessions[Self.unattributedKey] {
+            entry.offlineSince = clock
+            sessions[Self.unattributedKey] = entry
+            return false
+        }
+        var entry = Session(lifetime: .unknown, online: true)
+        entry.filtersUnknown = true
+        entry.offlineSince = clock
+        return replace(Self.unattributedKey, with: entry)
+    }
+
+    /// The agent's log connection came back: sessions seen from now on are alive on the
+    /// broker as it is now.
+    public mutating func linkReconnected() {
+        linkEpoch &+= 1
+    }
+
+    /// The agent could not read some log lines (its log session was taken over or lost):
+    /// every session online meanwhile may have subscribed to anything, and sessions may have
+    /// appeared unseen.
+    public mutating func linesLost() -> Bool {
+        everyClientKnown = false
+        var changed = false
+        for (id, session) in sessions where session.online && !session.excluded && !session.filtersUnknown && id != Self.unattributedKey {
+            var updated = session
+            updated.filtersUnknown = true
+            changed = replace(id, with: updated) || changed
+        }
+        return changed
+    }
+
+    /// The local broker restarted (it forgot clean sessions): sessions not seen alive since
+    /// the log connection last came back end if clean, go offline otherwise. Returns true if
+    /// `interest` changed.
     @discardableResult
     public mutating func brokerRestarted() -> Bool {
         var changed = false
-        for (id, session) in sessions {
-            if session.persistent {
+        for (id, session) in sessions where session.epoch < linkEpoch && id != Self.unattributedKey {
+            if session.lifetime == .endsAtDisconnect && !session.stateUncertain {
+                changed = replace(id, with: nil) || changed
+            } else if session.online {
                 sessions[id]!.online = false
-            } else {
-                changed = removeSession(id) || changed
+                sessions[id]!.offlineSince = clock
             }
         }
         return changed
     }
 
-    /// Removes a session and its filters' share of the interest; true if interest changed.
-    private mutating func removeSession(_ id: String) -> Bool {
-        guard let old = sessions.removeValue(forKey: id) else { return false }
-        for filter in old.filters.keys { releaseInterest(filter) }
-        return !old.filters.isEmpty
+    /// Lets go of offline sessions of unknown lifetime on the broker's own evidence: once
+    /// `$SYS/broker/clients/disconnected` (plus sockets that are not a known session yet)
+    /// is no more than the offline sessions certain to exist, none of them is alive.
+    ///
+    /// Sound because every line received before tick `t` was generated before the broker's
+    /// update `t` (the counters are QoS 0, queued at once; a line queued later arrives
+    /// later), provided the log connection was not lagging (`caughtUp`); values must have
+    /// stood for a full tick (a socket that has not sent CONNECT lowers `disconnected` for
+    /// a moment).
+    public mutating func census(_ census: Census, caughtUp: Bool) -> Released {
+        var released = Released()
+        let t = clock.tick
+        guard caughtUp, t >= 2, census.disconnectedSince < t, census.connectedSince < t else { return released }
+        var certainOffline = 0
+        var certainOnline = 0
+        var eligible: [String] = []
+        for (id, session) in sessions where id != Self.unattributedKey {
+            if session.online {
+                if !session.stateUncertain { certainOnline += 1 }
+                continue
+            }
+            guard let since = session.offlineSince, since.tick + 2 <= t else { continue }
+            if session.stateUncertain { continue }
+            switch session.lifetime {
+            case .survivesDisconnect: certainOffline += 1
+            case .unknown: eligible.append(id)
+            case .endsAtDisconnect: break
+            }
+        }
+        guard !eligible.isEmpty else { return released }
+        // Sockets the broker counts that are no session we know as online: each may be a
+        // client between TCP accept and CONNECT, which Mosquitto counts against `disconnected`.
+        let pendingSockets = max(0, census.connected - certainOnline)
+        guard census.disconnected + pendingSockets <= certainOffline else { return released }
+        for id in eligible {
+            released.changedInterest = replace(id, with: nil) || released.changedInterest
+            released.byEvidence += 1
+        }
+        return released
+    }
+
+    /// Lets go, without proof, of offline sessions of unknown lifetime older than `grace`
+    /// seconds, and of the oldest beyond `limit`; and of the unattributed `#` once no cut
+    /// line has needed it for `grace`. Their ids are remembered (bounded) so that a session
+    /// that comes back counts as `#`.
+    public mutating func sweep(grace: Double, limit: Int) -> Released {
+        var released = Released()
+        let cutoff = clock.time - grace
+        var uncertain: [(id: String, since: Double)] = []
+        for (id, session) in sessions {
+            if id == Self.unattributedKey {
+                if let since = session.offlineSince, since.time < cutoff {
+                    released.changedInterest = replace(id, with: nil) || released.changedInterest
+                    released.byGrace += 1
+                }
+                continue
+            }
+            guard session.lifetime == .unknown, !session.online, let since = session.offlineSince else { continue }
+            if since.time < cutoff {
+                forget(id)
+                released.changedInterest = replace(id, with: nil) || released.changedInterest
+                released.byGrace += 1
+            } else {
+                uncertain.append((id, since.time))
+            }
+        }
+        if uncertain.count > limit {
+            uncertain.sort { $0.since < $1.since }
+            for entry in uncertain.prefix(uncertain.count - limit) {
+                forget(entry.id)
+                released.changedInterest = replace(entry.id, with: nil) || released.changedInterest
+                released.byLimit += 1
+            }
+        }
+        return released
+    }
+
+    private mutating func forget(_ id: String) {
+        guard sessions[id]?.excluded != true else { return }
+        if forgotten.count >= Self.forgottenLimit {
+            // Too many to remember: any unknown session that resumes may be one of them.
+            forgotten.removeAll()
+            everyClientKnown = false
+        }
+        forgotten.insert(id)
+    }
+
+    /// The broker's sessions were all accounted for some other way (a fresh broker): unknown
+    /// sessions can no longer appear.
+    public mutating func markEveryClientKnown() {
+        everyClientKnown = true
+        forgotten.removeAll()
+    }
+
+    /// Replaces (or removes) a session and adjusts the interest by the difference; true if
+    /// the interest changed.
+    private mutating func replace(_ id: String, with new: Session?) -> Bool {
+        let old = sessions[id]
+        if let new { sessions[id] = new } else { sessions[id] = nil }
+        let before = old?.contribution ?? []
+        let after = new?.contribution ?? []
+        guard before != after else { return false }
+        for filter in before where !after.contains(filter) { releaseInterest(filter) }
+        for filter in after where !before.contains(filter) { interest[filter, default: 0] += 1 }
+        return true
     }
 
     private mutating func releaseInterest(_ filter: String) {
@@ -132,16 +502,21 @@ public struct SessionTable: Sendable, Equatable, Codable {
     // MARK: - Codable (interest is derived, so it is recomputed rather than trusted)
 
     private enum CodingKeys: String, CodingKey {
-        case excludedClientIDPrefix, sessions
+        case excludedClientIDPrefix, sessions, everyClientKnown, linkEpoch, clock, forgotten
     }
 
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         self.excludedClientIDPrefix = try container.decode(String.self, forKey: .excludedClientIDPrefix)
+        everyClientKnown = try container.decodeIfPresent(Bool.self, forKey: .everyClientKnown) ?? true
+        linkEpoch = try container.decodeIfPresent(UInt64.self, forKey: .linkEpoch) ?? 0
+        clock = try container.decodeIfPresent(Stamp.self, forKey: .clock) ?? Stamp(tick: 0, time: 0)
+        forgotten = try container.decodeIfPresent(Set<String>.self, forKey: .forgotten) ?? []
         let decoded = try container.decode([String: Session].self, forKey: .sessions)
-        for (id, session) in decoded where !isExcluded(id) {
+        for (id, var session) in decoded {
+            session.excluded = session.excluded || isExcluded(id)
             sessions[id] = session
-            for filter in session.filters.keys { interest[filter, default: 0] += 1 }
+            for filter in session.contribution { interest[filter, default: 0] += 1 }
         }
     }
 
@@ -149,5 +524,9 @@ public struct SessionTable: Sendable, Equatable, Codable {
         var container = encoder.container(keyedBy: CodingKeys.self)
         try container.encode(excludedClientIDPrefix, forKey: .excludedClientIDPrefix)
         try container.encode(sessions, forKey: .sessions)
+        try container.encode(everyClientKnown, forKey: .everyClientKnown)
+        try container.encode(linkEpoch, forKey: .linkEpoch)
+        try container.encode(clock, forKey: .clock)
+        try container.encode(forgotten, forKey: .forgotten)
     }
 }

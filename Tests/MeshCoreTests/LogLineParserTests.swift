@@ -73,9 +73,14 @@ struct LogLineParserTests {
         Row(SUB, "subwild 1 w/+/x\n", .subscribed(clientID: "subwild", qos: 1, filter: "w/+/x")),
         Row(SUB, "2026-11-22T02:56:21: cid 1 $share/g1/a/b", .subscribed(clientID: "cid", qos: 1, filter: "$share/g1/a/b")),
         Row(SUB, "1700000000: c 2 #", .subscribed(clientID: "c", qos: 2, filter: "#")),
-        Row(SUB, "1700000000: c 0 a b 1 c", .subscribed(clientID: "c", qos: 0, filter: "a b 1 c")),
+        Row(SUB, "1700000000: c 0 a b 1 c", .ambiguous([.subscribed(clientID: "c", qos: 0, filter: "a b 1 c"),
+                                                        .subscribed(clientID: "c 0 a b", qos: 1, filter: "c")])),
         Row(SUB, "1700000000: c 0 a b 1 c", known: ["c 0 a b"], .subscribed(clientID: "c 0 a b", qos: 1, filter: "c")),
-        Row(SUB, "1700000000: c 0 a b 1 c", known: ["c", "c 0 a b"], .subscribed(clientID: "c 0 a b", qos: 1, filter: "c")),
+        // Both readings name a known client: neither may be dropped (the old rule picked the longer id).
+        Row(SUB, "1700000000: c 0 a b 1 c", known: ["c", "c 0 a b"], .ambiguous([.subscribed(clientID: "c", qos: 0, filter: "a b 1 c"),
+                                                                                 .subscribed(clientID: "c 0 a b", qos: 1, filter: "c")])),
+        Row(SUB, "1700000000: v 1 a 1 b", known: ["v", "v 1 a"], .ambiguous([.subscribed(clientID: "v", qos: 1, filter: "a 1 b"),
+                                                                          .subscribed(clientID: "v 1 a", qos: 1, filter: "b")])),
         Row(SUB, "1700000000:   ünï cödé   1 x/ y", known: ["  ünï cödé  "],
             .subscribed(clientID: "  ünï cödé  ", qos: 1, filter: "x/ y")),
         Row(SUB, "my client 1 a/#", known: ["my client"], .subscribed(clientID: "my client", qos: 1, filter: "a/#")),
@@ -83,12 +88,23 @@ struct LogLineParserTests {
         Row(SUB, "12: x 1 a", .subscribed(clientID: "x", qos: 1, filter: "a")),
         Row(SUB, "c 1 a/#/b 1 ok", .subscribed(clientID: "c 1 a/#/b", qos: 1, filter: "ok")),
         Row(SUB, "c 1 $share/g 2 x", .subscribed(clientID: "c 1 $share/g", qos: 2, filter: "x")),
-        Row(SUB, "c 1 $share/g/ 2 x", .subscribed(clientID: "c", qos: 1, filter: "$share/g/ 2 x")),
+        Row(SUB, "c 1 $share/g/ 2 x", known: ["c"], .subscribed(clientID: "c", qos: 1, filter: "$share/g/ 2 x")),
         // unsubscribe
         Row(UNSUB, "1700000000: subwild w/+/x", .unsubscribed(clientID: "subwild", filter: "w/+/x")),
-        Row(UNSUB, "a b c", .unsubscribed(clientID: "a", filter: "b c")),
+        Row(UNSUB, "a b c", .ambiguous([.unsubscribed(clientID: "a", filter: "b c"), .unsubscribed(clientID: "a b", filter: "c")])),
         Row(UNSUB, "a b c", known: ["a b"], .unsubscribed(clientID: "a b", filter: "c")),
-        Row(UNSUB, "a b c", known: ["a", "a b"], .unsubscribed(clientID: "a b", filter: "c")),
+        Row(UNSUB, "a b c", known: ["a", "a b"], .ambiguous([.unsubscribed(clientID: "a", filter: "b c"), .unsubscribed(clientID: "a b", filter: "c")])),
+        // Notices: only Mosquitto's exact phrases; an id holding one of them makes the line ambiguous.
+        Row(N, "1700000000: Client v disconnected due to something else.", known: ["v"], nil),
+        Row(N, "1700000000: Client v disconnected due to out of memory.", known: ["v"], .disconnected(clientID: "v", reason: .other)),
+        Row(N, "1700000000: Client v disconnected: Connection reset by peer.", known: ["v"], .disconnected(clientID: "v", reason: .other)),
+        Row(N, "1700000000: Client v closed its connection. disconnected.", known: ["v", "v closed its connection."],
+            .disconnected(clientID: "v closed its connection.", reason: .clean)),
+        Row(N, "1700000000: Client v disconnected: x closed its connection.", known: ["v", "v disconnected: x"],
+            .ambiguous([.disconnected(clientID: "v disconnected: x", reason: .closed), .disconnected(clientID: "v", reason: .other)])),
+        Row(N, "1700000000: New bridge connected from 10.0.0.2:40000 as br.x (p2, c0, k60).", connected("br.x", clean: false)),
+        Row(N, "1700000000: New client connected from h:1 as v (p5, c0, k60, u'a'). (p5, c1, k1, u'b').",
+            .ambiguous([connected("v (p5, c0, k60, u'a').", 5, k: 1, user: "b"), connected("v", 5, clean: false, user: "a'). (p5, c1, k1, u'b")])),
         Row(UNSUB, "2026-11-22T02:56:21: cid $share/g1/a/b\n", .unsubscribed(clientID: "cid", filter: "$share/g1/a/b")),
         Row(UNSUB, "x a+ b", .unsubscribed(clientID: "x a+", filter: "b")),
     ]
@@ -146,20 +162,41 @@ struct LogLineParserTests {
         }
     }
 
-    @Test func cutLineWithSplitCharacterThrows() {
-        // A 1000-byte cut through a multi-byte character leaves invalid UTF-8.
-        let line = "1700000000: c 1 " + String(repeating: "é", count: 600)
-        let cut = Array(line.utf8.prefix(999)) // 16 ASCII bytes + 983 bytes of 2-byte chars → split
-        #expect(throws: LogParseError.self) {
-            try LogLineParser().parse(topic: Self.SUB, payload: cut, isKnownClient: { _ in false })
-        }
+    @Test("a line cut through a multi-byte character is read as cut, its filter covered")
+    func cutLineWithSplitCharacter() throws {
+        // A 999-byte cut through a multi-byte character leaves invalid UTF-8 at the end.
+        let line = "1700000000: c 1 a/b/" + String(repeating: "é", count: 600)
+        let cut = Array(line.utf8.prefix(999)) // 20 ASCII bytes + 979 bytes of 2-byte chars → split
+        let event = try LogLineParser().parse(topic: Self.SUB, payload: cut, isKnownClient: { $0 == "c" })
+        #expect(event == .truncated(TruncatedLine(kind: .subscribe, readings: [.subscribed(clientID: "c", qos: 1, filter: "a/b/#")])))
     }
 
-    @Test func longCutConnectLineThrows() {
+    @Test("a cut connect line is reported as such, never as a client")
+    func longCutConnectLine() throws {
         let line = "1700000000: New client connected from 1.2.3.4:5 as " + String(repeating: "x", count: 2000) + " (p2, c1, k60)."
-        let cut = Array(line.utf8.prefix(1000))
-        #expect(throws: LogParseError.self) {
-            try LogLineParser().parse(topic: Self.N, payload: cut, isKnownClient: { _ in false })
+        let event = try LogLineParser().parse(topic: Self.N, payload: Array(line.utf8.prefix(999)), isKnownClient: { _ in false })
+        #expect(event == .truncated(TruncatedLine(kind: .connect, readings: [])))
+    }
+
+    @Test("a crafted id cut at the limit cannot end another client's session")
+    func cutNoticeNamesNoOne() throws {
+        // "<victim> disconnected due to xxx…" as a client id: its disconnect line is cut.
+        let line = "1700000000: Client victim disconnected due to " + String(repeating: "x", count: 1200) + " disconnected."
+        let event = try LogLineParser().parse(topic: Self.N, payload: Array(line.utf8.prefix(999)), isKnownClient: { $0 == "victim" })
+        // The reading that names the victim is kept only so the table can stop trusting its state.
+        #expect(event == .truncated(TruncatedLine(kind: .notice, readings: [.disconnected(clientID: "victim", reason: .other)])))
+    }
+
+    @Test(arguments: ["a/b/c", "a/b/", "a", "$share/g/a/b", "$share/gr", "a/+/b", "#"])
+    func coveringFilter(_ visible: String) throws {
+        let covering = LogLineParser.coveringFilter(ofCut: Substring(visible))
+        let filter = try TopicFilter(validating: covering)
+        // Whatever the cut text continued with, the covering filter matches its topics.
+        for tail in ["", "x", "/y", "z/w"] {
+            let plain = visible.hasPrefix("$share/") ? String(visible.split(separator: "/", maxSplits: 2).dropFirst(2).first ?? "") : visible
+            let topic = (plain + tail).replacingOccurrences(of: "+", with: "p").replacingOccurrences(of: "#", with: "h")
+            guard !topic.isEmpty else { continue }
+            #expect(SubscriptionTree(filters: [filter.matchFilter: 1]).matches(topic), "\(covering) must cover \(topic)")
         }
     }
 
@@ -174,7 +211,12 @@ struct LogLineParserTests {
         for topic in [Self.SUB, Self.UNSUB, Self.N, Self.E, "$SYS/broker/log/I"] {
             do {
                 let event = try LogLineParser().parse(topic: topic, payload: bytes, isKnownClient: { $0.count % 3 == 0 })
-                if let event { #expect(!event.clientID.isEmpty) }
+                switch event {
+                case .ambiguous(let readings)?: #expect(readings.count >= 2 && readings.allSatisfy { !$0.clientID.isEmpty })
+                case .truncated?: #expect(bytes.count >= LogLineParser.brokerLineLimit)
+                case let event?: #expect(!event.clientID.isEmpty)
+                case nil: break
+                }
             } catch {
                 #expect(error.topic == topic)
             }

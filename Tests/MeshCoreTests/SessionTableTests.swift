@@ -4,7 +4,12 @@ import Testing
 
 @Suite("SessionTable")
 struct SessionTableTests {
+    /// An MQTT 3.1.1 connect (`p2`): its lifetime is in the log line.
     static func connect(_ id: String, clean: Bool) -> BrokerLogEvent {
+        .connected(clientID: id, protocolLevel: 2, cleanStart: clean, keepalive: 60, username: nil)
+    }
+    /// An MQTT 5 connect: the session expiry interval is not logged.
+    static func connect5(_ id: String, clean: Bool) -> BrokerLogEvent {
         .connected(clientID: id, protocolLevel: 5, cleanStart: clean, keepalive: 60, username: nil)
     }
     static func sub(_ id: String, _ filter: String, qos: Int = 1) -> BrokerLogEvent {
@@ -29,7 +34,8 @@ struct SessionTableTests {
         table.apply(Self.connect("p", clean: false))
         table.apply(Self.sub("p", "x/#", qos: 2))
         #expect(table.apply(.disconnected(clientID: "p", reason: reason)) == false)
-        #expect(table.sessions["p"] == .init(persistent: true, online: false, filters: ["x/#": 2]))
+        #expect(table.sessions["p"]?.lifetime == .survivesDisconnect)
+        #expect(table.sessions["p"]?.online == false && table.sessions["p"]?.filters == ["x/#": 2])
         #expect(table.interest == ["x/#": 1])
     }
 
@@ -97,10 +103,13 @@ struct SessionTableTests {
         #expect(table.apply(.disconnected(clientID: "ghost", reason: .clean)) == false)
     }
 
-    @Test func subscribeForUnknownClientCreatesCleanSession() {
+    @Test func subscribeForUnknownClientCreatesSessionOfUnknownLifetime() {
         var table = SessionTable()
         #expect(table.apply(Self.sub("late", "z")) == true)
-        #expect(table.sessions["late"] == .init(persistent: false, online: true, filters: ["z": 1]))
+        #expect(table.sessions["late"] == .init(lifetime: .unknown, online: true, filters: ["z": 1]))
+        // Its disconnect does not drop the filters: it may have been persistent.
+        #expect(table.apply(.disconnected(clientID: "late", reason: .clean)) == false)
+        #expect(table.interest == ["z": 1])
     }
 
     @Test func twoSessionsShareAFilter() {
@@ -124,11 +133,12 @@ struct SessionTableTests {
         .disconnected(clientID: "mosquitto-mesh/a", reason: .clean),
         .expired(clientID: "mosquitto-mesh/peer/0"),
     ])
-    func excludedMeshClientsAreIgnored(_ event: BrokerLogEvent) {
+    func excludedMeshClientsAreNeverInterest(_ event: BrokerLogEvent) {
         var table = SessionTable()
         #expect(table.apply(event) == false)
-        #expect(table.sessions.isEmpty)
+        #expect(table.sessions.values.allSatisfy { $0.excluded && $0.filters.isEmpty })
         #expect(table.interest.isEmpty)
+        #expect(table.clientSessions == 0)
     }
 
     @Test func customExclusionPrefix() {
@@ -143,9 +153,14 @@ struct SessionTableTests {
         table.apply(Self.sub("clean", "c"))
         table.apply(Self.connect("keep", clean: false))
         table.apply(Self.sub("keep", "k"))
+        table.linkReconnected()
+        table.apply(Self.connect("back", clean: true))
+        table.apply(Self.sub("back", "b"))
         #expect(table.brokerRestarted() == true)
-        #expect(table.sessions == ["keep": .init(persistent: true, online: false, filters: ["k": 1])])
-        #expect(table.interest == ["k": 1])
+        #expect(table.sessions.keys.sorted() == ["back", "keep"])
+        #expect(table.sessions["keep"]?.online == false && table.sessions["keep"]?.filters == ["k": 1])
+        #expect(table.sessions["back"]?.online == true)
+        #expect(table.interest == ["k": 1, "b": 1])
         #expect(table.brokerRestarted() == false)
     }
 
@@ -178,7 +193,7 @@ struct SessionTableTests {
             let filter = filters[Int(rng.next() % UInt64(filters.count))]
             let event: BrokerLogEvent
             switch rng.next() % 7 {
-            case 0: event = Self.connect(id, clean: rng.next() % 2 == 0)
+            case 0: event = rng.next() % 2 == 0 ? Self.connect(id, clean: rng.next() % 2 == 0) : Self.connect5(id, clean: rng.next() % 2 == 0)
             case 1, 2: event = Self.sub(id, filter)
             case 3: event = .unsubscribed(clientID: id, filter: filter)
             case 4: event = .disconnected(clientID: id, reason: .closed)
@@ -190,7 +205,7 @@ struct SessionTableTests {
             #expect(changed == (before != table.interest))
             if rng.next() % 50 == 0 { table.brokerRestarted() }
             var recomputed: [String: Int] = [:]
-            for session in table.sessions.values { for f in session.filters.keys { recomputed[f, default: 0] += 1 } }
+            for session in table.sessions.values { for f in session.contribution { recomputed[f, default: 0] += 1 } }
             #expect(recomputed == table.interest)
         }
     }
