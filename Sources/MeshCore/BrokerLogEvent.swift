@@ -23,6 +23,9 @@ public enum BrokerLogEvent: Equatable, Sendable {
     case takenOver(clientID: String)
     /// "Expiring client X due to timeout." — a persistent session is gone.
     case expired(clientID: String)
+    /// "New connection from <addr> on port <n>." — a socket that has not sent CONNECT yet
+    /// (Mosquitto counts it against its offline sessions until it does).
+    case socketOpened
     /// A line that can be read several ways (ids and filters may contain spaces and a
     /// notice's own words): every reading still possible. The session table applies only
     /// what cannot make anyone's interest smaller.
@@ -31,13 +34,13 @@ public enum BrokerLogEvent: Equatable, Sendable {
     case truncated(TruncatedLine)
 
     /// The client id the event is about ("" for `.ambiguous` and `.truncated`, which are
-    /// about several possible clients).
+    /// about several possible clients, and for `.socketOpened`).
     public var clientID: String {
         switch self {
         case .connected(let id, _, _, _, _), .subscribed(let id, _, _), .unsubscribed(let id, _),
              .disconnected(let id, _), .takenOver(let id), .expired(let id):
             return id
-        case .ambiguous, .truncated:
+        case .ambiguous, .truncated, .socketOpened:
             return ""
         }
     }

@@ -110,6 +110,7 @@ public struct LogLineParser: Sendable {
                 }
                 return readings.count == 1 ? readings[0] : .ambiguous(readings)
             }
+            if bodies[0].hasBytePrefix(Self.socketPrefix) { return .socketOpened }
             return Self.choose(Self.noticeReadings(bodies), isKnownClient: isKnownClient, everyClientKnown: everyClientKnown)
         default:
             return nil
@@ -282,6 +283,9 @@ public struct LogLineParser: Sendable {
     }
 
     // MARK: - Connect
+
+    /// Logged when a TCP connection is accepted, before its CONNECT.
+    static let socketPrefix = "New connection from "
 
     /// A bridge is a client like any other: its subscriptions are interest too.
     static let connectPrefixes = ["New client connected from ", "New bridge connected from "]

@@ -164,6 +164,11 @@ public struct SessionTable: Sendable, Equatable, Codable {
     public private(set) var clock = Stamp(tick: 0, time: 0)
     /// Ids released without proof that their session ended (bounded; see `forgottenLimit`).
     public private(set) var forgotten: Set<String> = []
+    /// Sockets accepted that have not become a session yet, as far as the log tells (a missed
+    /// close only makes it larger, which `census` takes as less room to release). Not saved.
+    public private(set) var pendingSockets = 0
+    /// The id Mosquitto logs for a connection that ends before its CONNECT.
+    static let unknownClientID = "<unknown>"
 
     public init(excludedClientIDPrefix: String = "mosquitto-mesh/", everyClientKnown: Bool = true) {
         self.excludedClientIDPrefix = excludedClientIDPrefix
@@ -205,7 +210,12 @@ public struct SessionTable: Sendable, Equatable, Codable {
     @discardableResult
     public mutating func apply(_ event: BrokerLogEvent) -> Bool {
         switch event {
+        case .socketOpened:
+            pendingSockets += 1
+            return false
+
         case .connected(let id, let level, let cleanStart, _, _):
+            pendingSockets = max(0, pendingSockets - 1)
             let lifetime: Lifetime = level >= 5 ? .unknown : (cleanStart ? .endsAtDisconnect : .survivesDisconnect)
             if cleanStart {
                 // A clean start discards any previous session, silently.
@@ -258,7 +268,10 @@ public struct SessionTable: Sendable, Equatable, Codable {
             return true
 
         case .disconnected(let id, _):
-            guard var session = sessions[id] else { return false }
+            guard var session = sessions[id] else {
+                if id == Self.unknownClientID { pendingSockets = max(0, pendingSockets - 1) }
+                return false
+            }
             if session.lifetime == .endsAtDisconnect && !session.stateUncertain {
                 return replace(id, with: nil)
             }
@@ -293,7 +306,7 @@ public struct SessionTable: Sendable, Equatable, Codable {
                     }
                 case .disconnected(let id, _), .expired(let id), .takenOver(let id):
                     sessions[id]?.stateUncertain = true
-                case .unsubscribed, .ambiguous, .truncated:
+                case .unsubscribed, .ambiguous, .truncated, .socketOpened:
                     break
                 }
             }
@@ -352,12 +365,14 @@ public struct SessionTable: Sendable, Equatable, Codable {
         linkEpoch &+= 1
     }
 
-    /// The agent could not read some log lines (its log session was taken over or lost):
-    /// every session online meanwhile may have subscribed to anything, and sessions may have
-    /// appeared unseen.
+    /// The agent could not read some log lines (its log session was taken over or lost, or
+    /// it crashed after applying lines it had not saved): every session online meanwhile may
+    /// have subscribed to anything, and sessions may have appeared unseen — `#` for each, and
+    /// an unattributed `#` until the grace has passed.
     public mutating func linesLost() -> Bool {
         everyClientKnown = false
-        var changed = false
+        // Sessions that connected and subscribed unseen are not in the table at all.
+        var changed = holdUnattributed()
         for (id, session) in sessions where session.online && !session.excluded && !session.filtersUnknown && id != Self.unattributedKey {
             var updated = session
             updated.filtersUnknown = true
@@ -387,15 +402,18 @@ public struct SessionTable: Sendable, Equatable, Codable {
     /// `$SYS/broker/clients/disconnected` (plus sockets that are not a known session yet)
     /// is no more than the offline sessions certain to exist, none of them is alive.
     ///
-    /// Sound because every line received before tick `t` was generated before the broker's
-    /// update `t` (the counters are QoS 0, queued at once; a line queued later arrives
-    /// later), provided the log connection was not lagging (`caughtUp`); values must have
-    /// stood for a full tick (a socket that has not sent CONNECT lowers `disconnected` for
-    /// a moment).
+    /// Sound because a line received after tick k-1 was generated after the broker's update
+    /// k-1 and before update k, which the counts of update k reflect (the counters are QoS 0
+    /// and queued at once, so a line queued earlier cannot arrive later) — provided the log
+    /// connection was not lagging behind its in-flight window (`caughtUp`). A session that
+    /// went offline at tick k is therefore judged from tick k+2 on. Values must have stood for
+    /// a full tick (a socket that has not sent CONNECT lowers `disconnected` for a moment).
     public mutating func census(_ census: Census, caughtUp: Bool) -> Released {
         var released = Released()
         let t = clock.tick
-        guard caughtUp, t >= 2, census.disconnectedSince < t, census.connectedSince < t else { return released }
+        // Mosquitto publishes uptime first, then the client counts: when tick `t` arrives the
+        // counts in hand are from update t-1, and must have stood since update t-2.
+        guard caughtUp, t >= 2, census.disconnectedSince + 2 <= t, census.connectedSince + 2 <= t else { return released }
         var certainOffline = 0
         var certainOnline = 0
         var eligible: [String] = []
@@ -413,10 +431,11 @@ public struct SessionTable: Sendable, Equatable, Codable {
             }
         }
         guard !eligible.isEmpty else { return released }
-        // Sockets the broker counts that are no session we know as online: each may be a
-        // client between TCP accept and CONNECT, which Mosquitto counts against `disconnected`.
-        let pendingSockets = max(0, census.connected - certainOnline)
-        guard census.disconnected + pendingSockets <= certainOffline else { return released }
+        // A socket between TCP accept and CONNECT counts against `disconnected`. The log's
+        // count of them can only be too large; sockets the broker has beyond the sessions we
+        // know as online bound it too (our own links' connects may predate the log link).
+        let pending = min(pendingSockets, max(0, census.connected - certainOnline))
+        guard census.disconnected + pending <= certainOffline else { return released }
         for id in eligible {
             released.changedInterest = replace(id, with: nil) || released.changedInterest
             released.byEvidence += 1

@@ -45,7 +45,7 @@ struct LogLineParserTests {
         Row(N, "2026-11-22 02:56:21: New client connected from 10.0.0.1:5 as s (p2, c1, k60).\n", connected("s")),
         Row(N, "1700000000: New client connected from 10.0.0.1:5 as 1700000000: x (p2, c1, k60).", connected("1700000000: x")),
         // lines with no interest information
-        Row(N, "1700000000: New connection from 127.0.0.1:47269 on port 18801.", nil),
+        Row(N, "1700000000: New connection from 127.0.0.1:47269 on port 18801.", .socketOpened),
         Row(N, "1700000000: mosquitto version 2.0.11 starting", nil),
         Row("$SYS/broker/log/I", "1700000000: Opening ipv4 listen socket on port 1883.", nil),
         Row("$SYS/broker/log/W", "1700000000: Warning: something", nil),
