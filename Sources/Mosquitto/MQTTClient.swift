@@ -121,7 +121,7 @@ public final class MQTTClient: @unchecked Sendable {
         var firstError: MosquittoError?
         var props: OpaquePointer?
         defer { mosquitto_property_free_all(&props) }
-        if configuration.protocolVersion == .v5 && !configuration.cleanStart && configuration.sessionExpiry > 0 {
+        if configuration.protocolVersion == .v5 && configuration.sessionExpiry > 0 {
             try check(mosquitto_property_add_int32(&props, Int32(mesh_prop_session_expiry_interval), configuration.sessionExpiry), "set session expiry")
         }
         let rc = mosquitto_connect_bind_v5(handle, configuration.host, configuration.port, configuration.keepalive, nil, props)
