@@ -99,6 +99,11 @@ public struct AgentConfiguration: Sendable {
     public var healthListen: Endpoint?
     public var metricsListen: Endpoint?
     public var statsInterval: Duration = .seconds(10)
+    /// Seconds an offline session of unknown lifetime (MQTT 5) is kept when the broker's
+    /// session counts cannot prove it gone.
+    public var sessionGrace: Double = 86_400
+    /// At most this many such sessions are kept (the oldest go first, counted).
+    public var maxUncertainSessions: Int = 100_000
     /// swift-log level name; applied by the CLI.
     public var logLevel: String = "info"
 
@@ -133,6 +138,8 @@ public struct AgentConfiguration: Sendable {
 
     /// The agent's client id on its local broker (persistent session: keep stable).
     public var localClientID: String { "\(clientIDPrefix)\(nodeID)/local" }
+    /// The control plane's connection to the local broker (log, uptime, session counts).
+    public var controlClientID: String { "\(clientIDPrefix)\(nodeID)/control" }
     /// The agent's client id on a peer broker.
     public func peerClientID(_ peer: Endpoint) -> String { "\(clientIDPrefix)\(nodeID)/peer/\(peer)" }
 }

@@ -4,13 +4,12 @@ import MeshCore
 import Mosquitto
 import Synchronization
 
-/// The agent's persistent-session connection to its own broker. It reads the broker's log
-/// (interest), takes every message (`#`, no-local, retain-as-published, QoS 2) and either
-/// forwards it to the peers that want it or, when it arrived under the forward prefix,
-/// republishes it locally. Everything here runs on this client's loop thread.
+/// The agent's persistent-session forwarding connection to its own broker. It takes every
+/// message (`#`, no-local, retain-as-published, QoS 2) and either forwards it to the peers
+/// that want it or, when it arrived under the forward prefix, republishes it locally. (The
+/// broker's log is read by `ControlLink`, so interest never waits behind forwarding.)
+/// Everything here runs on this client's loop thread.
 final class LocalLink: Sendable {
-    static let logTopicPrefix = "$SYS/broker/log/"
-    static let uptimeTopic = "$SYS/broker/uptime"
     /// v5 user property that marks a forwarded copy of a retained message (the copy under
     /// `forward/` is never retained itself). Removed before the local republish.
     static let retainMarker = "mesh:retained"
@@ -19,31 +18,29 @@ final class LocalLink: Sendable {
 
     let client: MQTTClient
     private let configuration: AgentConfiguration
-    private let interest: NodeInterest
     private let routing: RoutingTable
     private let metrics: MeshMetrics
     private let logger: Logger
     private let topicBuffer: ForwardTopicBuffer
     private let everConnected = Atomic<Bool>(false)
-    private let restartDetector: Mutex<BrokerRestartDetector>
+    /// The forwarding session was missing on reconnect: a takeover unless the control link's
+    /// next uptime tick shows a broker restart.
+    private let sessionLossPending = Atomic<Bool>(false)
     private let onInterestChange: @Sendable () -> Void
     private let onConnected: @Sendable () -> Void
     private let dropThrottle = LogThrottle()
     private let republishThrottle = LogThrottle()
 
-    init(configuration: AgentConfiguration, interest: NodeInterest, routing: RoutingTable,
-         metrics: MeshMetrics, brokerStartedAt: Double?, logger: Logger,
+    init(configuration: AgentConfiguration, routing: RoutingTable, metrics: MeshMetrics, logger: Logger,
          onInterestChange: @escaping @Sendable () -> Void,
          onConnected: @escaping @Sendable () -> Void) throws(MosquittoError) {
         self.configuration = configuration
-        self.interest = interest
         self.routing = routing
         self.metrics = metrics
         self.logger = logger
         self.onInterestChange = onInterestChange
         self.onConnected = onConnected
         topicBuffer = ForwardTopicBuffer(prefix: configuration.forwardPrefix)
-        restartDetector = Mutex(BrokerRestartDetector(startedAt: brokerStartedAt))
 
         var cc = ClientConfiguration(clientID: configuration.localClientID, host: configuration.local.host, port: configuration.local.port)
         cc.keepalive = configuration.keepalive
@@ -71,8 +68,6 @@ final class LocalLink: Sendable {
         box.value = self
     }
 
-    var brokerStartedAt: Double? { restartDetector.withLock { $0.startedAt } }
-
     func start() {
         do {
             if let error = try client.start() {
@@ -89,27 +84,22 @@ final class LocalLink: Sendable {
             return
         }
         let reconnect = everConnected.exchange(true, ordering: .relaxed)
-        if reconnect {
-            metrics.localReconnects.increment()
-            interest.localLinkReconnected()
-        }
+        if reconnect { metrics.localReconnects.increment() }
         metrics.localConnected.set(1)
         logger.info("local link up", metadata: ["session_present": "\(sessionPresent)", "reconnect": "\(reconnect)"])
         do {
-            try client.subscribe(Self.logTopicPrefix + "#", qos: 2)
-            try client.subscribe(Self.uptimeTopic, qos: 0)
             try client.subscribe("#", qos: 2, options: [.noLocal, .retainAsPublished, .sendRetainNever])
             try client.publish(topic: ControlTopic.status(node: configuration.nodeID), payload: Array("online".utf8), qos: 1, retain: true)
         } catch {
             logger.error("local subscriptions failed", metadata: ["error": "\(error)"])
         }
         if reconnect && !sessionPresent {
-            // The broker lost our session, so it restarted without persistence: it
-            // forgot every session that has not reconnected since.
-            noteBrokerRestart(reason: "session not present")
+            // The broker restarted without persistence, or another client took our client id
+            // and discarded the session (and with it what was queued for us): the control
+            // link's next uptime tick tells which (`brokerRestartVerdict`).
+            sessionLossPending.store(true, ordering: .relaxed)
         }
         // The broker may have lost retained messages: republish the advert.
-        interest.markDirty()
         onConnected()
         onInterestChange()
     }
@@ -125,10 +115,13 @@ final class LocalLink: Sendable {
         }
     }
 
-    private func noteBrokerRestart(reason: String) {
-        metrics.brokerRestarts.increment()
-        logger.notice("local broker restarted; forgetting sessions that did not come back", metadata: ["reason": "\(reason)"])
-        if interest.brokerRestarted() { onInterestChange() }
+    /// The control link's uptime tick: whether the broker restarted. A forwarding session
+    /// found missing without a restart was taken by a client using the agent's id.
+    func brokerRestartVerdict(_ restarted: Bool) {
+        guard sessionLossPending.exchange(false, ordering: .relaxed), !restarted else { return }
+        metrics.localSessionTakeovers.increment()
+        logger.error("the agent's forwarding session was discarded while its broker kept running: another client connected with the agent's client id; messages queued for the agent meanwhile went to that client",
+                     metadata: ["client_id": "\(configuration.localClientID)"])
     }
 
     // MARK: the hot path
@@ -157,16 +150,10 @@ final class LocalLink: Sendable {
         }
     }
 
+    /// `$`-topics reach this link only if a client publishes one that `#` matches (it never
+    /// matches `$`-topics, so in practice none): never forwarded.
     private func controlMessage(_ m: ReceivedMessage) {
-        let topic = m.topic
-        if topic.hasPrefix(Self.logTopicPrefix) {
-            if interest.handleLogLine(topic: topic, payload: m.payload) { onInterestChange() }
-        } else if topic == Self.uptimeTopic, let uptime = BrokerRestartDetector.parseUptime(m.payload) {
-            let restarted = restartDetector.withLock { $0.observe(uptimeSeconds: uptime, now: Date().timeIntervalSince1970) }
-            if restarted { noteBrokerRestart(reason: "uptime went back") }
-        } else {
-            metrics.ignoredDollar.increment()
-        }
+        metrics.ignoredDollar.increment()
     }
 
     private func forward(_ m: ReceivedMessage, topic: String, to targets: [PeerLink]) {

@@ -13,7 +13,7 @@ public final class MeshAgent: Service, Sendable {
     public let configuration: AgentConfiguration
     public let metrics: MeshMetrics
     private let logger: Logger
-    private let store: StateStore?
+    private let saver: StateSaver?
     private let interest: NodeInterest
     private let routing: RoutingTable
     private let peerLinks = PeerDirectory()
@@ -21,10 +21,13 @@ public final class MeshAgent: Service, Sendable {
     private let savedPeerInterest: [String: [String: [String: Int]]]
     private let signal: @Sendable () -> Void
     private let localLink: LocalLink
+    private let controlLink: ControlLink
     private let changes: AsyncStream<Void>
     private let changesContinuation: AsyncStream<Void>.Continuation
     private let stopping = Atomic<Bool>(false)
     private let lastView = Mutex<MeshView?>(nil)
+    /// Lets the state saver's snapshot closure reach the agent once it exists.
+    private let agentBox = WeakBox<MeshAgent>()
 
     public init(configuration: AgentConfiguration, logger: Logger) throws {
         try configuration.validate()
@@ -35,19 +38,19 @@ public final class MeshAgent: Service, Sendable {
         metrics = MeshMetrics()
 
         var restored: PersistedState?
+        var store: StateStore?
         if let dir = configuration.stateDirectory {
-            let store = try StateStore(directory: dir)
-            restored = try store.load()
-            self.store = store
+            store = try StateStore(directory: dir)
+            restored = try store!.load()
             if let r = restored, r.nodeID != configuration.nodeID {
                 throw ConfigurationError(key: "node-id", value: configuration.nodeID,
                                          reason: "state directory \(dir) belongs to node '\(r.nodeID)'; use another --state-dir")
             }
-        } else {
-            store = nil
         }
         let table = restored?.sessions ?? SessionTable(excludedClientIDPrefix: configuration.clientIDPrefix)
-        interest = NodeInterest(table: table, seq: restored?.seq ?? 0, metrics: metrics, logger: logger)
+        interest = NodeInterest(table: table, seq: restored?.seq ?? 0, metrics: metrics, logger: logger,
+                                grace: configuration.sessionGrace, uncertainLimit: configuration.maxUncertainSessions)
+        let linesMayBeLost = restored?.linesMayBeLost(now: Date().timeIntervalSince1970, lineLifetime: ControlLink.lineLifetime) ?? false
         if let r = restored {
             logger.info("state restored", metadata: ["sessions": "\(r.sessions.sessions.count)", "filters": "\(r.sessions.interest.count)", "seq": "\(r.seq)"])
         }
@@ -57,17 +60,37 @@ public final class MeshAgent: Service, Sendable {
         signal = { continuation.yield() }
         savedPeerInterest = restored?.peerInterest ?? [:]
         let links = peerLinks
-        localLink = try LocalLink(configuration: configuration, interest: interest, routing: routing,
-                                  metrics: metrics, brokerStartedAt: restored?.brokerStartedAt, logger: logger,
+        let interest = interest
+        localLink = try LocalLink(configuration: configuration, routing: routing, metrics: metrics, logger: logger,
                                   onInterestChange: signal,
                                   onConnected: { [signal] in
+                                      // The broker may have lost retained messages: republish the advert and mirrors.
+                                      interest.markDirty()
                                       for link in links.links.withLock({ Array($0.values) }) { link.republishMirrors() }
                                       signal()
                                   })
+        let forwarding = localLink
+        controlLink = try ControlLink(configuration: configuration, interest: interest, metrics: metrics,
+                                      brokerStartedAt: restored?.brokerStartedAt, linesMayBeLost: linesMayBeLost, logger: logger,
+                                      onInterestChange: signal,
+                                      onBrokerRestartVerdict: { forwarding.brokerRestartVerdict($0) })
+        if let store {
+            let metrics = metrics
+            let failureLogger = logger
+            saver = StateSaver(store: store, snapshot: { [agentBox] in
+                agentBox.value?.currentState(cleanStop: false)
+            }, onFailure: { error in
+                metrics.stateSaveFailures.increment()
+                failureLogger.error("saving state failed", metadata: ["error": "\(error)"])
+            })
+        } else {
+            saver = nil
+        }
         for endpoint in configuration.peers {
             let link = try makePeerLink(endpoint)
             peerLinks.links.withLock { $0[endpoint] = link }
         }
+        agentBox.value = self
     }
 
     private func makePeerLink(_ endpoint: Endpoint) throws(MosquittoError) -> PeerLink {
@@ -135,8 +158,12 @@ public final class MeshAgent: Service, Sendable {
 
     public func run() async throws {
         logger.info("starting", metadata: ["local": "\(configuration.local)", "peers": "\(configuration.peers.map(\.description))"])
+        // Mark the state as "running" at once: if this run dies before its next save, the next
+        // one knows its table may miss lines, rather than take it for a clean stop or a first start.
+        saver?.saveNow(currentState(cleanStop: false))
         for peer in peers { peer.start() }
         await waitForPeerSync()
+        controlLink.start()
         localLink.start()
 
         var health: HealthEndpoint?
@@ -180,7 +207,7 @@ public final class MeshAgent: Service, Sendable {
             if Task.isCancelled { break }
             publishAdvertIfNeeded()
             publishViewIfChanged()
-            saveState()
+            saver?.requestSave()
             let before = interest.changeCount
             try? await Task.sleep(for: gap)
             gap = pacer.next(changesWhileWaiting: Int(clamping: interest.changeCount &- before))
@@ -226,19 +253,13 @@ public final class MeshAgent: Service, Sendable {
         }
     }
 
-    private func saveState() {
-        guard let store else { return }
+    /// What the agent remembers across restarts, as of now.
+    private func currentState(cleanStop: Bool) -> PersistedState {
         let (table, seq) = interest.snapshot
         var peerInterest: [String: [String: [String: Int]]] = [:]
         for peer in peers { peerInterest[peer.endpoint.description] = peer.knownNodes }
-        let state = PersistedState(nodeID: configuration.nodeID, seq: seq, sessions: table, peerInterest: peerInterest,
-                                   brokerStartedAt: localLink.brokerStartedAt)
-        do {
-            try store.save(state)
-        } catch {
-            metrics.stateSaveFailures.increment()
-            logger.error("saving state failed", metadata: ["error": "\(error)"])
-        }
+        return PersistedState(nodeID: configuration.nodeID, seq: seq, sessions: table, peerInterest: peerInterest,
+                              brokerStartedAt: controlLink.brokerStartedAt, savedAt: Date().timeIntervalSince1970, cleanStop: cleanStop)
     }
 
     /// Graceful stop: stop taking messages (the broker keeps queuing for our persistent
@@ -260,6 +281,8 @@ public final class MeshAgent: Service, Sendable {
         }
         let localLeft = localLink.client.outstandingPublishes
         localLink.client.close()
+        // The log connection stops last among the local ones: every line it took is applied.
+        controlLink.close()
         var undelivered = localLeft
         for peer in peers {
             if !(await peer.client.waitForOutstandingPublishes(timeout: configuration.drainTimeout)) {
@@ -268,7 +291,7 @@ public final class MeshAgent: Service, Sendable {
             }
             peer.close()
         }
-        saveState()
+        saver?.saveFinal(currentState(cleanStop: true))
         changesContinuation.finish()
         logger.info("stopped", metadata: ["unacknowledged_at_exit": "\(undelivered)"])
     }

@@ -86,6 +86,23 @@ public final class MeshMetrics: Sendable {
     public let localConnected = MeshGauge("mesh_local_link_up")
     public let localFilters = MeshGauge("mesh_local_subscriptions")
     public let localSessions = MeshGauge("mesh_local_sessions")
+    /// Log lines the broker cut at its 1000-byte limit: read only for what cannot shrink interest.
+    public let logLinesTruncated = MeshCounter("mesh_log_lines_truncated_total")
+    /// Log lines that read several ways (ids holding spaces or a notice's words): only added from.
+    public let logLinesAmbiguous = MeshCounter("mesh_log_lines_ambiguous_total")
+    /// Offline sessions kept although they may have ended (MQTT 5: the expiry is not logged).
+    public let sessionsUncertain = MeshGauge("mesh_sessions_uncertain")
+    /// Sessions (and unattributed cut lines) that count as `#`: their subscriptions are not all known.
+    public let sessionsUnknownFilters = MeshGauge("mesh_sessions_unknown_filters")
+    /// Uncertain sessions let go because the broker's own session count proved them gone.
+    public let sessionsReleasedByEvidence = MeshCounter("mesh_sessions_released_by_evidence_total")
+    /// Uncertain sessions let go without proof, after --session-grace or beyond --max-uncertain-sessions.
+    public let sessionsReleasedWithoutProof = MeshCounter("mesh_sessions_released_without_proof_total")
+    /// The agent's own log or forwarding session was found gone while its broker kept running:
+    /// someone connected with the agent's client id.
+    public let localSessionTakeovers = MeshCounter("mesh_local_session_takeovers_total")
+    /// Times log lines may have been lost (log session taken over, or down longer than the lines live).
+    public let logLinesLost = MeshCounter("mesh_log_lines_lost_total")
     private let peerTable = Mutex<[String: PeerMetrics]>([:])
 
     public init() {}
@@ -117,6 +134,11 @@ public final class MeshMetrics: Sendable {
             "local_subscriptions": localFilters.current,
             "local_sessions": localSessions.current,
             "broker_restarts": brokerRestarts.current,
+            "log_lines_truncated": logLinesTruncated.current,
+            "log_lines_ambiguous": logLinesAmbiguous.current,
+            "sessions_uncertain": sessionsUncertain.current,
+            "sessions_unknown_filters": sessionsUnknownFilters.current,
+            "local_session_takeovers": localSessionTakeovers.current,
         ]
         var forwarded = 0, forwardedBytes = 0, dropped = 0, rejected = 0, reconnects = 0
         for p in peers {

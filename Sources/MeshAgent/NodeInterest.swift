@@ -1,62 +1,84 @@
+import Foundation
 import Logging
 import MeshCore
 import Synchronization
 
 /// The local node's interest: the broker's sessions as reconstructed from its log, and
-/// the advert sequence. Fed from the local link's loop thread, read by the advert
-/// publisher; all state behind one lock, held only for pure work.
+/// the advert sequence. Fed from the control link's loop thread, read by the advert
+/// publisher and the state saver; all state behind one lock, held only for pure work.
 final class NodeInterest: Sendable {
     struct State {
         var table: SessionTable
         var seq: UInt64
         var dirty: Bool = true
         var changes: UInt64 = 0
-        /// Client ids that connected since the local link last reconnected: these
-        /// sessions are certainly alive on the (possibly restarted) broker.
-        var connectedSinceReconnect: Set<String> = []
+        /// Log lines received since the last `$SYS` tick, and in the ticks before (newest
+        /// first): a busy log connection may be lagging, which census must not trust.
+        var linesThisTick = 0
+        var linesRecentTicks: [Int] = [0, 0]
+        var disconnected: (value: Int, since: UInt64)?
+        var connected: (value: Int, since: UInt64)?
     }
+
+    /// Lines per tick above which the log connection may be lagging behind its in-flight
+    /// window (65535: the receive maximum libmosquitto announces, which Mosquitto uses for
+    /// v5 clients); only then could a `$SYS` count (QoS 0) overtake log lines (QoS 1).
+    static let laggingLinesPerTick = 30_000
 
     private let state: Mutex<State>
     private let parser = LogLineParser()
     private let metrics: MeshMetrics
     private let logger: Logger
+    private let grace: Double
+    private let uncertainLimit: Int
     private let unparsedThrottle = LogThrottle()
+    private let truncatedThrottle = LogThrottle()
+    private let ambiguousThrottle = LogThrottle()
+    private let releaseThrottle = LogThrottle()
 
-    init(table: SessionTable, seq: UInt64, metrics: MeshMetrics, logger: Logger) {
+    init(table: SessionTable, seq: UInt64, metrics: MeshMetrics, logger: Logger,
+         grace: Double = 86_400, uncertainLimit: Int = 100_000) {
+        var table = table
+        // Stamps taken before the first `$SYS` tick carry the time the agent started.
+        table.advance(to: .init(tick: table.clock.tick, time: Date().timeIntervalSince1970))
         state = Mutex(State(table: table, seq: seq))
         self.metrics = metrics
         self.logger = logger
+        self.grace = grace
+        self.uncertainLimit = uncertainLimit
         metrics.localFilters.set(table.interest.count)
-        metrics.localSessions.set(table.sessions.count)
+        metrics.localSessions.set(table.clientSessions)
     }
 
     /// Applies one `$SYS/broker/log/...` line. Returns whether the interest changed.
     func handleLogLine(topic: String, payload: UnsafeRawBufferPointer) -> Bool {
         metrics.logLines.increment()
-        let outcome = state.withLock { s -> Result<(Bool, Int, Int), LogParseError> in
+        let outcome = state.withLock { s -> Result<(Bool, BrokerLogEvent?), LogParseError> in
+            s.linesThisTick += 1
             do throws(LogParseError) {
                 // Borrow the table for id resolution; a copy kept alive across `apply` below
                 // would force copy-on-write of every session on every log line.
-                guard let event = try parser.parse(topic: topic, payload: payload, isKnownClient: { s.table.isKnownClient($0) }) else {
-                    return .success((false, 0, 0))
+                guard let event = try parser.parse(topic: topic, payload: payload, isKnownClient: { s.table.isKnownClient($0) },
+                                                   everyClientKnown: s.table.everyClientKnown) else {
+                    return .success((false, nil))
                 }
-                if case .connected(let id, _, _, _, _) = event { s.connectedSinceReconnect.insert(id) }
                 let changed = s.table.apply(event)
                 if changed {
                     s.dirty = true
                     s.changes &+= 1
+                    metrics.localFilters.set(s.table.interest.count)
                 }
-                return .success((changed, s.table.interest.count, s.table.sessions.count))
+                switch event {
+                case .ambiguous, .truncated: return .success((changed, event))
+                default: return .success((changed, nil))
+                }
             } catch {
                 return .failure(error)
             }
         }
         switch outcome {
-        case .success(let (changed, filters, sessions)):
-            if changed {
-                metrics.localFilters.set(filters)
-                metrics.localSessions.set(sessions)
-            }
+        case .success(let (changed, unusual)):
+            if let unusual { report(unusual, topic: topic, payload: payload) }
             return changed
         case .failure(let error):
             metrics.logLinesUnparsed.increment()
@@ -70,21 +92,112 @@ final class NodeInterest: Sendable {
         }
     }
 
-    /// The local link reconnected: start remembering who connects from now on.
-    func localLinkReconnected() {
-        state.withLock { $0.connectedSinceReconnect = [] }
+    /// Counts and logs (throttled) a line the table could read only partly.
+    private func report(_ event: BrokerLogEvent, topic: String, payload: UnsafeRawBufferPointer) {
+        let line = String(decoding: payload.prefix(200), as: UTF8.self)
+        switch event {
+        case .truncated(let cut):
+            metrics.logLinesTruncated.increment()
+            let (log, n) = truncatedThrottle.shouldLog()
+            if log {
+                logger.warning("broker log line cut at its 1000-byte limit; interest kept or widened, never narrowed", metadata: [
+                    "topic": "\(topic)", "line_start": "\(line)", "kind": "\(cut.kind)", "readings": "\(cut.readings.count)", "occurrence": "\(n)",
+                ])
+            }
+        case .ambiguous(let readings):
+            metrics.logLinesAmbiguous.increment()
+            let (log, n) = ambiguousThrottle.shouldLog()
+            if log {
+                logger.warning("broker log line reads several ways (client ids with spaces or notice words); only added from", metadata: [
+                    "topic": "\(topic)", "line_start": "\(line)", "readings": "\(readings.count)", "occurrence": "\(n)",
+                ])
+            }
+        default:
+            break
+        }
     }
 
-    /// The local broker restarted: sessions that did not reconnect since are gone if
-    /// clean (Mosquitto forgets them) and offline if persistent.
+    /// Latest `$SYS/broker/clients/disconnected` or `…/connected` value.
+    func observeCount(disconnected: Int? = nil, connected: Int? = nil) {
+        state.withLock { s in
+            let tick = s.table.clock.tick
+            if let disconnected, s.disconnected?.value != disconnected { s.disconnected = (disconnected, tick) }
+            if let connected, s.connected?.value != connected { s.connected = (connected, tick) }
+        }
+    }
+
+    /// One `$SYS` tick (each `$SYS/broker/uptime`): moves the table's clock, lets go of
+    /// sessions the broker's counts prove gone, and of those past the grace or the limit.
+    /// Returns whether the interest changed.
+    func tick(now: Double) -> Bool {
+        let (released, uncertain, unknown, sessions, filters) = state.withLock { s in
+            s.table.advance(to: .init(tick: s.table.clock.tick + 1, time: now))
+            let recent = s.linesThisTick
+            s.linesRecentTicks = [recent] + s.linesRecentTicks.dropLast()
+            s.linesThisTick = 0
+            var released = SessionTable.Released()
+            if let d = s.disconnected, let c = s.connected {
+                let caughtUp = s.linesRecentTicks.allSatisfy { $0 < Self.laggingLinesPerTick }
+                released = s.table.census(.init(disconnected: d.value, disconnectedSince: d.since, connected: c.value, connectedSince: c.since),
+                                          caughtUp: caughtUp)
+            }
+            let swept = s.table.sweep(grace: grace, limit: uncertainLimit)
+            released.byGrace += swept.byGrace
+            released.byLimit += swept.byLimit
+            released.changedInterest = released.changedInterest || swept.changedInterest
+            if released.changedInterest {
+                s.dirty = true
+                s.changes &+= 1
+            }
+            return (released, s.table.uncertainSessions, s.table.unknownFilterSessions, s.table.clientSessions, s.table.interest.count)
+        }
+        metrics.sessionsUncertain.set(uncertain)
+        metrics.sessionsUnknownFilters.set(unknown)
+        metrics.localSessions.set(sessions)
+        metrics.localFilters.set(filters)
+        if released.byEvidence > 0 { metrics.sessionsReleasedByEvidence.increment(by: released.byEvidence) }
+        let withoutProof = released.byGrace + released.byLimit
+        if withoutProof > 0 {
+            metrics.sessionsReleasedWithoutProof.increment(by: withoutProof)
+            let (log, n) = releaseThrottle.shouldLog()
+            if log {
+                logger.warning("sessions of unknown lifetime released without proof that they ended; if one resumes it counts as '#'", metadata: [
+                    "after_grace": "\(released.byGrace)", "over_limit": "\(released.byLimit)", "grace_seconds": "\(Int(grace))",
+                    "limit": "\(uncertainLimit)", "occurrence": "\(n)",
+                ])
+            }
+        }
+        return released.changedInterest
+    }
+
+    /// The log connection came back: sessions seen from now on are alive on the broker as it is.
+    func logLinkReconnected() {
+        state.withLock { $0.table.linkReconnected() }
+    }
+
+    /// Some log lines could not be read (the log session was taken over or expired): every
+    /// session online meanwhile now counts as `#`.
+    func linesLost() -> Bool {
+        metrics.logLinesLost.increment()
+        return state.withLock { s in
+            let changed = s.table.linesLost()
+            if changed {
+                s.dirty = true
+                s.changes &+= 1
+            }
+            return changed
+        }
+    }
+
+    /// The local broker restarted: sessions not seen since the log link came back are gone
+    /// if clean (Mosquitto forgets them) and offline otherwise.
     func brokerRestarted() -> Bool {
         state.withLock { s in
-            var changed = false
-            for (id, session) in s.table.sessions where !s.connectedSinceReconnect.contains(id) {
-                if s.table.apply(.disconnected(clientID: id, reason: .closed)) { changed = true }
-                _ = session
+            let changed = s.table.brokerRestarted()
+            if changed {
+                s.dirty = true
+                s.changes &+= 1
             }
-            if changed { s.dirty = true }
             return changed
         }
     }

@@ -11,6 +11,7 @@ public enum SettingKey: String, CaseIterable, Sendable {
     case healthListen = "health-listen", metricsListen = "metrics-listen", logLevel = "log-level"
     case maxPending = "max-pending", statsInterval = "stats-interval", peerSyncTimeout = "peer-sync-timeout"
     case topicAliases = "topic-aliases"
+    case sessionGrace = "session-grace", maxUncertainSessions = "max-uncertain-sessions"
 
     /// `MESH_NODE_ID`, …; the peer list is `MESH_PEERS=host:port,host:port`.
     public var environmentName: String {
@@ -130,6 +131,8 @@ extension AgentConfiguration {
         if let v = try number(.topicAliases, 0...65535) { topicAliasesPerPeer = Int(v) }
         if let v = try number(.statsInterval, 0.1...86400) { statsInterval = .milliseconds(Int(v * 1000)) }
         if let v = try number(.peerSyncTimeout, 0...3600) { peerSyncTimeout = .milliseconds(Int(v * 1000)) }
+        if let v = try number(.sessionGrace, 60...31_536_000) { sessionGrace = v }
+        if let v = try number(.maxUncertainSessions, 1...100_000_000) { maxUncertainSessions = Int(v) }
         if let level = settings[.logLevel]?.value {
             guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(level.lowercased()) else {
                 throw fail(.logLevel, "expected trace, debug, info, notice, warning, error or critical")

@@ -15,14 +15,28 @@ public struct PersistedState: Codable, Sendable, Equatable {
     /// The local broker's start time as last estimated (seconds since 1970), to notice a
     /// broker restart that happened while the agent was down.
     public var brokerStartedAt: Double?
+    /// When this state was written (seconds since 1970): log lines older than ~20 s are gone
+    /// from the broker, so a longer gap means some may have been lost.
+    public var savedAt: Double?
+    /// Written by a graceful stop, after the last log line was applied. A state saved while
+    /// running may miss the lines applied after it (the broker does not resend them).
+    public var cleanStop: Bool?
 
     public init(nodeID: String, seq: UInt64, sessions: SessionTable, peerInterest: [String: [String: [String: Int]]],
-                brokerStartedAt: Double?) {
+                brokerStartedAt: Double?, savedAt: Double? = nil, cleanStop: Bool? = nil) {
         self.nodeID = nodeID
         self.seq = seq
         self.sessions = sessions
         self.peerInterest = peerInterest
         self.brokerStartedAt = brokerStartedAt
+        self.savedAt = savedAt
+        self.cleanStop = cleanStop
+    }
+
+    /// Whether log lines may have been lost since this state was written.
+    public func linesMayBeLost(now: Double, lineLifetime: Double) -> Bool {
+        guard cleanStop == true, let savedAt else { return true }
+        return now - savedAt > lineLifetime
     }
 }
 

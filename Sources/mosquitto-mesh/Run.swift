@@ -72,6 +72,10 @@ extension MosquittoMesh {
         var statsInterval: String?
         @Option(name: .customLong("peer-sync-timeout"), help: "Seconds startup waits for peers' interest before taking local messages (default 5).")
         var peerSyncTimeout: String?
+        @Option(name: .customLong("session-grace"), help: "Seconds an offline MQTT 5 session (whose expiry the broker does not log) is kept when the broker's session count cannot prove it gone (default 86400).")
+        var sessionGrace: String?
+        @Option(name: .customLong("max-uncertain-sessions"), help: "At most this many such sessions are kept; the oldest are let go first, counted (default 100000).")
+        var maxUncertainSessions: String?
 
         /// The flags given, as settings.
         var flagSettings: Settings {
@@ -82,7 +86,7 @@ extension MosquittoMesh {
                 (.peerCAFile, peerCAFile), (.peerCertFile, peerCertFile), (.peerKeyFile, peerKeyFile), (.peerTLSVersion, peerTLSVersion),
                 (.healthListen, healthListen), (.metricsListen, metricsListen), (.logLevel, logLevel),
                 (.maxPending, maxPending), (.statsInterval, statsInterval), (.peerSyncTimeout, peerSyncTimeout),
-                (.topicAliases, topicAliases),
+                (.topicAliases, topicAliases), (.sessionGrace, sessionGrace), (.maxUncertainSessions, maxUncertainSessions),
             ]
             var s: Settings = [:]
             for (key, value) in pairs { if let value { s[key] = SettingValue(values: [value], origin: "--\(key.rawValue)") } }

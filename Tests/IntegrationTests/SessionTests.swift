@@ -55,11 +55,17 @@ struct SessionTests {
     @Test("a broker restart forgets clean sessions that did not come back")
     func brokerRestartDropsCleanSessions() async throws {
         try await withMesh(["a", "b"]) { mesh in
-            let clean = try await mesh.client("b", id: "ephemeral")
+            // MQTT 3.1.1 clean session: the log says it ends with its connection. (An MQTT 5
+            // session's expiry is not logged: after a restart it is kept until the broker's
+            // session count proves it gone — InterestIntegrityTests.)
+            let clean = try await mesh.client("b", id: "ephemeral", protocolVersion: .v311)
             try await clean.subscribe("gone/#", qos: 1)
             let durable = try await mesh.client("b", id: "stays", cleanStart: false, sessionExpiry: 3600)
             try await durable.subscribe("stay/#", qos: 1)
             try await mesh.waitForInterest(of: "b") { $0["gone/#"] != nil && $0["stay/#"] != nil }
+            // A restart is told by $SYS/broker/uptime going back: let the broker run long
+            // enough for the going back to show (a real broker does not die within a second).
+            try await waitForUptime(atLeast: 3, port: mesh.brokers[1].port)
             await mesh.brokers[1].kill9()
             clean.close(); durable.close()
             try await mesh.brokers[1].start()
@@ -139,4 +145,16 @@ struct SessionTests {
             sub.close(); pub.close()
         }
     }
+}
+
+/// Waits until the broker's `$SYS/broker/uptime` reads at least `seconds`.
+func waitForUptime(atLeast seconds: Int, port: Int32) async throws {
+    // A mesh-prefixed id, like ControlReader's: the probe never counts as interest.
+    let probe = try HarnessClient(clientID: "mosquitto-mesh/uptime-probe-\(UInt32.random(in: 0...UInt32.max))", port: port)
+    try await probe.connect()
+    try await probe.subscribe("$SYS/broker/uptime", qos: 0)
+    try await waitUntil(timeout: .seconds(15), "broker uptime \(seconds) s") {
+        probe.messages.contains { (Int($0.text.split(separator: " ").first ?? "") ?? 0) >= seconds }
+    }
+    probe.close()
 }
