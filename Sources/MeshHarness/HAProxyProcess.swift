@@ -1,7 +1,8 @@
 import Foundation
 
 /// A real HAProxy in front of harness brokers, configured like deploy/haproxy/haproxy.cfg
-/// (mode tcp, MQTT validation, client-id stickiness, agent-check against each sidecar),
+/// (mode tcp, MQTT validation, the mesh's client ids refused, client-id stickiness,
+/// agent-check against each sidecar),
 /// on loopback ports.
 public final class HAProxyProcess: Sendable {
     public struct Backend: Sendable {
@@ -24,6 +25,18 @@ public final class HAProxyProcess: Sendable {
     private let process = ProcessSlot()
 
     public var endpoint: String { "127.0.0.1:\(port)" }
+
+    /// Prefix of the mesh's own client ids (the agent's `clientIDPrefix`): agents connect to
+    /// brokers directly, so a CONNECT through HAProxy with such an id is an ordinary client
+    /// that would take over an agent's session. Mosquitto 2.0.11 cannot refuse it.
+    public static let meshClientIDPrefix = "mosquitto-mesh/"
+
+    /// The frontend lines that refuse those ids, verbatim as in deploy/haproxy/haproxy.cfg
+    /// (a test checks that the shipped file carries them).
+    public static let meshClientIDRejection = [
+        "    acl mesh_client_id req.payload(0,0),mqtt_field_value(connect,client_identifier) -m beg \(meshClientIDPrefix)",
+        "    tcp-request content reject if mesh_client_id",
+    ]
 
     public init(directory: String, backends: [Backend], balance: String = "roundrobin", sticky: Bool = true, port: Int32? = nil) {
         self.directory = directory
@@ -51,6 +64,9 @@ public final class HAProxyProcess: Sendable {
             "    bind 127.0.0.1:\(port)",
             "    tcp-request inspect-delay 5s",
             "    tcp-request content reject unless { req.payload(0,0),mqtt_is_valid }",
+        ]
+        lines += Self.meshClientIDRejection
+        lines += [
             "    default_backend brokers",
             "backend brokers",
             "    balance \(balance)",

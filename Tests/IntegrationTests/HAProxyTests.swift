@@ -1,4 +1,5 @@
 import Foundation
+import MeshAgent
 import MeshHarness
 import Testing
 
@@ -141,6 +142,152 @@ struct HAProxyTests {
         }
         await stopAll()
         try? FileManager.default.removeItem(atPath: dir)
+    }
+
+    /// An ordinary client that reused an agent's client id would, with a clean start, kick the
+    /// agent's link and discard its session; mosquitto 2.0.11 cannot refuse an id prefix, so
+    /// HAProxy does (deploy/haproxy/haproxy.cfg). Agents never connect through HAProxy.
+    @Test("HAProxy closes a CONNECT carrying one of the mesh's client ids before any CONNACK; ordinary clients get through")
+    func meshClientIDsRefused() async throws {
+        let dir = MeshCluster.temporaryDirectory("haproxy-meshid")
+        let broker = BrokerProcess(name: "b", directory: dir + "/broker-b")
+        let lb = HAProxyProcess(directory: dir + "/haproxy", backends: [.init(name: "b", port: broker.port, agentPort: nil)])
+        func stopAll() async {
+            await lb.stop()
+            await broker.stop()
+        }
+        do {
+            try await broker.start()
+            try await lb.start()
+            let admin = lb.admin
+            try await waitUntil(timeout: .seconds(10), "HAProxy to see the broker up") {
+                (try? admin.serverStatus(backend: HAProxyProcess.backendName))?["b"]?.status == "UP"
+            }
+            // The ids a real agent "b" uses, from the agent's own configuration.
+            let agent = AgentConfiguration(nodeID: "b", local: Endpoint(host: "127.0.0.1", port: broker.port),
+                                           peers: [Endpoint(host: "192.0.2.11", port: 1883)])
+            #expect(agent.clientIDPrefix == HAProxyProcess.meshClientIDPrefix, "HAProxy's rule must follow the agent's prefix")
+            let meshIDs = ["mosquitto-mesh/b", agent.localClientID, agent.peerClientID(agent.peers[0])]
+            let tag = String(UInt32.random(in: 0...UInt32.max), radix: 36)
+
+            for level in [RawMQTT.v311, RawMQTT.v5] {
+                for id in meshIDs {
+                    #expect(RawMQTT.connect(port: lb.port, clientID: id, level: level) == .closed, "id \(id), level \(level)")
+                }
+                // Ordinary ids, including near misses of the prefix, reach the broker.
+                for id in ["ordinary-\(tag)", "Mosquitto-Mesh/\(tag)", "mosquitto-mesh\(tag)"] {
+                    #expect(RawMQTT.connect(port: lb.port, clientID: id, level: level) == .connack(0), "id \(id), level \(level)")
+                }
+            }
+
+            // Real clients. One with the agent's local id is refused on every retry (HAProxy
+            // counts each as a denied request) and never connects ...
+            let deniedBefore = try frontendDeniedRequests(admin)
+            let impostor = try HarnessClient(clientID: agent.localClientID, port: lb.port)
+            try impostor.client.start()
+            try await waitUntil(timeout: .seconds(10), "HAProxy to deny two connection attempts of \(agent.localClientID)") {
+                ((try? frontendDeniedRequests(admin)) ?? 0) >= deniedBefore + 2
+            }
+            #expect(impostor.connectCount == 0, "a client with the mesh's id got a CONNACK through HAProxy")
+            impostor.close()
+            // ... while ordinary ones subscribe and publish to each other through it.
+            let sub = try HarnessClient(clientID: "meshid-sub-\(tag)", port: lb.port)
+            try await sub.connect()
+            try await sub.subscribe("meshid/\(tag)", qos: 1)
+            let pub = try HarnessClient(clientID: "meshid-pub-\(tag)", port: lb.port)
+            try await pub.connect()
+            try pub.publish("meshid/\(tag)", "ordinary", qos: 1)
+            try await pub.waitForAcks()
+            #expect(try await sub.waitForMessages(1).map(\.text) == ["ordinary"])
+            pub.close()
+            sub.close()
+        } catch {
+            await stopAll()
+            throw error
+        }
+        await stopAll()
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+
+    @Test("deploy/haproxy/haproxy.cfg carries the harness's rule that refuses the mesh's client ids")
+    func shippedConfigRefusesMeshClientIDs() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let shipped = try String(contentsOf: root.appendingPathComponent("deploy/haproxy/haproxy.cfg"), encoding: .utf8)
+        let lines = Set(shipped.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) })
+        for rule in HAProxyProcess.meshClientIDRejection {
+            let present = lines.contains(rule.trimmingCharacters(in: .whitespaces))
+            #expect(present, "missing in deploy/haproxy/haproxy.cfg: \(rule)")
+        }
+    }
+}
+
+/// HAProxy's count of requests its `mqtt` frontend denied (`tcp-request content reject`):
+/// the `dreq` column of `show stat`.
+func frontendDeniedRequests(_ admin: HAProxyAdmin) throws -> Int {
+    let lines = try admin.run("show stat").split(separator: "\n")
+    guard let header = lines.first, header.hasPrefix("# ") else { throw HarnessError("show stat: no header") }
+    let columns = header.dropFirst(2).split(separator: ",", omittingEmptySubsequences: false)
+    guard let px = columns.firstIndex(of: "pxname"), let sv = columns.firstIndex(of: "svname"),
+          let dreq = columns.firstIndex(of: "dreq") else { throw HarnessError("show stat: columns missing") }
+    for line in lines.dropFirst() {
+        let f = line.split(separator: ",", omittingEmptySubsequences: false)
+        if f.count > dreq, f[px] == "mqtt", f[sv] == "FRONTEND" { return Int(f[dreq]) ?? 0 }
+    }
+    throw HarnessError("show stat: no mqtt FRONTEND row")
+}
+
+/// A hand-built CONNECT over a plain socket: the only way to see "closed without a CONNACK"
+/// as such (libmosquitto just reconnects).
+enum RawMQTT {
+    static let v311: UInt8 = 4
+    static let v5: UInt8 = 5
+
+    enum Answer: Equatable {
+        /// Closed before a single byte arrived.
+        case closed
+        /// A CONNACK with this return / reason code.
+        case connack(UInt8)
+        /// Anything else (bytes that are not a CONNACK, or no answer within the bound).
+        case other(String)
+    }
+
+    /// Connects to 127.0.0.1:`port`, sends a clean-start CONNECT with `clientID` and reads the
+    /// answer (bounded by `timeout` seconds).
+    static func connect(port: Int32, clientID: String, level: UInt8, timeout: Int = 10) -> Answer {
+        let id = Array(clientID.utf8)
+        var body: [UInt8] = [0x00, 0x04] + Array("MQTT".utf8) + [level, 0x02, 0x00, 0x3c]
+        if level == v5 { body.append(0x00) } // no properties
+        body += [UInt8(id.count >> 8), UInt8(id.count & 0xff)] + id
+        guard body.count < 128 else { return .other("client id too long for this helper") }
+        let packet: [UInt8] = [0x10, UInt8(body.count)] + body
+
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return .other("socket: errno \(errno)") }
+        defer { close(fd) }
+        var tv = timeval(tv_sec: timeout, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = in_port_t(UInt16(port).bigEndian)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard rc == 0 else { return .other("connect: errno \(errno)") }
+        guard packet.withUnsafeBytes({ write(fd, $0.baseAddress, $0.count) }) == packet.count else { return .other("short write") }
+        // CONNACK: 0x20, remaining length (one byte here), flags, return code.
+        var answer: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 64)
+        while answer.count < 4 {
+            let n = read(fd, &buffer, buffer.count)
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 { return .other("read: errno \(errno) after \(answer)") }
+            if n == 0 { break }
+            answer += buffer[..<n]
+        }
+        if answer.isEmpty { return .closed }
+        if answer.count >= 4, answer[0] == 0x20, answer[1] < 0x80 { return .connack(answer[3]) }
+        return .other("\(answer)")
     }
 }
 
