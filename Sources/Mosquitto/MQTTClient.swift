@@ -121,7 +121,7 @@ public final class MQTTClient: @unchecked Sendable {
         var firstError: MosquittoError?
         var props: OpaquePointer?
         defer { mosquitto_property_free_all(&props) }
-        if configuration.protocolVersion == .v5 && !configuration.cleanStart && configuration.sessionExpiry > 0 {
+        if configuration.protocolVersion == .v5 && configuration.sessionExpiry > 0 {
             try check(mosquitto_property_add_int32(&props, Int32(mesh_prop_session_expiry_interval), configuration.sessionExpiry), "set session expiry")
         }
         let rc = mosquitto_connect_bind_v5(handle, configuration.host, configuration.port, configuration.keepalive, nil, props)
@@ -229,6 +229,19 @@ public final class MQTTClient: @unchecked Sendable {
     /// The loop thread keeps running until `close()`.
     public func disconnect() {
         loop.requestDisconnect()
+    }
+
+    /// Stops automatic reconnects without disconnecting: when the broker ends this
+    /// connection (a session takeover), the client stays down.
+    public func stopReconnecting() {
+        loop.stopReconnecting()
+    }
+
+    /// Drops the connection without a DISCONNECT, as a crashed client would (tests of what
+    /// a broker does with an abrupt close); no reconnect follows. `isConnected` turns false
+    /// once the loop thread has seen the loss.
+    public func abort() {
+        loop.abortConnection()
     }
 
     /// Waits (bounded) until every QoS 1/2 publish has been acknowledged. Returns whether it drained.
