@@ -130,6 +130,14 @@ public final class HarnessClient: Sendable {
     }
 
     public func disconnect() { client.disconnect() }
+
+    /// Closes the connection without a DISCONNECT, as a crashed client would (the broker
+    /// logs "closed its connection" and keeps a persistent session), then frees the client.
+    public func abruptClose(timeout: Duration = .seconds(10)) async throws {
+        client.abort()
+        try await waitUntil(timeout: timeout, "\(client.configuration.clientID) to see its connection dropped") { !self.client.isConnected }
+        client.close()
+    }
     public func close() { client.close() }
 }
 

@@ -46,7 +46,8 @@ public struct ClientConfiguration: Sendable {
     public var keepalive: Int32 = 30
     /// false = resume (or create) a persistent session.
     public var cleanStart: Bool = true
-    /// v5 session expiry in seconds; `UInt32.max` never expires. Ignored for clean sessions.
+    /// v5 session expiry in seconds; `UInt32.max` never expires. Sent whenever > 0: with a
+    /// clean start it makes a new session that outlives the connection.
     public var sessionExpiry: UInt32 = 0
     public var username: String?
     public var password: String?

@@ -20,6 +20,8 @@ final class ClientLoop: @unchecked Sendable {
     private let running = Atomic<Bool>(true)
     private let reconnecting = Atomic<Bool>(true)
     private let disconnectRequested = Atomic<Bool>(false)
+    /// The socket was shut down on purpose: nothing may be written on it any more.
+    private let aborted = Atomic<Bool>(false)
     private let loopThread = Mutex<pthread_t?>(nil)
     private let finished = DispatchSemaphore(value: 0)
     private let reconnectDelay: (min: UInt32, max: UInt32)
@@ -55,9 +57,26 @@ final class ClientLoop: @unchecked Sendable {
     }
 
     private func disconnectIfRequested() {
-        if disconnectRequested.exchange(false, ordering: .acquiring) {
+        if disconnectRequested.exchange(false, ordering: .acquiring) && !aborted.load(ordering: .acquiring) {
             _ = mosquitto_disconnect(handle)
         }
+    }
+
+    /// Stops reconnecting; the current connection, if any, stays up until it breaks.
+    func stopReconnecting() {
+        reconnecting.store(false, ordering: .relaxed)
+    }
+
+    /// Drops the connection the way a crashed client does: the socket is shut down and no
+    /// DISCONNECT is ever sent (not even by a later `close`), so the broker sees the
+    /// connection close. The loop thread then reads end-of-file, and libmosquitto closes the
+    /// socket and reports the loss; no reconnect follows.
+    func abortConnection() {
+        reconnecting.store(false, ordering: .relaxed)
+        aborted.store(true, ordering: .releasing)
+        let sock = mosquitto_socket(handle)
+        if sock >= 0 { _ = shutdown(sock, Int32(SHUT_RDWR)) }
+        wake()
     }
 
     /// Ends the loop and waits (bounded) for its thread. Must not be called on the loop
@@ -96,7 +115,7 @@ final class ClientLoop: @unchecked Sendable {
     private func run() {
         defer {
             // A disconnect requested together with the stop still goes out.
-            if mosquitto_socket(handle) >= 0 {
+            if mosquitto_socket(handle) >= 0 && !aborted.load(ordering: .acquiring) {
                 if mosquitto_want_write(handle) { _ = mosquitto_loop_write(handle, 1) }
                 disconnectIfRequested()
             }

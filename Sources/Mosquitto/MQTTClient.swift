@@ -231,6 +231,19 @@ public final class MQTTClient: @unchecked Sendable {
         loop.requestDisconnect()
     }
 
+    /// Stops automatic reconnects without disconnecting: when the broker ends this
+    /// connection (a session takeover), the client stays down.
+    public func stopReconnecting() {
+        loop.stopReconnecting()
+    }
+
+    /// Drops the connection without a DISCONNECT, as a crashed client would (tests of what
+    /// a broker does with an abrupt close); no reconnect follows. `isConnected` turns false
+    /// once the loop thread has seen the loss.
+    public func abort() {
+        loop.abortConnection()
+    }
+
     /// Waits (bounded) until every QoS 1/2 publish has been acknowledged. Returns whether it drained.
     public func waitForOutstandingPublishes(timeout: Duration) async -> Bool {
         let clock = ContinuousClock()
