@@ -90,7 +90,8 @@ public final class MeshMetrics: Sendable {
     public let logLinesTruncated = MeshCounter("mesh_log_lines_truncated_total")
     /// Log lines that read several ways (ids holding spaces or a notice's words): only added from.
     public let logLinesAmbiguous = MeshCounter("mesh_log_lines_ambiguous_total")
-    /// Offline sessions kept although they may have ended (MQTT 5: the expiry is not logged).
+    /// Sessions whose filters may be more than the broker's: offline ones kept although they may
+    /// have ended (MQTT 5: the expiry is not logged), online ones that resumed such a session.
     public let sessionsUncertain = MeshGauge("mesh_sessions_uncertain")
     /// Sessions (and unattributed cut lines) that count as `#`: their subscriptions are not all known.
     public let sessionsUnknownFilters = MeshGauge("mesh_sessions_unknown_filters")

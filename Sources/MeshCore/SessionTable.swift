@@ -50,6 +50,9 @@ public struct SessionTable: Sendable, Equatable, Codable {
         public var stateUncertain = false
         /// One of the mesh's own clients: tracked for the session counts, never interest.
         public var excluded = false
+        /// It resumed (clean start 0) a session of unknown lifetime: if that one had no expiry,
+        /// Mosquitto started it empty and these filters are more than it has.
+        public var filtersMayBeStale = false
         /// When it went offline (or, for the unattributed entry, when it was last needed).
         public var offlineSince: Stamp?
         /// The table's `linkEpoch` when the session was last seen alive.
@@ -78,7 +81,7 @@ public struct SessionTable: Sendable, Equatable, Codable {
         }
 
         private enum CodingKeys: String, CodingKey {
-            case lifetime, persistent, online, filters, filtersUnknown, stateUncertain, excluded, offlineSince, epoch
+            case lifetime, persistent, online, filters, filtersUnknown, stateUncertain, excluded, filtersMayBeStale, offlineSince, epoch
         }
 
         public init(from decoder: any Decoder) throws {
@@ -94,6 +97,7 @@ public struct SessionTable: Sendable, Equatable, Codable {
             filtersUnknown = try c.decodeIfPresent(Bool.self, forKey: .filtersUnknown) ?? false
             stateUncertain = try c.decodeIfPresent(Bool.self, forKey: .stateUncertain) ?? false
             excluded = try c.decodeIfPresent(Bool.self, forKey: .excluded) ?? false
+            filtersMayBeStale = try c.decodeIfPresent(Bool.self, forKey: .filtersMayBeStale) ?? false
             offlineSince = try c.decodeIfPresent(Stamp.self, forKey: .offlineSince)
             epoch = try c.decodeIfPresent(UInt64.self, forKey: .epoch) ?? 0
         }
@@ -106,6 +110,7 @@ public struct SessionTable: Sendable, Equatable, Codable {
             if filtersUnknown { try c.encode(true, forKey: .filtersUnknown) }
             if stateUncertain { try c.encode(true, forKey: .stateUncertain) }
             if excluded { try c.encode(true, forKey: .excluded) }
+            if filtersMayBeStale { try c.encode(true, forKey: .filtersMayBeStale) }
             try c.encodeIfPresent(offlineSince, forKey: .offlineSince)
             if epoch != 0 { try c.encode(epoch, forKey: .epoch) }
         }
@@ -186,9 +191,13 @@ public struct SessionTable: Sendable, Equatable, Codable {
         !excludedClientIDPrefix.isEmpty && id.utf8.starts(with: excludedClientIDPrefix.utf8)
     }
 
-    /// Offline sessions kept although they may have ended (unknown lifetime).
+    /// Sessions whose filters may be more than the broker's: offline ones kept although they
+    /// may have ended (unknown lifetime), and ones that resumed such a session.
     public var uncertainSessions: Int {
-        sessions.values.reduce(0) { $0 + ($1.lifetime == .unknown && !$1.online && !$1.excluded ? 1 : 0) }
+        sessions.values.reduce(0) { count, s in
+            guard !s.excluded else { return count }
+            return count + ((s.lifetime == .unknown && !s.online) || s.filtersMayBeStale ? 1 : 0)
+        }
     }
 
     /// Sessions that count as `#` because their subscriptions are not all known.
@@ -226,7 +235,17 @@ public struct SessionTable: Sendable, Equatable, Codable {
                 return replace(id, with: fresh)
             }
             if var session = sessions[id] {
-                // Mosquitto restores the subscriptions without logging them.
+                if session.lifetime == .endsAtDisconnect && !session.stateUncertain {
+                    // Taking over a session without expiry (MQTT 3.1.1 clean): Mosquitto carries
+                    // subscriptions over only from a session with an expiry, so this one starts empty.
+                    var fresh = Session(lifetime: lifetime, online: true)
+                    fresh.excluded = session.excluded
+                    fresh.epoch = linkEpoch
+                    return replace(id, with: fresh)
+                }
+                // Mosquitto restores the subscriptions without logging them — if the old session
+                // had an expiry, which for MQTT 5 the log does not say: they may be stale.
+                if session.lifetime == .unknown && !session.filters.isEmpty { session.filtersMayBeStale = true }
                 session.lifetime = lifetime
                 session.online = true
                 session.stateUncertain = false
