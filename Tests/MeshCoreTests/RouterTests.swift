@@ -66,6 +66,19 @@ struct RouterTests {
         #expect(router.route(topic: "a/b", retained: false) == .forward(peers: [0]))
     }
 
+    /// What Mosquitto 2.0.11 accepts as a share beyond the spec: `$share//x` serves `x`;
+    /// `$share/g` and `$share/g/` serve nothing, and route nothing.
+    @Test func sharesWithEmptyGroupOrFilter() {
+        var router = Router()
+        router.setInterest(peer: 0, node: "n", filters: ["$share//x": 1, "$share/+/y": 1])
+        router.setInterest(peer: 1, node: "m", filters: ["$share/g": 1, "$share/g/": 2])
+        #expect(router.route(topic: "x", retained: false) == .forward(peers: [0]))
+        #expect(router.route(topic: "y", retained: false) == .forward(peers: [0]))
+        for topic in ["g", "/", "//", "g/x", "x/"] {
+            #expect(router.route(topic: topic, retained: false) == .notWanted, "\(topic)")
+        }
+    }
+
     @Test func twoNodesAtOnePeer() {
         var router = Router()
         router.setInterest(peer: 0, node: "x", filters: ["a": 1, "shared": 1])
