@@ -48,6 +48,8 @@ public final class PeerMetrics: Sendable {
     public let reconnects: MeshCounter
     public let adverts: MeshCounter
     public let advertsRejected: MeshCounter
+    /// Well-formed adverts refused because their `seq` is not newer than the applied one.
+    public let advertsStale: MeshCounter
     public let connected: MeshGauge
     public let pending: MeshGauge
     public let remoteFilters: MeshGauge
@@ -62,6 +64,7 @@ public final class PeerMetrics: Sendable {
         reconnects = MeshCounter("mesh_peer_reconnects_total", dimensions: d)
         adverts = MeshCounter("mesh_peer_adverts_total", dimensions: d)
         advertsRejected = MeshCounter("mesh_control_payloads_rejected_total", dimensions: d)
+        advertsStale = MeshCounter("mesh_adverts_stale_total", dimensions: d)
         connected = MeshGauge("mesh_peer_link_up", dimensions: d)
         pending = MeshGauge("mesh_peer_pending_messages", dimensions: d)
         remoteFilters = MeshGauge("mesh_peer_subscriptions", dimensions: d)
@@ -141,18 +144,20 @@ public final class MeshMetrics: Sendable {
             "sessions_unknown_filters": sessionsUnknownFilters.current,
             "local_session_takeovers": localSessionTakeovers.current,
         ]
-        var forwarded = 0, forwardedBytes = 0, dropped = 0, rejected = 0, reconnects = 0
+        var forwarded = 0, forwardedBytes = 0, dropped = 0, rejected = 0, stale = 0, reconnects = 0
         for p in peers {
             forwarded += p.forwardedMessages.current
             forwardedBytes += p.forwardedBytes.current
             dropped += p.dropped.current
             rejected += p.advertsRejected.current
+            stale += p.advertsStale.current
             reconnects += p.reconnects.current
         }
         s["forwarded"] = forwarded
         s["forwarded_bytes"] = forwardedBytes
         s["dropped"] = dropped
         s["control_rejected"] = rejected
+        s["adverts_stale"] = stale
         s["peer_reconnects"] = reconnects
         return s
     }

@@ -14,14 +14,15 @@ final class PeerLink: Sendable {
     private let routing: RoutingTable
     private let logger: Logger
     private let ownNodeID: String
-    /// node → advertised filters, as last read from this peer (persisted across restarts).
-    private let nodes: Mutex<[String: [String: Int]]>
-    /// node → last advert sequence read from this peer (for the agent's published view).
-    private let sequences = Mutex<[String: UInt64]>([:])
+    /// What this link accepted of the nodes it reads: their filters (persisted across
+    /// restarts) and the `seq` an advert must beat (in memory; see `AdvertFloor`).
+    private let nodes: Mutex<Known>
     private let barrierMID = Atomic<Int32>(-1)
     private let syncedOnce = Atomic<Bool>(false)
     private let everConnected = Atomic<Bool>(false)
     private let rejectThrottle = LogThrottle()
+    private let staleThrottle = LogThrottle()
+    private let restartThrottle = LogThrottle()
     private let selfThrottle = LogThrottle(first: 1, every: 100)
     private let onInterestChange: @Sendable () -> Void
     /// Republishes what this link reads onto the local broker under
@@ -36,6 +37,13 @@ final class PeerLink: Sendable {
     private let aliases = Mutex<AliasState>(AliasState())
     private let configuredAliases: Int
     private let forwardPrefix: String
+
+    struct Known {
+        /// node → advertised filters, as last accepted from this peer.
+        var filters: [String: [String: Int]]
+        /// node → the last accepted advert `seq` (also shown in the agent's view).
+        var floor = AdvertFloor()
+    }
 
     struct AliasState {
         var table = TopicAliasTable()
@@ -72,7 +80,7 @@ final class PeerLink: Sendable {
         var log = logger
         log[metadataKey: "peer"] = "\(endpoint)"
         self.logger = log
-        nodes = Mutex(initialNodes)
+        nodes = Mutex(Known(filters: initialNodes))
 
         var cc = ClientConfiguration(clientID: configuration.peerClientID(endpoint), host: endpoint.host, port: endpoint.port)
         cc.keepalive = configuration.keepalive
@@ -117,14 +125,15 @@ final class PeerLink: Sendable {
     var hasSynced: Bool { syncedOnce.load(ordering: .acquiring) }
     var isConnected: Bool { client.isConnected }
 
-    var knownNodes: [String: [String: Int]] { nodes.withLock { $0 } }
+    var knownNodes: [String: [String: Int]] { nodes.withLock { $0.filters } }
 
     /// What this link knows, for `$mesh/<node>/view`.
     var view: PeerView {
-        let n = nodes.withLock { $0 }
-        let seqs = sequences.withLock { $0 }
-        var result: [String: PeerView.Node] = [:]
-        for (node, filters) in n { result[node] = PeerView.Node(seq: seqs[node], filters: filters.count) }
+        let result = nodes.withLock { known in
+            var result: [String: PeerView.Node] = [:]
+            for (node, filters) in known.filters { result[node] = PeerView.Node(seq: known.floor.seq(of: node), filters: filters.count) }
+            return result
+        }
         return PeerView(endpoint: endpoint.description, connected: isConnected, nodes: result)
     }
 
@@ -229,7 +238,7 @@ final class PeerLink: Sendable {
         }
         if mid == barrierMID.load(ordering: .acquiring) {
             if !syncedOnce.exchange(true, ordering: .releasing) {
-                logger.info("peer interest synchronised", metadata: ["nodes": "\(nodes.withLock { $0.keys.sorted() })"])
+                logger.info("peer interest synchronised", metadata: ["nodes": "\(nodes.withLock { $0.filters.keys.sorted() })"])
             }
         }
     }
@@ -248,22 +257,19 @@ final class PeerLink: Sendable {
         case .subscriptions:
             if m.payload.isEmpty {
                 // Retained advert deleted: the node left the mesh.
-                nodes.withLock { _ = $0.removeValue(forKey: node) }
-                sequences.withLock { _ = $0.removeValue(forKey: node) }
+                nodes.withLock {
+                    $0.filters[node] = nil
+                    $0.floor.remove(node: node)
+                }
                 metrics.remoteFilters.set(routing.removeNode(peer: index, node: node))
                 logger.info("peer node withdrew its interest", metadata: ["node": "\(node)"])
                 setMirror(ControlTopic.mirror(of: ownNodeID, node: node, kind: .subscriptions), [])
                 onInterestChange()
                 return
             }
+            let advert: InterestAdvert
             do {
-                let advert = try InterestAdvertCodec.decode(m.payload, expectedNode: node)
-                nodes.withLock { $0[node] = advert.filters }
-                sequences.withLock { $0[node] = advert.seq }
-                metrics.remoteFilters.set(routing.setInterest(peer: index, node: node, filters: advert.filters))
-                metrics.adverts.increment()
-                setMirror(ControlTopic.mirror(of: ownNodeID, node: node, kind: .subscriptions), m.payloadBytes)
-                onInterestChange()
+                advert = try InterestAdvertCodec.decode(m.payload, expectedNode: node)
             } catch {
                 metrics.advertsRejected.increment()
                 let (log, n) = rejectThrottle.shouldLog()
@@ -272,11 +278,53 @@ final class PeerLink: Sendable {
                         "topic": "\(topic)", "reason": "\(error.reason)", "bytes": "\(m.payload.count)", "occurrence": "\(n)",
                     ])
                 }
+                return
             }
+            // Judged and recorded under one lock; applied to routing after it. Only this
+            // link's loop thread gets here, so adverts of one peer are applied in order.
+            let verdict = nodes.withLock { known in
+                let verdict = known.floor.judge(node: node, seq: advert.seq,
+                                                sameFilters: { known.filters[node] == advert.filters },
+                                                readOnSubscribe: m.retain)
+                switch verdict {
+                case .newer, .restarted: known.filters[node] = advert.filters
+                case .repeated, .stale: break
+                }
+                return verdict
+            }
+            switch verdict {
+            case .repeated:
+                return
+            case .stale(let accepted):
+                metrics.advertsStale.increment()
+                let (log, n) = staleThrottle.shouldLog()
+                if log {
+                    logger.warning("stale advert ignored: its seq is not newer than the one already applied; keeping that interest", metadata: [
+                        "node": "\(node)", "seq": "\(advert.seq)", "applied_seq": "\(accepted)", "occurrence": "\(n)",
+                    ])
+                }
+                return
+            case .restarted(let previous):
+                let (log, n) = restartThrottle.shouldLog()
+                if log {
+                    logger.notice("peer node's advert seq went back; taking it (the node restarted, or this is the retained advert read on reconnect)", metadata: [
+                        "node": "\(node)", "seq": "\(advert.seq)", "previous_seq": "\(previous)", "occurrence": "\(n)",
+                    ])
+                }
+            case .newer:
+                break
+            }
+            metrics.remoteFilters.set(routing.setInterest(peer: index, node: node, filters: advert.filters))
+            metrics.adverts.increment()
+            setMirror(ControlTopic.mirror(of: ownNodeID, node: node, kind: .subscriptions), m.payloadBytes)
+            onInterestChange()
         case .status:
             let status = String(decoding: m.payload, as: UTF8.self)
             logger.info("peer node status", metadata: ["node": "\(node)", "status": "\(status.prefix(32))"])
             if status == "online" || status == "offline" {
+                // Live, not the retained copy read on (re)subscribe: the node's agent left or
+                // joined its broker just now and may start its seq over (`AdvertFloor`).
+                if !m.retain { nodes.withLock { $0.floor.statusSeen(node: node) } }
                 setMirror(ControlTopic.mirror(of: ownNodeID, node: node, kind: .status), m.payloadBytes)
             }
         case .stats:

@@ -52,17 +52,31 @@ final class RoutingTable: Sendable {
         }
     }
 
+    /// `node`'s interest at `peer` changed; returns the number of filters the peer now wants.
     func setInterest(peer: Int, node: String, filters: [String: Int]) -> Int {
-        state.withLock {
-            $0.router.setInterest(peer: peer, node: node, filters: filters)
-            return $0.router.interest(ofPeer: peer).filterCount
-        }
+        update(peer: peer) { $0.replacing(node: node, filters: filters) }
     }
 
+    /// `node` withdrew its interest at `peer`; returns the number of filters the peer now wants.
     func removeNode(peer: Int, node: String) -> Int {
-        state.withLock {
-            $0.router.removeNode(peer: peer, node: node)
-            return $0.router.interest(ofPeer: peer).filterCount
+        update(peer: peer) { $0.removing(node: node) }
+    }
+
+    /// Builds the peer's new interest outside the lock, which every forwarded message takes
+    /// (a 100 000-filter advert is a tree of 100 000 filters), and swaps it in under it. If
+    /// another update of the same peer got in meanwhile (a peer link applies its adverts in
+    /// order on its one thread, so only if someone else updates that peer), the swap is
+    /// refused and the build starts again from the new state, so neither update is lost.
+    private func update(peer: Int, _ build: (PeerInterest) -> PeerInterest?) -> Int {
+        while true {
+            let snapshot = state.withLock { $0.router.snapshot(ofPeer: peer) }
+            // The snapshot holds the storage being replaced until after the swap, so it is
+            // freed here, not under the lock.
+            let done: Int? = withExtendedLifetime(snapshot) {
+                guard let built = build(snapshot) else { return snapshot.interest.filterCount }
+                return state.withLock { s in s.router.swap(built) ? built.interest.filterCount : nil }
+            }
+            if let done { return done }
         }
     }
 

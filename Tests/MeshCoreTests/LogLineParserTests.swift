@@ -87,7 +87,13 @@ struct LogLineParserTests {
         Row(SUB, "12: x 1 a", known: ["12: x"], .subscribed(clientID: "12: x", qos: 1, filter: "a")),
         Row(SUB, "12: x 1 a", .subscribed(clientID: "x", qos: 1, filter: "a")),
         Row(SUB, "c 1 a/#/b 1 ok", .subscribed(clientID: "c 1 a/#/b", qos: 1, filter: "ok")),
-        Row(SUB, "c 1 $share/g 2 x", .subscribed(clientID: "c 1 $share/g", qos: 2, filter: "x")),
+        // `$share/g 2 x` is a filter Mosquitto accepts (group "g 2 x", no filter): two readings
+        // without a known client; a known id settles it.
+        Row(SUB, "c 1 $share/g 2 x", .ambiguous([.subscribed(clientID: "c", qos: 1, filter: "$share/g 2 x"),
+                                                .subscribed(clientID: "c 1 $share/g", qos: 2, filter: "x")])),
+        Row(SUB, "c 1 $share/g 2 x", known: ["c 1 $share/g"], .subscribed(clientID: "c 1 $share/g", qos: 2, filter: "x")),
+        Row(SUB, "1700000000: cid 1 $share//x", .subscribed(clientID: "cid", qos: 1, filter: "$share//x")),
+        Row(SUB, "1700000000: cid 0 $share/+/x", .subscribed(clientID: "cid", qos: 0, filter: "$share/+/x")),
         Row(SUB, "c 1 $share/g/ 2 x", known: ["c"], .subscribed(clientID: "c", qos: 1, filter: "$share/g/ 2 x")),
         // unsubscribe
         Row(UNSUB, "1700000000: subwild w/+/x", .unsubscribed(clientID: "subwild", filter: "w/+/x")),
@@ -107,6 +113,7 @@ struct LogLineParserTests {
             .ambiguous([connected("v (p5, c0, k60, u'a').", 5, k: 1, user: "b"), connected("v", 5, clean: false, user: "a'). (p5, c1, k1, u'b")])),
         Row(UNSUB, "2026-11-22T02:56:21: cid $share/g1/a/b\n", .unsubscribed(clientID: "cid", filter: "$share/g1/a/b")),
         Row(UNSUB, "x a+ b", .unsubscribed(clientID: "x a+", filter: "b")),
+        Row(UNSUB, "cid $share//x", .unsubscribed(clientID: "cid", filter: "$share//x")),
     ]
 
     @Test(arguments: rows)
