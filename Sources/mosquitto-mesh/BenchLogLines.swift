@@ -157,7 +157,8 @@ struct BenchLogLines {
 
     func run() async throws -> BenchSection {
         var section = BenchSection(scenario: "loglines", columns: ["lines_s", "lines_s_min", "lines_s_max", "lines", "clients", "unparsed",
-                                                                   "broker_lines_s", "agent_lines_s", "broker_lines", "agent_lines", "lost", "catch_up_s"])
+                                                                   "broker_lines_s", "agent_lines_s", "broker_lines", "agent_lines", "lost", "catch_up_s",
+                                                                   "catch_up_lines_s"])
         #if DEBUG
         benchSay("warning: debug build; log line figures need `swift build -c release`")
         #endif
@@ -253,6 +254,9 @@ struct BenchLogLines {
             "agent_lines": Double(read),
             "lost": Double(max(0, behind)),
             "catch_up_s": Double(caughtUp - end) / 1e9,
+            // What the agent reads once the broker is no longer busy with the storm.
+            "catch_up_lines_s": Double(read - agentDuring) / max(1e-9, Double(caughtUp - end) / 1e9),
+            "sub_unsub_sent": Double(sent.count),
         ]
     }
 }
