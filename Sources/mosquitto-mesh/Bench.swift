@@ -15,7 +15,7 @@ extension MosquittoMesh {
             """,
             subcommands: [BenchSeedCommand.self, BenchCrossCommand.self, BenchScaleCommand.self,
                           BenchLocalityCommand.self, BenchChurnCommand.self, BenchTreeCommand.self,
-                          BenchAllCommand.self, BenchFailover.self]
+                          BenchLogLinesCommand.self, BenchAllCommand.self, BenchChurnMemoryCommand.self, BenchFailover.self]
         )
     }
 }
@@ -31,7 +31,7 @@ struct BenchOptions: ParsableArguments {
 
 /// The scenarios by name, in the order `all` runs them.
 enum BenchScenario: String, CaseIterable, Sendable {
-    case seed, cross, scale, locality, churn, tree
+    case seed, cross, scale, locality, churn, tree, loglines
 
     func run(quick: Bool) async throws -> BenchSection {
         switch self {
@@ -41,6 +41,7 @@ enum BenchScenario: String, CaseIterable, Sendable {
         case .locality: try await BenchLocality(quick: quick).run()
         case .churn: try await BenchChurn(quick: quick).run()
         case .tree: try await BenchTree(quick: quick).run()
+        case .loglines: try await BenchLogLines(quick: quick).run()
         }
     }
 }
@@ -48,12 +49,18 @@ enum BenchScenario: String, CaseIterable, Sendable {
 /// Runs scenarios, prints the Markdown report, writes the JSON.
 @discardableResult
 func runBench(_ scenarios: [BenchScenario], options: BenchOptions) async throws -> BenchReport {
+    try await runBench(scenarios.map { s in (s.rawValue, { try await s.run(quick: options.quick) }) }, options: options)
+}
+
+/// The same for scenarios that take options of their own (not in `all`).
+@discardableResult
+func runBench(_ scenarios: [(name: String, run: () async throws -> BenchSection)], options: BenchOptions) async throws -> BenchReport {
     raiseOpenFileLimit()
     var report = BenchReport()
     benchSay("machine: \(report.machine)")
     for s in scenarios {
-        benchSay("== \(s.rawValue)\(options.quick ? " (quick)" : "")")
-        let section = try await s.run(quick: options.quick)
+        benchSay("== \(s.name)\(options.quick ? " (quick)" : "")")
+        let section = try await s.run()
         report.sections.append(section)
         print(section.markdown)
         if let path = options.json { try report.writeJSON(to: path) }
@@ -99,6 +106,12 @@ struct BenchTreeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "tree", abstract: "The subscription tree alone at 10k, 100k and 1M filters (use a release build).")
     @OptionGroup var options: BenchOptions
     func run() async throws { try await runBench([.tree], options: options) }
+}
+
+struct BenchLogLinesCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "loglines", abstract: "Broker log lines/s: parser + session table on one core, and a real agent under a subscribe storm.")
+    @OptionGroup var options: BenchOptions
+    func run() async throws { try await runBench([.loglines], options: options) }
 }
 
 struct BenchAllCommand: AsyncParsableCommand {

@@ -23,7 +23,7 @@ struct BenchSmokeTests {
         let data = try #require(FileManager.default.contents(atPath: json), "no JSON at \(json): \(child.logTail())")
         let report = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
         let sections = try #require(report["sections"] as? [[String: Any]])
-        #expect(Set(sections.compactMap { $0["scenario"] as? String }) == ["seed", "cross", "scale", "locality", "churn", "tree"])
+        #expect(Set(sections.compactMap { $0["scenario"] as? String }) == ["seed", "cross", "scale", "locality", "churn", "tree", "loglines"])
         for section in sections {
             for row in section["rows"] as? [[String: Any]] ?? [] {
                 let m = row["metrics"] as? [String: Double] ?? [:]

@@ -59,22 +59,10 @@ final class ControlReader: Sendable {
     func close() { client.close() }
 }
 
-/// A Prometheus text page as sample (name with labels) → value.
-func metricSamples(_ body: String) -> [String: Double] {
-    var result: [String: Double] = [:]
-    for line in body.split(separator: "\n") where !line.hasPrefix("#") {
-        guard let space = line.lastIndex(of: " "), let value = Double(line[line.index(after: space)...]) else { continue }
-        result[String(line[..<space])] = value
-    }
-    return result
-}
-
 extension MeshCluster {
     /// One sample of agent `node`'s `/metrics`, e.g. `mesh_forwarded_by_alias_total{peer="…"}`.
     func metric(agent node: String, _ name: String, peer: String? = nil) -> Double? {
-        let port = agents[index(of: node)].metricsPort
-        guard let (status, body) = Network.httpGet(port: port, path: "/metrics"), status == 200 else { return nil }
-        return metricSamples(body)[peer.map { "\(name){peer=\"\($0)\"}" } ?? name]
+        agents[index(of: node)].metric(peer.map { "\(name){peer=\"\($0)\"}" } ?? name)
     }
 
     func index(of node: String) -> Int { agents.firstIndex { $0.nodeID == node }! }
