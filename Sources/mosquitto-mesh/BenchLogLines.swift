@@ -31,7 +31,8 @@ struct LogLineWorkload {
         let state = StepState()
         return { topic, payload in
             do throws(LogParseError) {
-                guard let event = try parser.parse(topic: topic, payload: payload, isKnownClient: { state.table.isKnownClient($0) }) else {
+                guard let event = try parser.parse(topic: topic, payload: payload, isKnownClient: { state.table.isKnownClient($0) },
+                                                   everyClientKnown: state.table.everyClientKnown) else {
                     return true
                 }
                 state.table.apply(event)
