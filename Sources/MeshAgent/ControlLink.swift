@@ -103,6 +103,7 @@ final class ControlLink: Sendable {
             return
         }
         let reconnect = everConnected.exchange(true, ordering: .relaxed)
+        if reconnect { metrics.controlReconnects.increment() }
         interest.logLinkReconnected()
         let now = Date().timeIntervalSince1970
         let wasDown = downSince.withLock { since in defer { since = 0 }; return since }

@@ -84,6 +84,8 @@ public final class MeshMetrics: Sendable {
     public let logLinesUnparsed = MeshCounter("mesh_log_lines_unparsed_total")
     public let advertsPublished = MeshCounter("mesh_adverts_published_total")
     public let localReconnects = MeshCounter("mesh_local_reconnects_total")
+    /// Reconnects of the control link (the one that reads the broker's log).
+    public let controlReconnects = MeshCounter("mesh_control_reconnects_total")
     public let brokerRestarts = MeshCounter("mesh_local_broker_restarts_total")
     public let stateSaveFailures = MeshCounter("mesh_state_save_failures_total")
     public let localConnected = MeshGauge("mesh_local_link_up")

@@ -229,13 +229,13 @@ struct BenchLogLines {
         }
         let brokerBefore = lag.brokerLines
         guard let agentBefore = lag.agentLines else { throw BenchError("agent exports no mesh_log_lines_total") }
-        let sent = BenchCounter()
-        let progress = BenchProgress { "[loglines storm] subscribe+unsubscribe sent \(sent.count), agent behind \(lag.behind ?? -1) lines" }
+        let stormClients = clients
+        let progress = BenchProgress { "[loglines storm] subscribe+unsubscribe sent \(stormClients.reduce(0) { $0 + $1.sent }), agent behind \(lag.behind ?? -1) lines" }
         let start = monotonicNanos()
         let seconds = stormSeconds
         try await withThrowingTaskGroup(of: Void.self) { group in
             for (i, c) in clients.enumerated() {
-                group.addTask { try await c.storm(seconds: seconds, label: i, sent: sent) }
+                group.addTask { try await c.storm(seconds: seconds, label: i) }
             }
             try await group.waitForAll()
         }
@@ -257,7 +257,7 @@ struct BenchLogLines {
             "catch_up_s": Double(caughtUp - end) / 1e9,
             // What the agent reads once the broker is no longer busy with the storm.
             "catch_up_lines_s": Double(read - agentDuring) / max(1e-9, Double(caughtUp - end) / 1e9),
-            "sub_unsub_sent": Double(sent.count),
+            "sub_unsub_sent": Double(clients.reduce(0) { $0 + $1.sent }),
         ]
     }
 }
@@ -265,42 +265,3 @@ struct BenchLogLines {
 /// A client that subscribes and unsubscribes fresh filters as fast as the broker answers:
 /// each filter is unsubscribed right after its SUBSCRIBE, so the client holds almost no
 /// subscriptions while every packet costs the broker one log line.
-final class StormClient: Sendable {
-    let client: MQTTClient
-    private let connectedFlag = Atomic<Bool>(false)
-    private let subacks = Atomic<Int>(0)
-
-    init(id: String, port: Int32) throws {
-        var c = ClientConfiguration(clientID: id, host: "127.0.0.1", port: port)
-        c.reconnectDelay = (1, 1)
-        let box = HarnessBoxRef<StormClient>()
-        var events = ClientEvents()
-        events.connected = { rc, _ in box.value?.connectedFlag.store(rc == 0, ordering: .relaxed) }
-        events.subscribed = { _, _ in box.value?.subacks.add(1, ordering: .relaxed) }
-        client = try MQTTClient(configuration: c, events: events)
-        box.value = self
-    }
-
-    func connect() async throws {
-        try client.start()
-        try await waitUntil(timeout: .seconds(10), "storm client connect") { self.connectedFlag.load(ordering: .relaxed) }
-    }
-
-    func storm(seconds: Double, label: Int, sent: BenchCounter, window: Int = 100) async throws {
-        let clock = ContinuousClock()
-        let end = clock.now.advanced(by: .nanoseconds(Int64(seconds * 1e9)))
-        var k = 0
-        while clock.now < end {
-            while k - subacks.load(ordering: .relaxed) >= window {
-                guard clock.now < end.advanced(by: .seconds(10)) else { throw BenchError("storm client \(label): SUBACKs stalled") }
-                try await Task.sleep(for: .microseconds(200))
-            }
-            let filter = "storm/\(label)/dev/\(k)/temp"
-            try client.subscribe(filter, qos: Int32(k % 3))
-            try client.unsubscribe(filter)
-            k += 1
-            sent.add(1)
-            if k % 64 == 0 { await Task.yield() }
-        }
-    }
-}
