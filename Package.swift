@@ -53,6 +53,8 @@ let package = Package(
             ]
         ),
         .testTarget(name: "MeshCoreTests", dependencies: ["MeshCore"]),
+        // In-process tests of the agent's parts (no brokers).
+        .testTarget(name: "MeshAgentTests", dependencies: ["MeshAgent", "MeshCore"]),
         .testTarget(
             name: "IntegrationTests",
             dependencies: ["MeshAgent", "MeshHarness", "MeshCore", "Mosquitto", "mosquitto-mesh"]

@@ -185,9 +185,15 @@ final class LocalLink: Sendable {
             let rc = withExtendedLifetime((use, perPeer)) {
                 peer.client.publish(topic: sendTopic, payload: m.payload, qos: m.qos, retain: false, properties: properties)
             }
-            if MQTTClient.accepted(rc, qos: m.qos) {
-                peer.metrics.forwardedMessages.increment()
-                peer.metrics.forwardedBytes.increment(by: m.payload.count)
+            let outcome = MQTTClient.outcome(rc, qos: m.qos)
+            if outcome != .dropped {
+                if outcome == .sent {
+                    peer.metrics.forwardedMessages.increment()
+                    peer.metrics.forwardedBytes.increment(by: m.payload.count)
+                } else {
+                    // Accepted while the link is down: held for the reconnect, not forwarded yet.
+                    peer.metrics.held.increment()
+                }
                 if use.byAliasOnly { peer.metrics.forwardedByAlias.increment() }
             } else {
                 // Not sent (and not queued): the peer never learned an alias this one set up.

@@ -270,6 +270,9 @@ public final class MeshAgent: Service, Sendable {
         // Anything an interest change left unpublished goes out before we leave.
         publishAdvertIfNeeded()
         localLink.publishControl(topic: ControlTopic.status(node: configuration.nodeID), payload: Array("offline".utf8), retain: true)
+        // Let the local broker acknowledge the status and what was republished (bounded): an
+        // acknowledgement still unread at the DISCONNECT would read like a lost message.
+        _ = await localLink.client.waitForOutstandingPublishes(timeout: .seconds(1))
         // DISCONNECT goes out behind the status and every republish already handed to
         // libmosquitto, so the broker takes those first; from then on it queues new
         // messages for our persistent session instead of sending them.
@@ -283,7 +286,7 @@ public final class MeshAgent: Service, Sendable {
         localLink.client.close()
         // The log connection stops last among the local ones: every line it took is applied.
         controlLink.close()
-        var undelivered = localLeft
+        var undelivered = 0
         for peer in peers {
             if !(await peer.client.waitForOutstandingPublishes(timeout: configuration.drainTimeout)) {
                 undelivered += peer.client.outstandingPublishes
@@ -293,7 +296,9 @@ public final class MeshAgent: Service, Sendable {
         }
         saver?.saveFinal(currentState(cleanStop: true))
         changesContinuation.finish()
-        logger.info("stopped", metadata: ["unacknowledged_at_exit": "\(undelivered)"])
+        // Forwards a peer never acknowledged may be lost; local publishes written before the
+        // DISCONNECT were taken by the broker (only their acknowledgement went unread).
+        logger.info("stopped", metadata: ["unacknowledged_at_exit": "\(undelivered)", "local_written_unacknowledged": "\(localLeft)"])
     }
 }
 

@@ -7,7 +7,8 @@ public final class MeshCounter: Sendable {
     private let value = Atomic<Int>(0)
     private let exported: CoreMetrics.Counter
 
-    init(_ label: String, dimensions: [(String, String)] = []) {
+    init(_ label: String, help: String, dimensions: [(String, String)] = []) {
+        MetricHelp.register(label, help)
         exported = CoreMetrics.Counter(label: label, dimensions: dimensions)
     }
 
@@ -25,7 +26,8 @@ public final class MeshGauge: Sendable {
     private let value = Atomic<Int>(0)
     private let exported: CoreMetrics.Gauge
 
-    init(_ label: String, dimensions: [(String, String)] = []) {
+    init(_ label: String, help: String, dimensions: [(String, String)] = []) {
+        MetricHelp.register(label, help)
         exported = CoreMetrics.Gauge(label: label, dimensions: dimensions)
     }
 
@@ -40,8 +42,13 @@ public final class MeshGauge: Sendable {
 /// Per-peer figures: what crossed to that peer and what it holds.
 public final class PeerMetrics: Sendable {
     public let peer: String
+    /// Messages written to the peer's connection (QoS 1/2: then acknowledged or resent).
     public let forwardedMessages: MeshCounter
+    /// Payload bytes of those messages (topic, properties and MQTT framing not included).
     public let forwardedBytes: MeshCounter
+    /// QoS 1/2 messages handed to the peer's link while it was down: libmosquitto holds them
+    /// and sends them after the reconnect (within --max-pending); not yet forwarded.
+    public let held: MeshCounter
     public let dropped: MeshCounter
     /// Forwards sent by topic alias (two bytes instead of `forward/<topic>`).
     public let forwardedByAlias: MeshCounter
@@ -57,58 +64,59 @@ public final class PeerMetrics: Sendable {
     init(peer: String) {
         self.peer = peer
         let d = [("peer", peer)]
-        forwardedMessages = MeshCounter("mesh_forwarded_messages_total", dimensions: d)
-        forwardedBytes = MeshCounter("mesh_forwarded_bytes_total", dimensions: d)
-        dropped = MeshCounter("mesh_forward_dropped_total", dimensions: d)
-        forwardedByAlias = MeshCounter("mesh_forwarded_by_alias_total", dimensions: d)
-        reconnects = MeshCounter("mesh_peer_reconnects_total", dimensions: d)
-        adverts = MeshCounter("mesh_peer_adverts_total", dimensions: d)
-        advertsRejected = MeshCounter("mesh_control_payloads_rejected_total", dimensions: d)
-        advertsStale = MeshCounter("mesh_adverts_stale_total", dimensions: d)
-        connected = MeshGauge("mesh_peer_link_up", dimensions: d)
-        pending = MeshGauge("mesh_peer_pending_messages", dimensions: d)
-        remoteFilters = MeshGauge("mesh_peer_subscriptions", dimensions: d)
+        forwardedMessages = MeshCounter("mesh_forwarded_messages_total", help: "Messages written to this peer's connection under the forward prefix (QoS 1/2 ones are then acknowledged by the peer broker or resent).", dimensions: d)
+        held = MeshCounter("mesh_forward_held_total", help: "QoS 1/2 messages handed to this peer's link while it was down: held by libmosquitto and sent after the reconnect; not counted as forwarded.", dimensions: d)
+        forwardedBytes = MeshCounter("mesh_forwarded_bytes_total", help: "Payload bytes of the messages counted in mesh_forwarded_messages_total (topic, properties and MQTT framing not included).", dimensions: d)
+        dropped = MeshCounter("mesh_forward_dropped_total", help: "Messages that should have crossed to this peer and did not: QoS 0 while the link was down, or the peer unreachable with --max-pending already held. Each is logged (throttled).", dimensions: d)
+        forwardedByAlias = MeshCounter("mesh_forwarded_by_alias_total", help: "Forwards sent by MQTT v5 topic alias (two bytes instead of the topic).", dimensions: d)
+        reconnects = MeshCounter("mesh_peer_reconnects_total", help: "Reconnects of the link to this peer broker.", dimensions: d)
+        adverts = MeshCounter("mesh_peer_adverts_total", help: "Interest adverts applied from this peer.", dimensions: d)
+        advertsRejected = MeshCounter("mesh_control_payloads_rejected_total", help: "Control payloads from this peer that did not decode; the last good interest is kept.", dimensions: d)
+        advertsStale = MeshCounter("mesh_adverts_stale_total", help: "Adverts refused because their seq is not newer than the one applied for that node.", dimensions: d)
+        connected = MeshGauge("mesh_peer_link_up", help: "1 while the link to this peer broker is connected.", dimensions: d)
+        pending = MeshGauge("mesh_peer_pending_messages", help: "QoS 1/2 forwards to this peer not yet acknowledged (backpressure starts at --max-pending).", dimensions: d)
+        remoteFilters = MeshGauge("mesh_peer_subscriptions", help: "Distinct filters this peer's nodes advertise.", dimensions: d)
     }
 }
 
 /// Every figure the agent keeps. Counters only go up; a drop is never silent.
 public final class MeshMetrics: Sendable {
-    public let notWanted = MeshCounter("mesh_not_forwarded_messages_total")
-    public let republished = MeshCounter("mesh_republished_messages_total")
-    public let republishFailed = MeshCounter("mesh_republish_failed_total")
-    public let ignoredDollar = MeshCounter("mesh_ignored_dollar_messages_total")
-    public let ignoredInvalid = MeshCounter("mesh_ignored_invalid_forward_total")
+    public let notWanted = MeshCounter("mesh_not_forwarded_messages_total", help: "Local messages no peer wanted (no matching subscriber elsewhere).")
+    public let republished = MeshCounter("mesh_republished_messages_total", help: "Messages that arrived from a peer under the forward prefix and were republished locally.")
+    public let republishFailed = MeshCounter("mesh_republish_failed_total", help: "Forwarded messages that could not be republished locally (logged).")
+    public let ignoredDollar = MeshCounter("mesh_ignored_dollar_messages_total", help: "$-topic messages on the forwarding link: never forwarded.")
+    public let ignoredInvalid = MeshCounter("mesh_ignored_invalid_forward_total", help: "Messages under the forward prefix with an unusable topic: dropped and logged.")
     /// Empty messages a peer link sent only to set up a topic alias after a reconnect.
-    public let aliasAnnouncements = MeshCounter("mesh_alias_announcements_received_total")
-    public let logLines = MeshCounter("mesh_log_lines_total")
-    public let logLinesUnparsed = MeshCounter("mesh_log_lines_unparsed_total")
-    public let advertsPublished = MeshCounter("mesh_adverts_published_total")
-    public let localReconnects = MeshCounter("mesh_local_reconnects_total")
+    public let aliasAnnouncements = MeshCounter("mesh_alias_announcements_received_total", help: "Empty messages a peer sent only to set up a topic alias again after reconnecting.")
+    public let logLines = MeshCounter("mesh_log_lines_total", help: "Broker log lines read by the control link.")
+    public let logLinesUnparsed = MeshCounter("mesh_log_lines_unparsed_total", help: "Broker log lines that should carry interest but were not understood (logged, throttled).")
+    public let advertsPublished = MeshCounter("mesh_adverts_published_total", help: "Interest adverts published for this node.")
+    public let localReconnects = MeshCounter("mesh_local_reconnects_total", help: "Reconnects of the forwarding link to the local broker.")
     /// Reconnects of the control link (the one that reads the broker's log).
-    public let controlReconnects = MeshCounter("mesh_control_reconnects_total")
-    public let brokerRestarts = MeshCounter("mesh_local_broker_restarts_total")
-    public let stateSaveFailures = MeshCounter("mesh_state_save_failures_total")
-    public let localConnected = MeshGauge("mesh_local_link_up")
-    public let localFilters = MeshGauge("mesh_local_subscriptions")
-    public let localSessions = MeshGauge("mesh_local_sessions")
+    public let controlReconnects = MeshCounter("mesh_control_reconnects_total", help: "Reconnects of the control link (the one that reads the broker's log).")
+    public let brokerRestarts = MeshCounter("mesh_local_broker_restarts_total", help: "Restarts of the local broker, told by $SYS/broker/uptime going back.")
+    public let stateSaveFailures = MeshCounter("mesh_state_save_failures_total", help: "Failed writes of the state file (logged).")
+    public let localConnected = MeshGauge("mesh_local_link_up", help: "1 while the forwarding link to the local broker is connected.")
+    public let localFilters = MeshGauge("mesh_local_subscriptions", help: "Distinct filters this node advertises.")
+    public let localSessions = MeshGauge("mesh_local_sessions", help: "Client sessions in the agent's table (updated every broker tick).")
     /// Log lines the broker cut at its 1000-byte limit: read only for what cannot shrink interest.
-    public let logLinesTruncated = MeshCounter("mesh_log_lines_truncated_total")
+    public let logLinesTruncated = MeshCounter("mesh_log_lines_truncated_total", help: "Log lines the broker cut at its 1000-byte limit: read only for what cannot make interest smaller.")
     /// Log lines that read several ways (ids holding spaces or a notice's words): only added from.
-    public let logLinesAmbiguous = MeshCounter("mesh_log_lines_ambiguous_total")
+    public let logLinesAmbiguous = MeshCounter("mesh_log_lines_ambiguous_total", help: "Log lines that read several ways (client ids holding spaces or a notice's words): only added from.")
     /// Sessions whose filters may be more than the broker's: offline ones kept although they may
     /// have ended (MQTT 5: the expiry is not logged), online ones that resumed such a session.
-    public let sessionsUncertain = MeshGauge("mesh_sessions_uncertain")
+    public let sessionsUncertain = MeshGauge("mesh_sessions_uncertain", help: "Sessions whose filters may be more than the broker's: offline MQTT 5 sessions kept although they may have ended, and sessions that resumed one.")
     /// Sessions (and unattributed cut lines) that count as `#`: their subscriptions are not all known.
-    public let sessionsUnknownFilters = MeshGauge("mesh_sessions_unknown_filters")
+    public let sessionsUnknownFilters = MeshGauge("mesh_sessions_unknown_filters", help: "Sessions (and cut lines no session can be named for) counted as '#' because their subscriptions are not all known.")
     /// Uncertain sessions let go because the broker's own session count proved them gone.
-    public let sessionsReleasedByEvidence = MeshCounter("mesh_sessions_released_by_evidence_total")
+    public let sessionsReleasedByEvidence = MeshCounter("mesh_sessions_released_by_evidence_total", help: "Sessions of unknown lifetime let go because the broker's own session count proved them gone.")
     /// Uncertain sessions let go without proof, after --session-grace or beyond --max-uncertain-sessions.
-    public let sessionsReleasedWithoutProof = MeshCounter("mesh_sessions_released_without_proof_total")
+    public let sessionsReleasedWithoutProof = MeshCounter("mesh_sessions_released_without_proof_total", help: "Sessions of unknown lifetime let go without proof, after --session-grace or beyond --max-uncertain-sessions (a later resume counts as '#').")
     /// The agent's own log or forwarding session was found gone while its broker kept running:
     /// someone connected with the agent's client id.
-    public let localSessionTakeovers = MeshCounter("mesh_local_session_takeovers_total")
+    public let localSessionTakeovers = MeshCounter("mesh_local_session_takeovers_total", help: "Times the agent's own log or forwarding session was found gone while its broker kept running (a client used the agent's id).")
     /// Times log lines may have been lost (log session taken over, or down longer than the lines live).
-    public let logLinesLost = MeshCounter("mesh_log_lines_lost_total")
+    public let logLinesLost = MeshCounter("mesh_log_lines_lost_total", help: "Times log lines may have been lost (log session taken over, down longer than lines live, or an unclean stop): interest was widened.")
     private let peerTable = Mutex<[String: PeerMetrics]>([:])
 
     public init() {}
@@ -162,5 +170,36 @@ public final class MeshMetrics: Sendable {
         s["adverts_stale"] = stale
         s["peer_reconnects"] = reconnects
         return s
+    }
+}
+
+/// What each exported metric counts, for the `# HELP` lines of `/metrics` (swift-metrics has
+/// no place for help text, so it is kept here, beside the definitions, and added on output).
+public enum MetricHelp {
+    private static let texts = Mutex<[String: String]>([:])
+
+    static func register(_ name: String, _ help: String) {
+        texts.withLock { $0[name] = help }
+    }
+
+    public static func text(of name: String) -> String? { texts.withLock { $0[name] } }
+
+    /// Adds a `# HELP name text` line before each `# TYPE name …` line of a Prometheus page
+    /// that has none, for every metric with a registered text.
+    public static func annotate(_ page: [UInt8]) -> [UInt8] {
+        let known = texts.withLock { $0 }
+        let text = String(decoding: page, as: UTF8.self)
+        var lines: [Substring] = []
+        var previous: Substring = ""
+        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            if line.hasPrefix("# TYPE "), !previous.hasPrefix("# HELP ") {
+                let name = line.dropFirst(7).prefix { $0 != " " }
+                if let help = known[String(name)] { lines.append(Substring("# HELP \(name) \(help)")) }
+            }
+            lines.append(line)
+            previous = line
+        }
+        let out = lines.joined(separator: "\n")
+        return Array(out.utf8)
     }
 }

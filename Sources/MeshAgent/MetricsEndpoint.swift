@@ -27,8 +27,9 @@ public final class MetricsEndpoint: Sendable {
             let parts = line.split(separator: " ")
             let response: [UInt8]
             if parts.count >= 2, parts[0] == "GET", parts[1] == "/metrics" || parts[1].hasPrefix("/metrics?") {
-                var body: [UInt8] = []
-                registry.emit(into: &body)
+                var page: [UInt8] = []
+                registry.emit(into: &page)
+                let body = MetricHelp.annotate(page)
                 response = Array("HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: \(body.count)\r\nConnection: close\r\n\r\n".utf8) + body
             } else {
                 let body = "only GET /metrics is served here\n"

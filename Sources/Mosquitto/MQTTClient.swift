@@ -158,6 +158,22 @@ public final class MQTTClient: @unchecked Sendable {
         rc == Int32(MOSQ_ERR_SUCCESS.rawValue) || (qos > 0 && rc == notConnected)
     }
 
+    /// What became of a publish, in libmosquitto's terms kept inside this module.
+    public enum PublishOutcome: Sendable, Equatable {
+        /// Written to the connection.
+        case sent
+        /// QoS 1/2 while the connection is down: queued, sent after the reconnect.
+        case held
+        /// Not taken (QoS 0 while down, or an error).
+        case dropped
+    }
+
+    @inline(__always)
+    public static func outcome(_ rc: Int32, qos: Int32) -> PublishOutcome {
+        if rc == Int32(MOSQ_ERR_SUCCESS.rawValue) { return .sent }
+        return accepted(rc, qos: qos) ? .held : .dropped
+    }
+
     /// Publishes from borrowed memory (the forwarding hot path). Returns the libmosquitto
     /// rc; `MOSQ_ERR_NO_CONN` with QoS > 0 means queued for after reconnect.
     @inline(__always)
