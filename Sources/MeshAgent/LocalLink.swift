@@ -89,6 +89,11 @@ final class LocalLink: Sendable {
         logger.info("local link up", metadata: ["session_present": "\(sessionPresent)", "reconnect": "\(reconnect)"])
         do {
             try client.subscribe("#", qos: 2, options: [.noLocal, .retainAsPublished, .sendRetainNever])
+            // Agents before the control link read the log on this persistent session; its
+            // subscriptions survive an upgrade and would bring every log line here (at QoS 2,
+            // behind forwarding backpressure) for nothing.
+            _ = try client.unsubscribe("$SYS/broker/log/#")
+            _ = try client.unsubscribe("$SYS/broker/uptime")
             try client.publish(topic: ControlTopic.status(node: configuration.nodeID), payload: Array("online".utf8), qos: 1, retain: true)
         } catch {
             logger.error("local subscriptions failed", metadata: ["error": "\(error)"])

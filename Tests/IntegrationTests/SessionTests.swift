@@ -52,6 +52,32 @@ struct SessionTests {
         }
     }
 
+    @Test("an upgraded agent drops the log subscription older versions kept on their forwarding session")
+    func upgradeDropsOldLogSubscription() async throws {
+        try await withMesh(["a", "b"]) { mesh in
+            let agentB = mesh.agents[1]
+            #expect(await agentB.stop() == 0)
+            // What an agent from before the control link left in its persistent forwarding session.
+            let old = try HarnessClient(clientID: "mosquitto-mesh/b/local", port: mesh.brokers[1].port, cleanStart: false,
+                                        sessionExpiry: UInt32.max)
+            try await old.connect()
+            try await old.subscribe("$SYS/broker/log/#", qos: 2)
+            old.disconnect(); old.close()
+            try agentB.start()
+            try await agentB.waitUntilUp()
+            let first = try await mesh.client("b", id: "noise-1")
+            try await first.subscribe("noise/1", qos: 1)
+            try await mesh.waitForFilter("noise/1", on: "b")
+            let baseline = mesh.metric(agent: "b", "mesh_ignored_dollar_messages_total") ?? 0
+            // More log lines: none may reach the forwarding link any more.
+            let second = try await mesh.client("b", id: "noise-2")
+            try await second.subscribe("noise/2", qos: 1)
+            try await mesh.waitForFilter("noise/2", on: "b")
+            #expect(mesh.metric(agent: "b", "mesh_ignored_dollar_messages_total") == baseline)
+            first.close(); second.close()
+        }
+    }
+
     @Test("a broker restart forgets clean sessions that did not come back")
     func brokerRestartDropsCleanSessions() async throws {
         try await withMesh(["a", "b"]) { mesh in
