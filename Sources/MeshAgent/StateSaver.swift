@@ -14,6 +14,9 @@ final class StateSaver: Sendable {
     private let scheduled = Atomic<Bool>(false)
     /// Set by the final save: a save scheduled earlier must not overwrite it.
     private let finished = Atomic<Bool>(false)
+    /// How long the last save took (ns): saves are spaced at least ten times that, so a
+    /// large table under churn costs at most ~10 % of a core however often it changes.
+    private let lastDuration = Atomic<Int>(0)
 
     init(store: StateStore, interval: Double = 0.5, snapshot: @escaping @Sendable () -> PersistedState?,
          onFailure: @escaping @Sendable (StateStoreError) -> Void) {
@@ -26,10 +29,13 @@ final class StateSaver: Sendable {
     /// Schedules a save unless one is already scheduled (it will take the newest state).
     func requestSave() {
         guard !scheduled.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        queue.asyncAfter(deadline: .now() + interval) { [self] in
+        let delay = max(interval, Double(lastDuration.load(ordering: .relaxed)) * 10 / 1e9)
+        queue.asyncAfter(deadline: .now() + delay) { [self] in
             scheduled.store(false, ordering: .releasing)
             guard !finished.load(ordering: .acquiring), let state = snapshot() else { return }
+            let start = DispatchTime.now().uptimeNanoseconds
             save(state)
+            lastDuration.store(Int(DispatchTime.now().uptimeNanoseconds - start), ordering: .relaxed)
         }
     }
 

@@ -40,6 +40,36 @@ public struct PersistedState: Codable, Sendable, Equatable {
     }
 }
 
+extension PersistedState {
+    /// The state as the JSON its `Codable` conformance reads back, written directly (the
+    /// session table and peers' filters can hold hundreds of thousands of entries).
+    public func encodedJSON() -> [UInt8] {
+        var w = JSONWriter(reservingCapacity: 256 + sessions.sessions.count * 160)
+        w.beginObject()
+        if let brokerStartedAt { w.key("brokerStartedAt"); w.double(brokerStartedAt) }
+        if let cleanStop { w.key("cleanStop"); w.bool(cleanStop) }
+        w.key("nodeID"); w.string(nodeID)
+        w.key("peerInterest")
+        w.beginObject()
+        for endpoint in peerInterest.keys.sorted() {
+            w.key(endpoint)
+            w.beginObject()
+            for (node, filters) in peerInterest[endpoint]!.sorted(by: { $0.key < $1.key }) {
+                w.key(node)
+                w.counts(filters)
+            }
+            w.endObject()
+        }
+        w.endObject()
+        if let savedAt { w.key("savedAt"); w.double(savedAt) }
+        w.key("seq"); w.uint(seq)
+        w.key("sessions"); sessions.writeJSON(to: &w)
+        w.key("version"); w.int(version)
+        w.endObject()
+        return w.bytes
+    }
+}
+
 /// A state file that cannot be read or written, with the path.
 public struct StateStoreError: Error, CustomStringConvertible, Sendable {
     public var path: String
@@ -83,12 +113,7 @@ public struct StateStore: Sendable {
     }
 
     public func save(_ state: PersistedState) throws(StateStoreError) {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        let data: Data
-        do { data = try encoder.encode(state) } catch {
-            throw StateStoreError(path: path, reason: "encode failed: \(error)")
-        }
+        let data = state.encodedJSON()
         let temporary = path + ".tmp"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw StateStoreError(path: temporary, reason: "open failed: errno \(errno)") }
