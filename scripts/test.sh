@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: unit tests, integration tests against real mosquitto, HAProxy and
-# deploy-config checks. Installs missing Debian packages first.
+# deploy-config checks, then short fuzzing runs. Installs missing Debian packages first.
 set -euo pipefail
 # The Swift toolchain may be installed outside the default PATH (e.g. /opt/swift).
 command -v swift >/dev/null || export PATH="$PATH:/opt/swift/usr/bin"
@@ -9,3 +9,5 @@ scripts/ensure-deps.sh
 swift build --build-tests
 # Integration suites start real brokers; running them one at a time keeps a 2-core box calm.
 swift test --skip-build --no-parallel "$@"
+# Short libFuzzer runs of the log parser/session table and the advert codec (~1 min; see scripts/fuzz.sh).
+scripts/fuzz.sh
