@@ -29,29 +29,83 @@ func check(_ condition: Bool, _ message: @autoclosure () -> String) {
 ///
 /// Parses one line against `table`'s known clients, applies the event, and checks:
 /// `apply` reports a change exactly when `interest` changed; `interest` equals the
-/// interest recomputed from `sessions`; no count is below 1; an event names a client.
+/// interest recomputed from `sessions` (a session whose filters are unknown counts as `#`,
+/// the mesh's own count nothing); no count is below 1; a plain event names a client; a cut
+/// or ambiguous line never makes interest smaller.
 func step(_ table: inout SessionTable, topic: String, payload: ArraySlice<UInt8>) {
     let parsed: BrokerLogEvent?
     do {
-        parsed = try LogLineParser().parse(topic: topic, payload: payload, isKnownClient: table.isKnownClient)
+        parsed = try LogLineParser().parse(topic: topic, payload: payload, isKnownClient: table.isKnownClient,
+                                           everyClientKnown: table.everyClientKnown)
     } catch {
         return
     }
     guard let event = parsed else { return }
-    check(!event.clientID.isEmpty, "event without a client id: \(event)")
+    let mayOnlyGrow: Bool
+    switch event {
+    case .ambiguous(let readings):
+        check(readings.count >= 2 && readings.allSatisfy { !$0.clientID.isEmpty }, "ambiguous without readings: \(event)")
+        mayOnlyGrow = true
+    case .truncated(let line):
+        check(payload.count >= LogLineParser.brokerLineLimit, "a \(payload.count)-byte line read as cut")
+        check(line.readings.allSatisfy { !$0.clientID.isEmpty }, "cut line reading without a client: \(event)")
+        mayOnlyGrow = true
+    case .socketOpened:
+        mayOnlyGrow = true
+    default:
+        check(!event.clientID.isEmpty, "event without a client id: \(event)")
+        mayOnlyGrow = false
+    }
     if case .subscribed(_, let qos, _) = event { check((0...2).contains(qos), "QoS \(qos) in \(event)") }
 
     let before = table.interest
     let changed = table.apply(event)
     check(changed == (table.interest != before), "apply returned \(changed) for \(event), interest \(before) -> \(table.interest)")
+    if mayOnlyGrow {
+        check(before.keys.allSatisfy { table.interest[$0] != nil }, "\(event) removed interest: \(before) -> \(table.interest)")
+    }
+    checkInvariants(table, after: "\(event)")
+}
 
+/// `interest` is exactly what the sessions hold.
+func checkInvariants(_ table: SessionTable, after what: @autoclosure () -> String) {
     var recomputed: [String: Int] = [:]
     for (id, session) in table.sessions {
-        check(!table.isExcluded(id), "excluded client \(id) has a session")
-        for filter in session.filters.keys { recomputed[filter, default: 0] += 1 }
+        if session.excluded {
+            check(table.isExcluded(id) || id == SessionTable.unattributedKey, "non-mesh client \(id) marked excluded")
+            check(session.filters.isEmpty, "mesh client \(id) holds filters")
+            continue
+        }
+        var holds = Set(session.filters.keys)
+        if session.filtersUnknown { holds.insert("#") }
+        for filter in holds { recomputed[filter, default: 0] += 1 }
     }
-    check(table.interest == recomputed, "interest \(table.interest) != recomputed \(recomputed) after \(event)")
+    check(table.interest == recomputed, "interest \(table.interest) != recomputed \(recomputed) after \(what())")
     check(table.interest.values.allSatisfy { $0 >= 1 }, "count below 1 in \(table.interest)")
+}
+
+/// Lines whose first byte is 250 or more drive the table's clock and evidence instead
+/// of carrying a log line: a tick, a census with counts from the next bytes, a sweep,
+/// lost lines, a broker restart.
+func special(_ table: inout SessionTable, op: UInt8, args: ArraySlice<UInt8>) {
+    let a = Int(args.first ?? 0), b = Int(args.dropFirst().first ?? 0)
+    switch op {
+    case 250:
+        table.advance(to: .init(tick: table.clock.tick + 1, time: table.clock.time + Double(a % 8)))
+    case 251:
+        let t = table.clock.tick
+        let since = t >= UInt64(b % 4) ? t - UInt64(b % 4) : 0
+        _ = table.census(.init(disconnected: a % 16, disconnectedSince: since, connected: b % 16, connectedSince: 0),
+                         caughtUp: a % 2 == 0)
+    case 252:
+        _ = table.sweep(grace: Double(a % 8), limit: b % 8)
+    case 253:
+        _ = table.linesLost()
+    default:
+        table.linkReconnected()
+        _ = table.brokerRestarted()
+    }
+    checkInvariants(table, after: "special op \(op)")
 }
 
 @_cdecl("LLVMFuzzerTestOneInput")
@@ -59,7 +113,11 @@ public func logParserFuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let bytes = Array(UnsafeBufferPointer(start: data, count: size))
     var table = SessionTable()
     for line in bytes.split(separator: 0xFF, maxSplits: maximumLines - 1, omittingEmptySubsequences: true) {
-        step(&table, topic: topics[Int(line.first! % 5)], payload: line.dropFirst())
+        if line.first! >= 250 {
+            special(&table, op: line.first!, args: line.dropFirst())
+        } else {
+            step(&table, topic: topics[Int(line.first! % 5)], payload: line.dropFirst())
+        }
     }
     return 0
 }
