@@ -78,7 +78,7 @@ public final class MeshAgent: Service, Sendable {
             let metrics = metrics
             let failureLogger = logger
             saver = StateSaver(store: store, snapshot: { [agentBox] in
-                agentBox.value?.currentState(cleanStop: false)
+                agentBox.value?.encodedState(cleanStop: false)
             }, onFailure: { error in
                 metrics.stateSaveFailures.increment()
                 failureLogger.error("saving state failed", metadata: ["error": "\(error)"])
@@ -160,7 +160,7 @@ public final class MeshAgent: Service, Sendable {
         logger.info("starting", metadata: ["local": "\(configuration.local)", "peers": "\(configuration.peers.map(\.description))"])
         // Mark the state as "running" at once: if this run dies before its next save, the next
         // one knows its table may miss lines, rather than take it for a clean stop or a first start.
-        saver?.saveNow(currentState(cleanStop: false))
+        saver?.saveNow(encodedState(cleanStop: false))
         for peer in peers { peer.start() }
         await waitForPeerSync()
         controlLink.start()
@@ -253,13 +253,14 @@ public final class MeshAgent: Service, Sendable {
         }
     }
 
-    /// What the agent remembers across restarts, as of now.
-    private func currentState(cleanStop: Bool) -> PersistedState {
-        let (table, seq) = interest.snapshot
+    /// What the agent remembers across restarts, as of now, encoded. The session table is
+    /// encoded under its lock: a snapshot would make the next log line copy the whole table.
+    private func encodedState(cleanStop: Bool) -> [UInt8] {
         var peerInterest: [String: [String: [String: Int]]] = [:]
         for peer in peers { peerInterest[peer.endpoint.description] = peer.knownNodes }
-        return PersistedState(nodeID: configuration.nodeID, seq: seq, sessions: table, peerInterest: peerInterest,
-                              brokerStartedAt: controlLink.brokerStartedAt, savedAt: Date().timeIntervalSince1970, cleanStop: cleanStop)
+        let header = PersistedState(nodeID: configuration.nodeID, seq: 0, sessions: SessionTable(), peerInterest: peerInterest,
+                                    brokerStartedAt: controlLink.brokerStartedAt, savedAt: Date().timeIntervalSince1970, cleanStop: cleanStop)
+        return interest.withTable { table, seq in header.encodedJSON(sessions: table, seq: seq) }
     }
 
     /// Graceful stop: stop taking messages (the broker keeps queuing for our persistent
@@ -294,7 +295,7 @@ public final class MeshAgent: Service, Sendable {
             }
             peer.close()
         }
-        saver?.saveFinal(currentState(cleanStop: true))
+        saver?.saveFinal(encodedState(cleanStop: true))
         changesContinuation.finish()
         // Forwards a peer never acknowledged may be lost; local publishes written before the
         // DISCONNECT were taken by the broker (only their acknowledgement went unread).

@@ -218,4 +218,8 @@ final class NodeInterest: Sendable {
     var changeCount: UInt64 { state.withLock { $0.changes } }
 
     var snapshot: (table: SessionTable, seq: UInt64) { state.withLock { ($0.table, $0.seq) } }
+
+    /// Runs `body` with the table under the lock: for encoding a large table without the copy
+    /// a snapshot would force on the next change.
+    func withTable<T>(_ body: (SessionTable, UInt64) -> T) -> T { state.withLock { body($0.table, $0.seq) } }
 }

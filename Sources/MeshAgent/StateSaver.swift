@@ -8,7 +8,7 @@ import Synchronization
 final class StateSaver: Sendable {
     private let store: StateStore
     private let interval: Double
-    private let snapshot: @Sendable () -> PersistedState?
+    private let snapshot: @Sendable () -> [UInt8]?
     private let onFailure: @Sendable (StateStoreError) -> Void
     private let queue = DispatchQueue(label: "mosquitto-mesh.state")
     private let scheduled = Atomic<Bool>(false)
@@ -18,7 +18,7 @@ final class StateSaver: Sendable {
     /// large table under churn costs at most ~10 % of a core however often it changes.
     private let lastDuration = Atomic<Int>(0)
 
-    init(store: StateStore, interval: Double = 0.5, snapshot: @escaping @Sendable () -> PersistedState?,
+    init(store: StateStore, interval: Double = 0.5, snapshot: @escaping @Sendable () -> [UInt8]?,
          onFailure: @escaping @Sendable (StateStoreError) -> Void) {
         self.store = store
         self.interval = interval
@@ -39,23 +39,23 @@ final class StateSaver: Sendable {
         }
     }
 
-    /// Saves `state` now, after any save already running.
-    func saveNow(_ state: PersistedState) {
+    /// Saves `state` (encoded) now, after any save already running.
+    func saveNow(_ state: [UInt8]) {
         queue.sync { save(state) }
     }
 
     /// Saves `state` now, after any save already running, and no other after it (the final
     /// save of a graceful stop).
-    func saveFinal(_ state: PersistedState) {
+    func saveFinal(_ state: [UInt8]) {
         queue.sync {
             finished.store(true, ordering: .releasing)
             save(state)
         }
     }
 
-    private func save(_ state: PersistedState) {
+    private func save(_ state: [UInt8]) {
         do {
-            try store.save(state)
+            try store.save(encoded: state)
         } catch {
             onFailure(error)
         }

@@ -43,7 +43,11 @@ public struct PersistedState: Codable, Sendable, Equatable {
 extension PersistedState {
     /// The state as the JSON its `Codable` conformance reads back, written directly (the
     /// session table and peers' filters can hold hundreds of thousands of entries).
-    public func encodedJSON() -> [UInt8] {
+    public func encodedJSON() -> [UInt8] { encodedJSON(sessions: sessions, seq: seq) }
+
+    /// The same with another table and sequence (the agent's live ones, encoded under their
+    /// lock so that no copy of a large table is made).
+    public func encodedJSON(sessions: SessionTable, seq: UInt64) -> [UInt8] {
         var w = JSONWriter(reservingCapacity: 256 + sessions.sessions.count * 160)
         w.beginObject()
         if let brokerStartedAt { w.key("brokerStartedAt"); w.double(brokerStartedAt) }
@@ -113,7 +117,11 @@ public struct StateStore: Sendable {
     }
 
     public func save(_ state: PersistedState) throws(StateStoreError) {
-        let data = state.encodedJSON()
+        try save(encoded: state.encodedJSON())
+    }
+
+    /// Atomically replaces the state file with `data` (a `PersistedState.encodedJSON`).
+    public func save(encoded data: [UInt8]) throws(StateStoreError) {
         let temporary = path + ".tmp"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw StateStoreError(path: temporary, reason: "open failed: errno \(errno)") }

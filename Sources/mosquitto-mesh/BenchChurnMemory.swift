@@ -18,7 +18,12 @@ struct BenchChurnMemory {
     var kinds: [ClientChurn.Kind] = Array(repeating: .v311Clean, count: 9) + Array(repeating: .v5Clean, count: 9) + [.v5Expiring, .v5Expiring]
     static let warmUp = 0.2
 
-    init(quick: Bool, ids: Int? = nil, parallel: Int? = nil) {
+    /// Clean sessions only (MQTT 3.1.1 and MQTT 5 with expiry 0), half each: every session
+    /// leaves with its client, and the broker's session count proves the MQTT 5 ones gone.
+    static let cleanKinds: [ClientChurn.Kind] = [.v311Clean, .v5Clean]
+
+    init(quick: Bool, ids: Int? = nil, parallel: Int? = nil, cleanOnly: Bool = false) {
+        if cleanOnly { kinds = Self.cleanKinds }
         if quick { self.ids = 20_000; timeLimit = .seconds(300) }
         if let ids { self.ids = ids }
         if let parallel { self.parallel = parallel }
@@ -168,14 +173,17 @@ struct BenchChurnMemoryCommand: AsyncParsableCommand {
     var ids: Int?
     @Option(help: "Clients connecting at a time.")
     var parallel = 16
+    @Option(help: "mixed (default: 45 % 3.1.1 clean, 45 % v5 expiry 0, 10 % v5 persistent with 1 s expiry) or clean (half 3.1.1 clean, half v5 expiry 0).")
+    var mix = "mixed"
 
     func validate() throws {
         if let ids, !(100...5_000_000).contains(ids) { throw ValidationError("invalid --ids '\(ids)': expected 100-5000000") }
         guard (1...128).contains(parallel) else { throw ValidationError("invalid --parallel '\(parallel)': expected 1-128") }
+        guard ["mixed", "clean"].contains(mix) else { throw ValidationError("invalid --mix '\(mix)': expected mixed or clean") }
     }
 
     func run() async throws {
-        let bench = BenchChurnMemory(quick: options.quick, ids: ids, parallel: parallel)
+        let bench = BenchChurnMemory(quick: options.quick, ids: ids, parallel: parallel, cleanOnly: mix == "clean")
         try await runBench([("churn-memory", { try await bench.run() })], options: options)
     }
 }
