@@ -140,6 +140,21 @@ public struct AgentConfiguration: Sendable {
     public var localClientID: String { "\(clientIDPrefix)\(nodeID)/local" }
     /// The control plane's connection to the local broker (log, uptime, session counts).
     public var controlClientID: String { "\(clientIDPrefix)\(nodeID)/control" }
+
+    /// A connection of the agent to its own broker: a persistent session that never expires
+    /// (while the agent is down the broker queues what it subscribed to), the local
+    /// credentials, a quick reconnect.
+    func localClientConfiguration(clientID: String) -> ClientConfiguration {
+        var cc = ClientConfiguration(clientID: clientID, host: local.host, port: local.port)
+        cc.keepalive = keepalive
+        cc.cleanStart = false
+        cc.sessionExpiry = UInt32.max
+        cc.username = localSecurity.username
+        cc.password = localSecurity.password
+        cc.tls = localSecurity.tls
+        cc.reconnectDelay = (1, 2)
+        return cc
+    }
     /// The agent's client id on a peer broker.
     public func peerClientID(_ peer: Endpoint) -> String { "\(clientIDPrefix)\(nodeID)/peer/\(peer)" }
 }

@@ -59,18 +59,11 @@ final class ControlLink: Sendable {
             _ = interest.linesLost()
         }
 
-        var cc = ClientConfiguration(clientID: configuration.controlClientID, host: configuration.local.host, port: configuration.local.port)
-        cc.keepalive = configuration.keepalive
-        // Persistent and never expiring: log lines queue while the agent restarts.
-        cc.cleanStart = false
-        cc.sessionExpiry = UInt32.max
-        // The receive maximum stays at 65535: Mosquitto 2.0.11 over-sends beyond a v5 client's
-        // receive maximum once its backlog exceeds it (fixed in 2.0.13), and libmosquitto then
-        // drops the connection with a protocol error — a smaller window only makes that sooner.
-        cc.username = configuration.localSecurity.username
-        cc.password = configuration.localSecurity.password
-        cc.tls = configuration.localSecurity.tls
-        cc.reconnectDelay = (1, 2)
+        // Persistent: log lines queue while the agent restarts. The receive maximum stays at
+        // 65535: Mosquitto 2.0.11 over-sends beyond a v5 client's receive maximum once its
+        // backlog exceeds it (fixed in 2.0.13), and libmosquitto then drops the connection with
+        // a protocol error — a smaller window only makes that sooner.
+        let cc = configuration.localClientConfiguration(clientID: configuration.controlClientID)
         let box = WeakBox<ControlLink>()
         var events = ClientEvents()
         events.connected = { rc, present in box.value?.connected(rc, sessionPresent: present) }
@@ -87,15 +80,7 @@ final class ControlLink: Sendable {
 
     var brokerStartedAt: Double? { restartDetector.withLock { $0.startedAt } }
 
-    func start() {
-        do {
-            if let error = try client.start() {
-                logger.warning("local broker not reachable yet (control link); retrying in the background", metadata: ["error": "\(error)"])
-            }
-        } catch {
-            logger.error("control link failed to start", metadata: ["error": "\(error)"])
-        }
-    }
+    func start() { client.startInBackground(logger: logger, link: "control link") }
 
     private func connected(_ rc: Int32, sessionPresent: Bool) {
         guard rc == 0 else {

@@ -42,17 +42,10 @@ final class LocalLink: Sendable {
         self.onConnected = onConnected
         topicBuffer = ForwardTopicBuffer(prefix: configuration.forwardPrefix)
 
-        var cc = ClientConfiguration(clientID: configuration.localClientID, host: configuration.local.host, port: configuration.local.port)
-        cc.keepalive = configuration.keepalive
-        // A persistent session that never expires: while the agent is down the broker
-        // queues every message for it, and forwards them when it is back.
-        cc.cleanStart = false
-        cc.sessionExpiry = UInt32.max
-        cc.username = configuration.localSecurity.username
-        cc.password = configuration.localSecurity.password
-        cc.tls = configuration.localSecurity.tls
+        // While the agent is down the broker queues every message for this session, and the
+        // link forwards them when it is back.
+        var cc = configuration.localClientConfiguration(clientID: configuration.localClientID)
         cc.will = .init(topic: ControlTopic.status(node: configuration.nodeID), payload: Array("offline".utf8), qos: 1, retain: true)
-        cc.reconnectDelay = (1, 2)
         let box = WeakBox<LocalLink>()
         var events = ClientEvents()
         events.connected = { rc, present in box.value?.connected(rc, sessionPresent: present) }
@@ -68,15 +61,7 @@ final class LocalLink: Sendable {
         box.value = self
     }
 
-    func start() {
-        do {
-            if let error = try client.start() {
-                logger.warning("local broker not reachable yet; retrying in the background", metadata: ["error": "\(error)"])
-            }
-        } catch {
-            logger.error("local link failed to start", metadata: ["error": "\(error)"])
-        }
-    }
+    func start() { client.startInBackground(logger: logger, link: "local link") }
 
     private func connected(_ rc: Int32, sessionPresent: Bool) {
         guard rc == 0 else {

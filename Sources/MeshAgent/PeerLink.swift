@@ -112,13 +112,7 @@ final class PeerLink: Sendable {
         for (node, filters) in knownNodes {
             metrics.remoteFilters.set(routing.setInterest(peer: index, node: node, filters: filters))
         }
-        do {
-            if let error = try client.start() {
-                logger.warning("peer broker not reachable yet; retrying in the background", metadata: ["error": "\(error)"])
-            }
-        } catch {
-            logger.error("peer link failed to start", metadata: ["error": "\(error)"])
-        }
+        client.startInBackground(logger: logger, link: "peer link")
     }
 
     /// Whether the retained interest of this peer has been read at least once since start.

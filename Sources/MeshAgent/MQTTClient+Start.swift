@@ -1,0 +1,16 @@
+import Logging
+import Mosquitto
+
+extension MQTTClient {
+    /// Starts the client's loop. A broker not reachable yet is not an error: the loop keeps
+    /// retrying, so it is logged as a warning; only a client that cannot start at all is.
+    func startInBackground(logger: Logger, link: String) {
+        do {
+            if let error = try start() {
+                logger.warning("\(link): broker not reachable yet; retrying in the background", metadata: ["error": "\(error)"])
+            }
+        } catch {
+            logger.error("\(link) failed to start", metadata: ["error": "\(error)"])
+        }
+    }
+}
