@@ -93,10 +93,8 @@ func special(_ table: inout SessionTable, op: UInt8, args: ArraySlice<UInt8>) {
     case 250:
         table.advance(to: .init(tick: table.clock.tick + 1, time: table.clock.time + Double(a % 8)))
     case 251:
-        let t = table.clock.tick
-        let since = t >= UInt64(b % 4) ? t - UInt64(b % 4) : 0
-        _ = table.census(.init(disconnected: a % 16, disconnectedSince: since, connected: b % 16, connectedSince: 0),
-                         caughtUp: a % 2 == 0)
+        let snapshot = table.censusSnapshot(pendingSocketsComplete: b % 2 == 0)
+        _ = table.census(snapshot, counts: .init(disconnected: a % 16 - 4, connected: b % 16), caughtUp: a % 2 == 0)
     case 252:
         _ = table.sweep(grace: Double(a % 8), limit: b % 8)
     case 253:

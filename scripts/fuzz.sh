@@ -79,7 +79,7 @@ for name in "${harnesses[@]}"; do
   echo "fuzz: $name $limit on $(ls "$run/corpus" | wc -l) seed inputs"
   # -max_len: several log lines of up to 1000 bytes, or a sizeable advert.
   # -timeout: one input taking 10 s is a hang, reported like a crash.
-  if "$binary" "$limit" -max_len=8192 -timeout=10 -rss_limit_mb=2048 -detect_leaks=1 -print_final_stats=1 \
+  if "$binary" "$limit" -max_len="${FUZZ_MAX_LEN:-8192}" -timeout=10 -rss_limit_mb=2048 -detect_leaks=1 -print_final_stats=1 \
      -dict="Fuzz/$name.dict" -artifact_prefix="$run/" "$run/corpus" >"$run/fuzz.log" 2>&1; then
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$run/fuzz.log")
     speed=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$run/fuzz.log")

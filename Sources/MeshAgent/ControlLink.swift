@@ -34,6 +34,8 @@ final class ControlLink: Sendable {
     private let sessionLossPending = Atomic<Bool>(false)
     /// Wall time the connection went down (0 while up), to notice lines that expired.
     private let downSince = Mutex<Double>(0)
+    private let logSubscriptionMID = Atomic<Int32>(-1)
+    private let logReadingFlag = Atomic<Bool>(false)
     private let onInterestChange: @Sendable () -> Void
     private let onBrokerRestartVerdict: @Sendable (_ restarted: Bool) -> Void
 
@@ -69,6 +71,7 @@ final class ControlLink: Sendable {
         events.connected = { rc, present in box.value?.connected(rc, sessionPresent: present) }
         events.disconnected = { rc in box.value?.disconnected(rc) }
         events.message = { m in box.value?.message(m) }
+        events.subscribed = { mid, _ in box.value?.subscribed(mid) }
         let libraryThrottle = LogThrottle(first: 5, every: 100)
         events.libraryLog = { [logger] isError, message in
             guard isError, libraryThrottle.shouldLog().0 else { return }
@@ -89,8 +92,8 @@ final class ControlLink: Sendable {
         }
         let reconnect = everConnected.exchange(true, ordering: .relaxed)
         if reconnect { metrics.controlReconnects.increment() }
-        interest.logLinkReconnected()
         let now = Date().timeIntervalSince1970
+        interest.logLinkReconnected(at: now)
         let wasDown = downSince.withLock { since in defer { since = 0 }; return since }
         if reconnect && !sessionPresent { sessionLossPending.store(true, ordering: .relaxed) }
         if wasDown > 0 && now - wasDown > Self.lineLifetime {
@@ -99,13 +102,24 @@ final class ControlLink: Sendable {
         }
         logger.info("control link up", metadata: ["session_present": "\(sessionPresent)", "reconnect": "\(reconnect)"])
         do {
-            try client.subscribe(Self.logTopicPrefix + "#", qos: 1)
+            logSubscriptionMID.store(try client.subscribe(Self.logTopicPrefix + "#", qos: 1), ordering: .releasing)
             try client.subscribe(Self.uptimeTopic, qos: 0)
             try client.subscribe(Self.disconnectedTopic, qos: 0)
             try client.subscribe(Self.connectedTopic, qos: 0)
         } catch {
             logger.error("control subscriptions failed", metadata: ["error": "\(error)"])
         }
+    }
+
+    /// Whether the log has been read since the link first subscribed to it: the forwarding
+    /// link connects only after, so its connect line is in the log.
+    var isReadingLog: Bool { logReadingFlag.load(ordering: .acquiring) }
+
+    private func subscribed(_ mid: Int32) {
+        guard mid == logSubscriptionMID.load(ordering: .acquiring) else { return }
+        // This link's own connect line was logged before it subscribed: it is online.
+        interest.ownLinkOnline(clientID: clientID)
+        logReadingFlag.store(true, ordering: .releasing)
     }
 
     private func disconnected(_ rc: Int32) {

@@ -164,6 +164,13 @@ public final class MeshAgent: Service, Sendable {
         for peer in peers { peer.start() }
         await waitForPeerSync()
         controlLink.start()
+        // The forwarding link connects once the log is being read (bounded wait), so that its
+        // session is known to the session counts census relies on.
+        let clock = ContinuousClock()
+        let deadline = clock.now.advanced(by: .seconds(5))
+        while !controlLink.isReadingLog && clock.now < deadline && !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(5))
+        }
         localLink.start()
 
         var health: HealthEndpoint?

@@ -16,9 +16,20 @@ final class NodeInterest: Sendable {
         /// first): a busy log connection may be lagging, which census must not trust.
         var linesThisTick = 0
         var linesRecentTicks: [Int] = [0, 0]
-        var disconnected: (value: Int, since: UInt64)?
-        var connected: (value: Int, since: UInt64)?
+        /// The latest `$SYS/broker/clients/disconnected` and `…/connected` values.
+        var disconnected: Int?
+        var connected: Int?
+        /// The table as it stood at the last uptime tick, judged at the next one against the
+        /// counts of that update (which arrive between the two ticks).
+        var censusSnapshot: SessionTable.CensusSnapshot?
+        /// When the log link last subscribed: sockets opened before it were not logged.
+        var logLinkUpAt: Double = 0
     }
+
+    /// Mosquitto closes a socket that sends no CONNECT after 1.5 × its default keepalive
+    /// (60 s), checking every 5 s: after this long every open socket was accepted while the
+    /// log link was reading.
+    static let unloggedSocketLifetime: Double = 96
 
     /// Lines per tick above which the log connection may be lagging behind its in-flight
     /// window (65535: the receive maximum libmosquitto announces, which Mosquitto uses for
@@ -120,9 +131,8 @@ final class NodeInterest: Sendable {
     /// Latest `$SYS/broker/clients/disconnected` or `…/connected` value.
     func observeCount(disconnected: Int? = nil, connected: Int? = nil) {
         state.withLock { s in
-            let tick = s.table.clock.tick
-            if let disconnected, s.disconnected?.value != disconnected { s.disconnected = (disconnected, tick) }
-            if let connected, s.connected?.value != connected { s.connected = (connected, tick) }
+            if let disconnected { s.disconnected = disconnected }
+            if let connected { s.connected = connected }
         }
     }
 
@@ -136,11 +146,12 @@ final class NodeInterest: Sendable {
             s.linesRecentTicks = [recent] + s.linesRecentTicks.dropLast()
             s.linesThisTick = 0
             var released = SessionTable.Released()
-            if let d = s.disconnected, let c = s.connected {
+            // The counts in hand now are those of the update the previous snapshot stood at.
+            if let snapshot = s.censusSnapshot, let d = s.disconnected, let c = s.connected {
                 let caughtUp = s.linesRecentTicks.allSatisfy { $0 < Self.laggingLinesPerTick }
-                released = s.table.census(.init(disconnected: d.value, disconnectedSince: d.since, connected: c.value, connectedSince: c.since),
-                                          caughtUp: caughtUp)
+                released = s.table.census(snapshot, counts: .init(disconnected: d, connected: c), caughtUp: caughtUp)
             }
+            s.censusSnapshot = s.table.censusSnapshot(pendingSocketsComplete: now - s.logLinkUpAt >= Self.unloggedSocketLifetime)
             let swept = s.table.sweep(grace: grace, limit: uncertainLimit)
             released.byGrace += swept.byGrace
             released.byLimit += swept.byLimit
@@ -171,8 +182,23 @@ final class NodeInterest: Sendable {
     }
 
     /// The log connection came back: sessions seen from now on are alive on the broker as it is.
-    func logLinkReconnected() {
-        state.withLock { $0.table.linkReconnected() }
+    func logLinkReconnected(at now: Double) {
+        state.withLock { s in
+            s.table.linkReconnected()
+            // Counts and lines from before the gap do not line up with what follows.
+            s.censusSnapshot = nil
+            s.disconnected = nil
+            s.connected = nil
+            s.logLinkUpAt = now
+        }
+    }
+
+    /// One of the agent's own links is connected although its connect line was logged before
+    /// the log link subscribed: the session counts must know it is online.
+    func ownLinkOnline(clientID: String) {
+        state.withLock { s in
+            _ = s.table.apply(.connected(clientID: clientID, protocolLevel: 5, cleanStart: false, keepalive: 0, username: nil))
+        }
     }
 
     /// Some log lines could not be read (the log session was taken over or expired): every

@@ -320,6 +320,12 @@ final class PeerLink: Sendable {
                 // joined its broker just now and may start its seq over (`AdvertFloor`).
                 if !m.retain { nodes.withLock { $0.floor.statusSeen(node: node) } }
                 setMirror(ControlTopic.mirror(of: ownNodeID, node: node, kind: .status), m.payloadBytes)
+                if status == "online" && !m.retain {
+                    // That node's agent has just (re)started reading its broker's log, after this
+                    // link connected: one subscribe line tells it this link is one of its
+                    // broker's online sessions (its session counts must know them all).
+                    _ = try? client.subscribe("\(ControlTopic.root)/\(ownNodeID)/sync-barrier", qos: 0)
+                }
             }
         case .stats:
             break

@@ -116,21 +116,41 @@ public struct SessionTable: Sendable, Equatable, Codable {
         }
     }
 
-    /// What the broker's `$SYS/broker/clients/…` counters said, and since which tick each
-    /// value has stood (Mosquitto publishes them only when they change).
+    /// What the broker's `$SYS/broker/clients/…` counters said for one update.
     public struct Census: Sendable, Equatable {
-        /// `$SYS/broker/clients/disconnected`: sessions without a socket.
+        /// `$SYS/broker/clients/disconnected`: sessions by id minus sockets (Mosquitto
+        /// 2.0.11 computes `by_id − by_sock`, so it can be negative while sockets wait for
+        /// their CONNECT).
         public var disconnected: Int
-        public var disconnectedSince: UInt64
         /// `$SYS/broker/clients/connected`: sockets, including ones that have not sent CONNECT.
         public var connected: Int
-        public var connectedSince: UInt64
 
-        public init(disconnected: Int, disconnectedSince: UInt64, connected: Int, connectedSince: UInt64) {
+        public init(disconnected: Int, connected: Int) {
             self.disconnected = disconnected
-            self.disconnectedSince = disconnectedSince
             self.connected = connected
-            self.connectedSince = connectedSince
+        }
+    }
+
+    /// The table as it stood at one broker update (taken when that update's uptime tick
+    /// arrives; judged against that update's counts, which arrive after it).
+    public struct CensusSnapshot: Sendable, Equatable {
+        /// Offline sessions certain to exist (lifetime survives, state not in doubt).
+        var certainOffline = 0
+        /// Sessions certainly online.
+        var certainOnline = 0
+        /// Sockets the log showed accepted and not yet a session.
+        var pendingSockets = 0
+        /// Whether `pendingSockets` can be trusted: every socket open now was accepted after
+        /// the log link subscribed (Mosquitto closes a socket that sends no CONNECT within
+        /// 1.5 × its default keepalive of 60 s).
+        var pendingSocketsComplete = false
+        /// Offline sessions of unknown lifetime, with the stamp they went offline at.
+        var uncertain: [(id: String, since: Stamp)] = []
+
+        public static func == (l: CensusSnapshot, r: CensusSnapshot) -> Bool {
+            l.certainOffline == r.certainOffline && l.certainOnline == r.certainOnline && l.pendingSockets == r.pendingSockets
+                && l.pendingSocketsComplete == r.pendingSocketsComplete
+                && l.uncertain.map(\.id) == r.uncertain.map(\.id) && l.uncertain.map(\.since) == r.uncertain.map(\.since)
         }
     }
 
@@ -417,45 +437,48 @@ public struct SessionTable: Sendable, Equatable, Codable {
         return changed
     }
 
-    /// Lets go of offline sessions of unknown lifetime on the broker's own evidence: once
-    /// `$SYS/broker/clients/disconnected` (plus sockets that are not a known session yet)
-    /// is no more than the offline sessions certain to exist, none of them is alive.
+    /// The table as it stands now, for `census` once the counts of the broker update that
+    /// this state corresponds to have arrived.
     ///
-    /// Sound because a line received after tick k-1 was generated after the broker's update
-    /// k-1 and before update k, which the counts of update k reflect (the counters are QoS 0
-    /// and queued at once, so a line queued earlier cannot arrive later) — provided the log
-    /// connection was not lagging behind its in-flight window (`caughtUp`). A session that
-    /// went offline at tick k is therefore judged from tick k+2 on. Values must have stood for
-    /// a full tick (a socket that has not sent CONNECT lowers `disconnected` for a moment).
-    public mutating func census(_ census: Census, caughtUp: Bool) -> Released {
-        var released = Released()
-        let t = clock.tick
-        // Mosquitto publishes uptime first, then the client counts: when tick `t` arrives the
-        // counts in hand are from update t-1, and must have stood since update t-2.
-        guard caughtUp, t >= 2, census.disconnectedSince + 2 <= t, census.connectedSince + 2 <= t else { return released }
-        var certainOffline = 0
-        var certainOnline = 0
-        var eligible: [String] = []
-        for (id, session) in sessions where id != Self.unattributedKey {
+    /// Call it when an uptime tick arrives: Mosquitto queues each update's `$SYS` messages at
+    /// QoS 0, uptime first, then the client counts; a log line queued before the update
+    /// arrives before its uptime tick, and one queued after it arrives after its counts (as
+    /// long as the log connection is not lagging past its in-flight window — `caughtUp`). So
+    /// the table at the tick is exactly what that update counted.
+    public func censusSnapshot(pendingSocketsComplete: Bool) -> CensusSnapshot {
+        var snapshot = CensusSnapshot()
+        snapshot.pendingSockets = pendingSockets
+        snapshot.pendingSocketsComplete = pendingSocketsComplete
+        for (id, session) in sessions where id != Self.unattributedKey && !session.stateUncertain {
             if session.online {
-                if !session.stateUncertain { certainOnline += 1 }
-                continue
-            }
-            guard let since = session.offlineSince, since.tick + 2 <= t else { continue }
-            if session.stateUncertain { continue }
-            switch session.lifetime {
-            case .survivesDisconnect: certainOffline += 1
-            case .unknown: eligible.append(id)
-            case .endsAtDisconnect: break
+                snapshot.certainOnline += 1
+            } else if session.lifetime == .survivesDisconnect {
+                snapshot.certainOffline += 1
+            } else if session.lifetime == .unknown, let since = session.offlineSince {
+                snapshot.uncertain.append((id, since))
             }
         }
-        guard !eligible.isEmpty else { return released }
-        // A socket between TCP accept and CONNECT counts against `disconnected`. The log's
-        // count of them can only be too large; sockets the broker has beyond the sessions we
-        // know as online bound it too (our own links' connects may predate the log link).
-        let pending = min(pendingSockets, max(0, census.connected - certainOnline))
-        guard census.disconnected + pending <= certainOffline else { return released }
-        for id in eligible {
+        return snapshot
+    }
+
+    /// Lets go of offline sessions of unknown lifetime on the broker's own evidence: when the
+    /// update `snapshot` was taken at counted no more offline sessions than are certain to
+    /// exist, none of the uncertain ones was alive.
+    ///
+    /// Offline sessions in the broker = `disconnected` + sockets still waiting for CONNECT.
+    /// Those sockets are counted from the log (`New connection from …` lines) once every open
+    /// socket was accepted after the log link subscribed; before that, every socket the
+    /// broker has beyond the sessions known to be online is taken as one.
+    public mutating func census(_ snapshot: CensusSnapshot, counts: Census, caughtUp: Bool) -> Released {
+        var released = Released()
+        guard caughtUp, !snapshot.uncertain.isEmpty else { return released }
+        let unexplainedSockets = max(0, counts.connected - snapshot.certainOnline)
+        let pending = snapshot.pendingSocketsComplete ? min(snapshot.pendingSockets, unexplainedSockets) : unexplainedSockets
+        guard counts.disconnected + pending <= snapshot.certainOffline else { return released }
+        for (id, since) in snapshot.uncertain {
+            // Only if nothing happened to it since the snapshot (it may have come back).
+            guard let session = sessions[id], !session.online, !session.stateUncertain, session.lifetime == .unknown,
+                  session.offlineSince == since else { continue }
             released.changedInterest = replace(id, with: nil) || released.changedInterest
             released.byEvidence += 1
         }
