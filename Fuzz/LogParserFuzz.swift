@@ -5,6 +5,7 @@
 // The first byte of a line picks its topic (byte % 5, see `topics`); the rest is
 // the payload. Each line is parsed against the table's known ids and applied, and
 // the table's invariants are checked after every step: a broken one traps.
+import Glibc
 import MeshCore
 
 /// Mosquitto's log topics; index = first byte % 5.
@@ -17,7 +18,8 @@ let topics = [
 ]
 
 /// The lines of one input, at most this many (bounds the work per input).
-let maximumLines = 64
+/// (`FUZZ_MAX_LINES` lowers it for long runs: more inputs per second.)
+let maximumLines = getenv("FUZZ_MAX_LINES").flatMap { Int(String(cString: $0)) } ?? 64
 
 /// Fails the fuzz run (libFuzzer reports the trap and saves the input) with a reason.
 func check(_ condition: Bool, _ message: @autoclosure () -> String) {
