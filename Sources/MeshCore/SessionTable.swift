@@ -216,7 +216,7 @@ public struct SessionTable: Sendable, Equatable, Codable {
     public var uncertainSessions: Int {
         sessions.values.reduce(0) { count, s in
             guard !s.excluded else { return count }
-            return count + ((s.lifetime == .unknown && !s.online) || s.filtersMayBeStale ? 1 : 0)
+            return count + (((s.lifetime == .unknown || s.stateUncertain) && !s.online) || s.filtersMayBeStale ? 1 : 0)
         }
     }
 
@@ -501,7 +501,10 @@ public struct SessionTable: Sendable, Equatable, Codable {
                 }
                 continue
             }
-            guard session.lifetime == .unknown, !session.online, let since = session.offlineSince else { continue }
+            // Offline and possibly ended: unknown lifetime, or a session a cut or ambiguous line
+            // may have ended (kept rather than trusted; without this it would stay for ever).
+            guard session.lifetime == .unknown || session.stateUncertain, !session.online,
+                  let since = session.offlineSince else { continue }
             if since.time < cutoff {
                 forget(id)
                 released.changedInterest = replace(id, with: nil) || released.changedInterest

@@ -200,4 +200,19 @@ struct SessionEvidenceTests {
         #expect(table.uncertainSessions == 1)
         #expect(table.sessions["c"]?.filtersMayBeStale == true)
     }
+
+    @Test("a session a cut or ambiguous line may have ended is kept, then let go after the grace")
+    func uncertainStateIsSwept() {
+        var table = SessionTable()
+        table.apply(Self.connect3("v", clean: true))
+        table.apply(Self.sub("v", "keep"))
+        table.apply(.ambiguous([.disconnected(clientID: "v", reason: .other), .disconnected(clientID: "v x", reason: .other)]))
+        // Its real disconnect: kept (the ambiguous line may have been about it), counted as uncertain.
+        #expect(table.apply(.disconnected(clientID: "v", reason: .clean)) == false)
+        #expect(table.interest == ["keep": 1])
+        #expect(table.uncertainSessions == 1)
+        Self.tick(&table, 10)
+        #expect(table.sweep(grace: 5, limit: 100).byGrace == 1)
+        #expect(table.interest.isEmpty && table.sessions.isEmpty)
+    }
 }
