@@ -323,12 +323,20 @@ expect "hostile subscriber cannot read \$mesh/#" chk-a8 "chk/m8 marker"
 # keeps the first message in $TMP/held.out); returns once the broker logged its subscription.
 HELD_PID=
 hold_id() {
+    # The same id may have subscribed before in this log: wait for one more subscribe line,
+    # not for the first (else the takeover below can race the subscriber's connect).
+    local before t
+    before=$(grep -cF -- "$3 1 chk/id" "$LOG")
     # shellcheck disable=SC2046
     mosquitto_sub -h 127.0.0.1 -p "$1" $(creds "$2") -i "$3" -q 1 -v -C 1 -W "$WAIT" -t chk/id \
         >"$TMP/held.out" 2>&1 &
     HELD_PID=$!
     PIDS+=("$HELD_PID")
-    wait_log "$3 1 chk/id"
+    for ((t = 0; t < WAIT * 20; t++)); do
+        (( $(grep -cF -- "$3 1 chk/id" "$LOG") > before )) && return 0
+        sleep 0.05
+    done
+    return 1
 }
 # connect_as PORT USER PASSWORD ID [TOPIC] — one clean-start connection as ID that
 # publishes "from-USER" to TOPIC (default chk/id; QoS 1: returns after the broker handled
