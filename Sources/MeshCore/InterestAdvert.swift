@@ -7,11 +7,16 @@ public struct InterestAdvert: Equatable, Sendable {
     public var seq: UInt64
     /// Filter text as subscribed (may be `$share/...`) → number of local sessions holding it.
     public var filters: [String: Int]
+    /// Filters that appeared at this node moments ago → when (milliseconds since 1970, the
+    /// node's clock): a peer sends the node what it routed elsewhere since then, which the
+    /// node's subscriber would otherwise miss (`ReplayBuffer`). Empty when nothing is new.
+    public var since: [String: UInt64]
 
-    public init(node: String, seq: UInt64, filters: [String: Int]) {
+    public init(node: String, seq: UInt64, filters: [String: Int], since: [String: UInt64] = [:]) {
         self.node = node
         self.seq = seq
         self.filters = filters
+        self.since = since
     }
 }
 
@@ -24,7 +29,9 @@ public struct AdvertDecodeError: Error, Equatable, Sendable {
     }
 }
 
-/// JSON form of `InterestAdvert`: `{"node":"a","seq":3,"filters":{"a/+/c":1}}`.
+/// JSON form of `InterestAdvert`: `{"node":"a","seq":3,"filters":{"a/+/c":1}}`, with
+/// `"since":{"a/+/c":1764450000123}` after `filters` when filters are new (agents that do not
+/// know `since` ignore it, as every unknown top-level key).
 ///
 /// Hand-written rather than `JSONDecoder` so that the rules are exact and
 /// portable: integers are told from floats by their text (`1.0` is not a
@@ -54,7 +61,19 @@ public enum InterestAdvertCodec {
             out.append(UInt8(ascii: ":"))
             out.append(contentsOf: String(advert.filters[key]!).utf8)
         }
-        out.append(contentsOf: "}}".utf8)
+        out.append(UInt8(ascii: "}"))
+        if !advert.since.isEmpty {
+            out.append(contentsOf: #","since":{"#.utf8)
+            let sinceKeys = advert.since.keys.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
+            for (i, key) in sinceKeys.enumerated() {
+                if i > 0 { out.append(UInt8(ascii: ",")) }
+                appendString(key, to: &out)
+                out.append(UInt8(ascii: ":"))
+                out.append(contentsOf: String(advert.since[key]!).utf8)
+            }
+            out.append(UInt8(ascii: "}"))
+        }
+        out.append(UInt8(ascii: "}"))
         return out
     }
 
@@ -143,7 +162,24 @@ public enum InterestAdvertCodec {
                 throw AdvertDecodeError(reason: "filter \(quoted(filter)) appears twice")
             }
         }
-        return InterestAdvert(node: node, seq: seq, filters: filters)
+        var since: [String: UInt64] = [:]
+        if let sinceValue = member("since") {
+            guard case .object(let sinceMembers) = sinceValue else {
+                throw AdvertDecodeError(reason: "'since' is not an object")
+            }
+            for (filter, timeValue) in sinceMembers {
+                guard filters[filter] != nil else {
+                    throw AdvertDecodeError(reason: "'since' names \(quoted(filter)), which is not among the filters")
+                }
+                guard case .number(let text, let isInteger) = timeValue, isInteger, let millis = UInt64(text) else {
+                    throw AdvertDecodeError(reason: "'since' of filter \(quoted(filter)) is not an unsigned 64-bit integer")
+                }
+                guard since.updateValue(millis, forKey: filter) == nil else {
+                    throw AdvertDecodeError(reason: "'since' names \(quoted(filter)) twice")
+                }
+            }
+        }
+        return InterestAdvert(node: node, seq: seq, filters: filters, since: since)
     }
 
     /// A short, printable rendering of untrusted text for error reasons.

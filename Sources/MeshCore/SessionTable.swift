@@ -177,6 +177,21 @@ public struct SessionTable: Sendable, Equatable, Codable {
     /// Filter text (as subscribed) → number of sessions holding it. Maintained
     /// incrementally on every event; only recomputed when decoding.
     public private(set) var interest: [String: Int] = [:]
+    /// Whether filters entering `interest` are kept for `takeAppeared` (off by default, so a
+    /// table nobody drains does not grow).
+    public var recordsAppearances: Bool {
+        get { appeared.on }
+        set { appeared.on = newValue }
+    }
+    private var appeared = Appearances()
+
+    /// Filters that entered `interest`, waiting for the caller: bookkeeping about the table,
+    /// not part of its value (two tables with the same sessions are equal whatever is here).
+    struct Appearances: Sendable, Equatable {
+        var on = false
+        var filters: [String] = []
+        static func == (_: Appearances, _: Appearances) -> Bool { true }
+    }
     /// Whether the table holds every session the broker has. False after a connect line
     /// was cut, a session was forgotten without proof, or when the agent starts beside a
     /// broker it has no saved state for; a resumed session the table does not know then
@@ -296,7 +311,7 @@ public struct SessionTable: Sendable, Equatable, Codable {
             let wasCounted = previous != nil || (filter == "#" && session.filtersUnknown)
             sessions[id] = session
             guard !wasCounted else { return created && session.filtersUnknown }
-            interest[filter, default: 0] += 1
+            addInterest(filter)
             return true
 
         case .unsubscribed(let id, let filter):
@@ -380,7 +395,7 @@ public struct SessionTable: Sendable, Equatable, Codable {
         if !session.excluded && (!everyClientKnown || forgotten.contains(id)) {
             forgotten.remove(id)
             session.filtersUnknown = true
-            interest["#", default: 0] += 1
+            addInterest("#")
         }
         return session
     }
@@ -550,8 +565,20 @@ public struct SessionTable: Sendable, Equatable, Codable {
         let after = new?.contribution ?? []
         guard before != after else { return false }
         for filter in before where !after.contains(filter) { releaseInterest(filter) }
-        for filter in after where !before.contains(filter) { interest[filter, default: 0] += 1 }
+        for filter in after where !before.contains(filter) { addInterest(filter) }
         return true
+    }
+
+    private mutating func addInterest(_ filter: String) {
+        let old = interest.updateValue((interest[filter] ?? 0) + 1, forKey: filter)
+        if old == nil && appeared.on { appeared.filters.append(filter) }
+    }
+
+    /// The filters that entered `interest` since the last call, in order (only while
+    /// `recordsAppearances`): the agent stamps them with the time it read their line.
+    public mutating func takeAppeared() -> [String] {
+        defer { appeared.filters.removeAll(keepingCapacity: true) }
+        return appeared.filters
     }
 
     private mutating func releaseInterest(_ filter: String) {
