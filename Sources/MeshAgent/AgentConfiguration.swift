@@ -104,6 +104,16 @@ public struct AgentConfiguration: Sendable {
     public var sessionGrace: Double = 86_400
     /// At most this many such sessions are kept (the oldest go first, counted).
     public var maxUncertainSessions: Int = 100_000
+    /// Seconds each routed message is kept so that a peer whose advert of a new filter comes
+    /// after the message still gets it (the subscribe race, `ReplayBuffer`); also how long a
+    /// new filter is announced with its `since`. 0 turns replay off.
+    public var replayWindow: Double = 2
+    /// A replay starts this long before the moment the peer says its filter appeared: clock
+    /// skew between the nodes plus the peer agent's delay in reading its broker's log.
+    public var replayMargin: Double = 0.1
+    /// Bytes the replay buffer may hold (payloads, topics, properties, bookkeeping); when
+    /// full the oldest go first, counted.
+    public var replayMaxBytes: Int = 32 * 1024 * 1024
     /// swift-log level name; applied by the CLI.
     public var logLevel: String = "info"
 

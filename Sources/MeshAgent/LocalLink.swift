@@ -30,6 +30,7 @@ final class LocalLink: Sendable {
     private let onConnected: @Sendable () -> Void
     private let dropThrottle = LogThrottle()
     private let republishThrottle = LogThrottle()
+    private let replay: ForwardReplay
 
     init(configuration: AgentConfiguration, routing: RoutingTable, metrics: MeshMetrics, logger: Logger,
          onInterestChange: @escaping @Sendable () -> Void,
@@ -41,6 +42,8 @@ final class LocalLink: Sendable {
         self.onInterestChange = onInterestChange
         self.onConnected = onConnected
         topicBuffer = ForwardTopicBuffer(prefix: configuration.forwardPrefix)
+        let replay = ForwardReplay(configuration: configuration, routing: routing, metrics: metrics, logger: logger)
+        self.replay = replay
 
         // While the agent is down the broker queues every message for this session, and the
         // link forwards them when it is back.
@@ -52,6 +55,7 @@ final class LocalLink: Sendable {
         events.disconnected = { rc in box.value?.disconnected(rc) }
         events.message = { m in box.value?.message(m) }
         events.subscribed = { _, granted in box.value?.subscribed(granted) }
+        if replay.isEnabled { events.loopTurn = { replay.turn() } }
         let libraryThrottle = LogThrottle(first: 5, every: 100)
         events.libraryLog = { [logger] isError, message in
             guard isError, libraryThrottle.shouldLog().0 else { return }
@@ -59,6 +63,7 @@ final class LocalLink: Sendable {
         }
         client = try MQTTClient(configuration: cc, events: events)
         box.value = self
+        if replay.isEnabled { routing.setReplayWaker { [client] in client.wakeLoop() } }
     }
 
     func start() { client.startInBackground(logger: logger, link: "local link") }
@@ -122,13 +127,19 @@ final class LocalLink: Sendable {
             return
         }
         let topic = m.topic
-        switch routing.route(topic: topic, retained: m.retain) {
+        var replays: [ReplayRequest] = []
+        let decision = routing.route(topic: topic, retained: m.retain, replays: &replays)
+        // Before this message: it was routed by the interest those replays are for.
+        if !replays.isEmpty { replay.perform(replays) }
+        switch decision {
         case .forward(let targets):
-            forward(m, topic: topic, to: targets)
+            let properties = forward(m, topic: topic, to: targets)
+            if replay.isEnabled { replay.record(m, topic: topic, sentTo: PeerSet(targets.lazy.map(\.index)), properties: properties) }
         case .republishLocally:
             republish(m)
         case .notWanted:
             metrics.notWanted.increment()
+            if replay.isEnabled { replay.record(m, topic: topic, sentTo: PeerSet(), properties: nil) }
         case .ignored(let reason):
             switch reason {
             case .dollarTopic: metrics.ignoredDollar.increment()
@@ -146,7 +157,8 @@ final class LocalLink: Sendable {
         metrics.ignoredDollar.increment()
     }
 
-    private func forward(_ m: ReceivedMessage, topic: String, to targets: [PeerLink]) {
+    /// Returns the copy of the message's properties it made (nil if none), for the replay buffer.
+    private func forward(_ m: ReceivedMessage, topic: String, to targets: [PeerLink]) -> PropertyList? {
         let topicLength = m.topicLength
         let forwardTopic = topicBuffer.prefixed(m.topicPointer, length: topicLength)
         let hasProperties = m.retain || m.properties != nil
@@ -192,7 +204,21 @@ final class LocalLink: Sendable {
                 logDrop(peer, reason: MosquittoError(code: rc, operation: "forward").description)
             }
         }
-        withExtendedLifetime(copied) {}
+        return m.retain ? nil : copied
+    }
+
+    /// The message's own properties as a forward carries them (a client's `mesh:` ones
+    /// dropped), without markers; nil if copying failed (logged).
+    static func copyForForward(_ m: ReceivedMessage, logger: Logger) -> PropertyList? {
+        do {
+            var ignored = false
+            return try reservedPrefix.withCString { prefix throws(MosquittoError) in
+                try PropertyList.copyForRepublish(m.properties, strippingMarker: nil, reservedPrefix: prefix, markerFound: &ignored)
+            }
+        } catch {
+            logger.error("could not copy a message's properties for the replay buffer; a replay sends it without them", metadata: ["error": "\(error)"])
+            return nil
+        }
     }
 
     /// The properties a forwarded copy carries: the message's own (copied), the retained

@@ -49,7 +49,8 @@ public final class MeshAgent: Service, Sendable {
         }
         let table = restored?.sessions ?? SessionTable(excludedClientIDPrefix: configuration.clientIDPrefix)
         interest = NodeInterest(table: table, seq: restored?.seq ?? 0, metrics: metrics, logger: logger,
-                                grace: configuration.sessionGrace, uncertainLimit: configuration.maxUncertainSessions)
+                                grace: configuration.sessionGrace, uncertainLimit: configuration.maxUncertainSessions,
+                                appearanceHorizon: configuration.replayWindow)
         let linesMayBeLost = restored?.linesMayBeLost(now: Date().timeIntervalSince1970, lineLifetime: ControlLink.lineLifetime) ?? false
         if let r = restored {
             logger.info("state restored", metadata: ["sessions": "\(r.sessions.sessions.count)", "filters": "\(r.sessions.interest.count)", "seq": "\(r.seq)"])

@@ -60,6 +60,7 @@ public final class PeerMetrics: Sendable {
     public let connected: MeshGauge
     public let pending: MeshGauge
     public let remoteFilters: MeshGauge
+    public let replayed: MeshCounter
 
     init(peer: String) {
         self.peer = peer
@@ -76,6 +77,7 @@ public final class PeerMetrics: Sendable {
         connected = MeshGauge("mesh_peer_link_up", help: "1 while the link to this peer broker is connected.", dimensions: d)
         pending = MeshGauge("mesh_peer_pending_messages", help: "QoS 1/2 forwards to this peer not yet acknowledged (backpressure starts at --max-pending).", dimensions: d)
         remoteFilters = MeshGauge("mesh_peer_subscriptions", help: "Distinct filters this peer's nodes advertise.", dimensions: d)
+        replayed = MeshCounter("mesh_replayed_messages_total", help: "Messages sent to this peer again because its advert of a new filter came after they passed (the subscribe race); also counted in mesh_forwarded_messages_total or mesh_forward_held_total.", dimensions: d)
     }
 }
 
@@ -117,6 +119,10 @@ public final class MeshMetrics: Sendable {
     public let localSessionTakeovers = MeshCounter("mesh_local_session_takeovers_total", help: "Times the agent's own log or forwarding session was found gone while its broker kept running (a client used the agent's id).")
     /// Times log lines may have been lost (log session taken over, or down longer than the lines live).
     public let logLinesLost = MeshCounter("mesh_log_lines_lost_total", help: "Times log lines may have been lost (log session taken over, down longer than lines live, or an unclean stop): interest was widened.")
+    public let replayWindowExceeded = MeshCounter("mesh_replay_window_exceeded_total", help: "Replays that reached back past what the replay buffer still held (--replay-window or --replay-max-bytes): a message published after the subscriber's SUBACK may have been missed (logged, throttled).")
+    public let replayEvictedEarly = MeshCounter("mesh_replay_evicted_early_total", help: "Messages let go from the replay buffer before --replay-window ran out because --replay-max-bytes was reached.")
+    public let replayBufferBytes = MeshGauge("mesh_replay_buffer_bytes", help: "Bytes held by the replay buffer (payloads, topics, properties and bookkeeping).")
+    public let replayBufferMessages = MeshGauge("mesh_replay_buffer_messages", help: "Messages held by the replay buffer.")
     private let peerTable = Mutex<[String: PeerMetrics]>([:])
 
     public init() {}
@@ -153,9 +159,11 @@ public final class MeshMetrics: Sendable {
             "sessions_uncertain": sessionsUncertain.current,
             "sessions_unknown_filters": sessionsUnknownFilters.current,
             "local_session_takeovers": localSessionTakeovers.current,
+            "replay_window_exceeded": replayWindowExceeded.current,
         ]
-        var forwarded = 0, forwardedBytes = 0, dropped = 0, rejected = 0, stale = 0, reconnects = 0
+        var forwarded = 0, forwardedBytes = 0, dropped = 0, rejected = 0, stale = 0, reconnects = 0, replayed = 0
         for p in peers {
+            replayed += p.replayed.current
             forwarded += p.forwardedMessages.current
             forwardedBytes += p.forwardedBytes.current
             dropped += p.dropped.current
@@ -169,6 +177,7 @@ public final class MeshMetrics: Sendable {
         s["control_rejected"] = rejected
         s["adverts_stale"] = stale
         s["peer_reconnects"] = reconnects
+        s["replayed"] = replayed
         return s
     }
 }

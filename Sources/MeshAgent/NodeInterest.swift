@@ -24,7 +24,14 @@ final class NodeInterest: Sendable {
         var censusSnapshot: SessionTable.CensusSnapshot?
         /// When the log link last subscribed: sockets opened before it were not logged.
         var logLinkUpAt: Double = 0
+        /// Filters that entered the interest within `appearanceHorizon` → when (ms since 1970):
+        /// the adverts' `since`, from which peers replay what this node's new subscribers missed.
+        var appeared: [String: UInt64] = [:]
     }
+
+    /// At most this many `since` entries per advert (the newest): a subscribe storm must not
+    /// make every advert as large as the interest. Older new filters get no replay.
+    static let maximumSinceEntries = 4096
 
     /// Mosquitto closes a socket that sends no CONNECT after 1.5 × its default keepalive
     /// (60 s), checking every 5 s: after this long every open socket was accepted while the
@@ -46,10 +53,14 @@ final class NodeInterest: Sendable {
     private let truncatedThrottle = LogThrottle()
     private let ambiguousThrottle = LogThrottle()
     private let releaseThrottle = LogThrottle()
+    /// Seconds a new filter is announced with its `since` (the replay window); 0: never.
+    private let appearanceHorizon: Double
 
     init(table: SessionTable, seq: UInt64, metrics: MeshMetrics, logger: Logger,
-         grace: Double = 86_400, uncertainLimit: Int = 100_000) {
+         grace: Double = 86_400, uncertainLimit: Int = 100_000, appearanceHorizon: Double = 0) {
         var table = table
+        table.recordsAppearances = appearanceHorizon > 0
+        self.appearanceHorizon = appearanceHorizon
         // Stamps taken before the first `$SYS` tick carry the time the agent started.
         table.advance(to: .init(tick: table.clock.tick, time: Date().timeIntervalSince1970))
         state = Mutex(State(table: table, seq: seq))
@@ -75,6 +86,7 @@ final class NodeInterest: Sendable {
                 }
                 let changed = s.table.apply(event)
                 if changed {
+                    Self.stampAppearances(&s)
                     s.dirty = true
                     s.changes &+= 1
                     metrics.localFilters.set(s.table.interest.count)
@@ -208,6 +220,7 @@ final class NodeInterest: Sendable {
         return state.withLock { s in
             let changed = s.table.linesLost()
             if changed {
+                Self.stampAppearances(&s)
                 s.dirty = true
                 s.changes &+= 1
             }
@@ -228,14 +241,32 @@ final class NodeInterest: Sendable {
         }
     }
 
+    /// Records when the filters that just entered the interest appeared.
+    private static func stampAppearances(_ s: inout State) {
+        let new = s.table.takeAppeared()
+        guard !new.isEmpty else { return }
+        let now = UInt64(max(0, Date().timeIntervalSince1970 * 1000))
+        for filter in new { s.appeared[filter] = now }
+    }
+
     /// The next advert if anything changed since the last one (or `force`).
     func takeAdvert(node: String, force: Bool = false) -> InterestAdvert? {
         state.withLock { s in
             guard s.dirty || force else { return nil }
             s.dirty = false
             s.seq += 1
-            return InterestAdvert(node: node, seq: s.seq, filters: s.table.interest)
+            return InterestAdvert(node: node, seq: s.seq, filters: s.table.interest, since: Self.since(&s, horizon: appearanceHorizon))
         }
+    }
+
+    /// The `since` entries still worth announcing: within the horizon and still wanted.
+    private static func since(_ s: inout State, horizon: Double) -> [String: UInt64] {
+        guard !s.appeared.isEmpty else { return [:] }
+        let oldest = UInt64(max(0, (Date().timeIntervalSince1970 - horizon) * 1000))
+        s.appeared = s.appeared.filter { $0.value >= oldest && s.table.interest[$0.key] != nil }
+        guard s.appeared.count > maximumSinceEntries else { return s.appeared }
+        let newest = s.appeared.sorted { $0.value > $1.value }.prefix(maximumSinceEntries)
+        return Dictionary(uniqueKeysWithValues: newest.map { ($0.key, $0.value) })
     }
 
     func markDirty() { state.withLock { $0.dirty = true } }

@@ -308,7 +308,10 @@ final class PeerLink: Sendable {
             case .newer:
                 break
             }
-            metrics.remoteFilters.set(routing.setInterest(peer: index, node: node, filters: advert.filters))
+            // New filters come with when they appeared: the local link sends this peer what it
+            // routed elsewhere since then, before anything the new interest routes.
+            let replay = advert.since.isEmpty ? nil : ReplayRequest(peer: index, since: advert.since)
+            metrics.remoteFilters.set(routing.setInterest(peer: index, node: node, filters: advert.filters, replay: replay))
             metrics.adverts.increment()
             setMirror(ControlTopic.mirror(of: ownNodeID, node: node, kind: .subscriptions), m.payloadBytes)
             onInterestChange()

@@ -16,17 +16,31 @@ final class RoutingTable: Sendable {
     private struct State {
         var router: Router
         var links: [Int: PeerLink] = [:]
+        /// New interest whose replay the local link has not done yet; handed to it with the
+        /// first route decision that uses that interest, so it replays before it routes.
+        var replays: [ReplayRequest] = []
     }
 
     private let state: Mutex<State>
+    /// Whether `replays` is non-empty, for the local link's idle check without the lock.
+    private let replaysPending = Atomic<Bool>(false)
+    /// Wakes the local link's loop thread when a replay waits and no message may come.
+    private let replayWaker = Mutex<(@Sendable () -> Void)?>(nil)
 
     init(forwardPrefix: String) {
         state = Mutex(State(router: Router(forwardPrefix: forwardPrefix)))
     }
 
+    /// Decides for one message. `replays` receives the replays due before this message (new
+    /// interest this decision already uses): the caller performs them first, so a peer gets
+    /// what it missed before anything routed by its new interest.
     @inline(__always)
-    func route(topic: String, retained: Bool) -> Routed {
+    func route(topic: String, retained: Bool, replays: inout [ReplayRequest]) -> Routed {
         state.withLock { s in
+            if !s.replays.isEmpty {
+                swap(&replays, &s.replays)
+                replaysPending.store(false, ordering: .relaxed)
+            }
             switch s.router.route(topic: topic, retained: retained) {
             case .forward(let peers): return .forward(peers.compactMap { s.links[$0] })
             case .republishLocally: return .republishLocally
@@ -34,6 +48,26 @@ final class RoutingTable: Sendable {
             case .ignored(let reason): return .ignored(reason)
             }
         }
+    }
+
+    /// The replays waiting, for the local link's loop when it is idle (no message to route).
+    func takeReplays() -> [ReplayRequest] {
+        guard replaysPending.load(ordering: .relaxed) else { return [] }
+        return state.withLock { s in
+            replaysPending.store(false, ordering: .relaxed)
+            defer { s.replays = [] }
+            return s.replays
+        }
+    }
+
+    /// Who to wake when a replay is queued (the local link's loop thread).
+    func setReplayWaker(_ wake: @escaping @Sendable () -> Void) {
+        replayWaker.withLock { $0 = wake }
+    }
+
+    /// The live link of peer `index`.
+    func link(_ index: Int) -> PeerLink? {
+        state.withLock { $0.links[index] }
     }
 
     /// A new peer: it receives retained messages at once, and forwards once its interest is known.
@@ -53,8 +87,12 @@ final class RoutingTable: Sendable {
     }
 
     /// `node`'s interest at `peer` changed; returns the number of filters the peer now wants.
-    func setInterest(peer: Int, node: String, filters: [String: Int]) -> Int {
-        update(peer: peer) { $0.replacing(node: node, filters: filters) }
+    /// `replay`: what to send the peer again for its new filters, queued in the same step as
+    /// the new interest is put in place.
+    func setInterest(peer: Int, node: String, filters: [String: Int], replay: ReplayRequest? = nil) -> Int {
+        let count = update(peer: peer, replay: replay) { $0.replacing(node: node, filters: filters) }
+        if replay != nil, let wake = replayWaker.withLock({ $0 }) { wake() }
+        return count
     }
 
     /// `node` withdrew its interest at `peer`; returns the number of filters the peer now wants.
@@ -67,14 +105,21 @@ final class RoutingTable: Sendable {
     /// another update of the same peer got in meanwhile (a peer link applies its adverts in
     /// order on its one thread, so only if someone else updates that peer), the swap is
     /// refused and the build starts again from the new state, so neither update is lost.
-    private func update(peer: Int, _ build: (PeerInterest) -> PeerInterest?) -> Int {
+    private func update(peer: Int, replay: ReplayRequest? = nil, _ build: (PeerInterest) -> PeerInterest?) -> Int {
         while true {
             let snapshot = state.withLock { $0.router.snapshot(ofPeer: peer) }
             // The snapshot holds the storage being replaced until after the swap, so it is
             // freed here, not under the lock.
             let done: Int? = withExtendedLifetime(snapshot) {
                 guard let built = build(snapshot) else { return snapshot.interest.filterCount }
-                return state.withLock { s in s.router.swap(built) ? built.interest.filterCount : nil }
+                return state.withLock { s in
+                    guard s.router.swap(built) else { return nil }
+                    if let replay {
+                        s.replays.append(replay)
+                        replaysPending.store(true, ordering: .relaxed)
+                    }
+                    return built.interest.filterCount
+                }
             }
             if let done { return done }
         }

@@ -12,6 +12,7 @@ public enum SettingKey: String, CaseIterable, Sendable {
     case maxPending = "max-pending", statsInterval = "stats-interval", peerSyncTimeout = "peer-sync-timeout"
     case topicAliases = "topic-aliases"
     case sessionGrace = "session-grace", maxUncertainSessions = "max-uncertain-sessions"
+    case replayWindow = "replay-window", replayMargin = "replay-margin", replayMaxBytes = "replay-max-bytes"
 
     /// `MESH_NODE_ID`, …; the peer list is `MESH_PEERS=host:port,host:port`.
     public var environmentName: String {
@@ -133,6 +134,9 @@ extension AgentConfiguration {
         if let v = try number(.peerSyncTimeout, 0...3600) { peerSyncTimeout = .milliseconds(Int(v * 1000)) }
         if let v = try number(.sessionGrace, 60...31_536_000) { sessionGrace = v }
         if let v = try number(.maxUncertainSessions, 1...100_000_000) { maxUncertainSessions = Int(v) }
+        if let v = try number(.replayWindow, 0...60) { replayWindow = v }
+        if let v = try number(.replayMargin, 0...10) { replayMargin = v }
+        if let v = try number(.replayMaxBytes, 0...17_179_869_184) { replayMaxBytes = Int(v) }
         if let level = settings[.logLevel]?.value {
             guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(level.lowercased()) else {
                 throw fail(.logLevel, "expected trace, debug, info, notice, warning, error or critical")

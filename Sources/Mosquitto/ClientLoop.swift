@@ -25,10 +25,12 @@ final class ClientLoop: @unchecked Sendable {
     private let loopThread = Mutex<pthread_t?>(nil)
     private let finished = DispatchSemaphore(value: 0)
     private let reconnectDelay: (min: UInt32, max: UInt32)
+    private let onTurn: (@Sendable () -> Void)?
 
-    init(handle: OpaquePointer, reconnectDelay: (min: UInt32, max: UInt32)) {
+    init(handle: OpaquePointer, reconnectDelay: (min: UInt32, max: UInt32), onTurn: (@Sendable () -> Void)? = nil) {
         self.handle = handle
         self.reconnectDelay = reconnectDelay
+        self.onTurn = onTurn
         wakeFD = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
     }
 
@@ -96,6 +98,9 @@ final class ClientLoop: @unchecked Sendable {
         wake()
     }
 
+    /// Wakes the loop so it runs its turn hook (from any thread).
+    func wakeForTurn() { wake() }
+
     private func wake() {
         var one: UInt64 = 1
         _ = write(wakeFD, &one, 8)
@@ -122,6 +127,7 @@ final class ClientLoop: @unchecked Sendable {
         }
         var delay = max(1, reconnectDelay.min)
         while running.load(ordering: .relaxed) {
+            onTurn?()
             let sock = mosquitto_socket(handle)
             if sock < 0 {
                 guard reconnecting.load(ordering: .relaxed) else {

@@ -21,6 +21,10 @@ public struct ClientEvents: Sendable {
     /// no other callback reports. Nil: not collected. Collected only while the connection is
     /// down: with a log callback set, libmosquitto formats a line for every packet.
     public var libraryLog: (@Sendable (_ isError: Bool, _ message: String) -> Void)? = nil
+    /// Runs on the loop thread at every turn of the loop: after each wake (`wakeLoop`), each
+    /// batch of packets read, and at least once a second. For work that must happen on that
+    /// thread, between messages. Nil: nothing.
+    public var loopTurn: (@Sendable () -> Void)? = nil
 
     public init() {}
 }
@@ -58,7 +62,7 @@ public final class MQTTClient: @unchecked Sendable {
         }
         self.handle = handle
         self.context = unmanaged
-        loop = ClientLoop(handle: handle, reconnectDelay: configuration.reconnectDelay)
+        loop = ClientLoop(handle: handle, reconnectDelay: configuration.reconnectDelay, onTurn: events.loopTurn)
         context.owner = WeakClient(self)
         do {
             try configure()
@@ -135,6 +139,9 @@ public final class MQTTClient: @unchecked Sendable {
         loop.start(name: "mqtt \(configuration.clientID)")
         return firstError
     }
+
+    /// Wakes the loop thread, which then runs `ClientEvents.loopTurn`.
+    public func wakeLoop() { loop.wakeForTurn() }
 
     /// Whether the last CONNACK succeeded and no disconnect has been seen since.
     public var isConnected: Bool { connectedFlag.load(ordering: .acquiring) }

@@ -76,6 +76,12 @@ extension MosquittoMesh {
         var sessionGrace: String?
         @Option(name: .customLong("max-uncertain-sessions"), help: "At most this many such sessions are kept; the oldest are let go first, counted (default 100000).")
         var maxUncertainSessions: String?
+        @Option(name: .customLong("replay-window"), help: "Seconds each routed message is kept to be sent again to a peer whose advert of a new matching filter arrives after it (the subscribe race); 0 turns replay off (default 2).")
+        var replayWindow: String?
+        @Option(name: .customLong("replay-margin"), help: "Seconds a replay reaches back before the moment the peer says its filter appeared: clock skew between nodes plus the peer's log delay (default 0.1).")
+        var replayMargin: String?
+        @Option(name: .customLong("replay-max-bytes"), help: "Bytes the replay buffer may hold; the oldest messages go first, counted (default 33554432).")
+        var replayMaxBytes: String?
 
         /// The flags given, as settings.
         var flagSettings: Settings {
@@ -87,6 +93,7 @@ extension MosquittoMesh {
                 (.healthListen, healthListen), (.metricsListen, metricsListen), (.logLevel, logLevel),
                 (.maxPending, maxPending), (.statsInterval, statsInterval), (.peerSyncTimeout, peerSyncTimeout),
                 (.topicAliases, topicAliases), (.sessionGrace, sessionGrace), (.maxUncertainSessions, maxUncertainSessions),
+                (.replayWindow, replayWindow), (.replayMargin, replayMargin), (.replayMaxBytes, replayMaxBytes),
             ]
             var s: Settings = [:]
             for (key, value) in pairs { if let value { s[key] = SettingValue(values: [value], origin: "--\(key.rawValue)") } }
