@@ -38,7 +38,8 @@ public final class HarnessClient: Sendable {
     public init(clientID: String, port: Int32, host: String = "127.0.0.1", cleanStart: Bool = true,
                 sessionExpiry: UInt32 = 0, protocolVersion: ClientConfiguration.ProtocolVersion = .v5,
                 username: String? = nil, password: String? = nil, tls: ClientConfiguration.TLS? = nil,
-                record: Bool = true, onMessage: (@Sendable (ReceivedMessage) -> Void)? = nil) throws {
+                record: Bool = true, onMessage: (@Sendable (ReceivedMessage) -> Void)? = nil,
+                onSubscribed: (@Sendable (_ mid: Int32) -> Void)? = nil) throws {
         var c = ClientConfiguration(clientID: clientID, host: host, port: port)
         c.cleanStart = cleanStart
         c.sessionExpiry = sessionExpiry
@@ -55,7 +56,11 @@ public final class HarnessClient: Sendable {
             s.lastConnectCode = rc
             if rc == 0 { s.connects += 1; s.lastSessionPresent = present }
         } }
-        events.subscribed = { mid, granted in box.value?.state.withLock { $0.subacks[mid] = granted } }
+        events.subscribed = { mid, granted in
+            box.value?.state.withLock { $0.subacks[mid] = granted }
+            // On the loop thread, the moment the SUBACK is read: a test can act "right after".
+            onSubscribed?(mid)
+        }
         events.published = { _, _ in box.value?.state.withLock { $0.acked += 1 } }
         events.message = { m in box.value?.received(m) }
         client = try MQTTClient(configuration: c, events: events)

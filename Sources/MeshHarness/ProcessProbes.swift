@@ -18,6 +18,13 @@ extension AgentProcess {
         return metricSamples(body)[sample]
     }
 
+    /// The sum of every sample of `name` whatever its labels (a per-peer counter over all
+    /// peers); nil if the agent does not answer.
+    public func metricTotal(_ name: String) -> Double? {
+        guard let (status, body) = Network.httpGet(port: metricsPort, path: "/metrics"), status == 200 else { return nil }
+        return metricSamples(body).filter { $0.key == name || $0.key.hasPrefix(name + "{") }.values.reduce(0, +)
+    }
+
     /// Resident set size of the running agent (bytes).
     public var residentBytes: Int? { pid.flatMap(ProcessMemory.residentBytes) }
 }
