@@ -60,6 +60,15 @@ public struct ClientConfiguration: Sendable {
     public var sendMaximum: UInt16 = 65535
     public var reconnectDelay: (min: UInt32, max: UInt32) = (1, 5)
     public var tls: TLS?
+    /// Seconds a connection attempt may take up to its CONNACK; set, connects never block the
+    /// loop thread and an attempt still unanswered after this long is started over. Nil:
+    /// blocking connects (fine for the local broker). A host whose packets are silently
+    /// dropped holds a blocking connect for the kernel's SYN retries (about 2 minutes), and
+    /// after the network heals the next retransmission may be a minute away.
+    public var connectTimeout: Double?
+    /// Milliseconds between turns of an idle loop: `ClientEvents.loopTurn` runs at least
+    /// this often.
+    public var loopTurnInterval: Int32 = 1000
 
     public init(clientID: String, host: String, port: Int32) {
         self.clientID = clientID

@@ -26,11 +26,19 @@ final class ClientLoop: @unchecked Sendable {
     private let finished = DispatchSemaphore(value: 0)
     private let reconnectDelay: (min: UInt32, max: UInt32)
     private let onTurn: (@Sendable () -> Void)?
+    private let turnInterval: Int32
+    /// Non-blocking connects, each attempt bounded by this many seconds (nil: blocking).
+    private let connectTimeout: Double?
+    /// Monotonic seconds when the current attempt started; nil once its CONNACK came.
+    private let attemptStarted = Mutex<Double?>(nil)
 
-    init(handle: OpaquePointer, reconnectDelay: (min: UInt32, max: UInt32), onTurn: (@Sendable () -> Void)? = nil) {
+    init(handle: OpaquePointer, reconnectDelay: (min: UInt32, max: UInt32), onTurn: (@Sendable () -> Void)? = nil,
+         turnInterval: Int32 = 1000, connectTimeout: Double? = nil) {
         self.handle = handle
         self.reconnectDelay = reconnectDelay
         self.onTurn = onTurn
+        self.turnInterval = max(10, turnInterval)
+        self.connectTimeout = connectTimeout
         wakeFD = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
     }
 
@@ -79,6 +87,31 @@ final class ClientLoop: @unchecked Sendable {
         let sock = mosquitto_socket(handle)
         if sock >= 0 { _ = shutdown(sock, Int32(SHUT_RDWR)) }
         wake()
+    }
+
+    /// A non-blocking connect attempt has just been started (by `start` or the loop).
+    func connectAttemptStarted() {
+        attemptStarted.withLock { $0 = ClientLoop.monotonicSeconds() }
+    }
+
+    /// The CONNACK of the current attempt arrived.
+    func connected() {
+        attemptStarted.withLock { $0 = nil }
+    }
+
+    /// Closes the connection the way a broken network does (no DISCONNECT), and lets the loop
+    /// report the loss and reconnect as usual: for a connection that no longer carries
+    /// anything although its socket looks fine (a silent partition).
+    func dropConnection() {
+        let sock = mosquitto_socket(handle)
+        if sock >= 0 { _ = shutdown(sock, Int32(SHUT_RDWR)) }
+        wake()
+    }
+
+    static func monotonicSeconds() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
     }
 
     /// Ends the loop and waits (bounded) for its thread. Must not be called on the loop
@@ -136,6 +169,16 @@ final class ClientLoop: @unchecked Sendable {
                 }
                 pause(milliseconds: Int32(delay) * 1000)
                 guard running.load(ordering: .relaxed), reconnecting.load(ordering: .relaxed) else { continue }
+                if connectTimeout != nil {
+                    // Never blocks; the attempt is watched below and started over if it hangs.
+                    connectAttemptStarted()
+                    if mosquitto_reconnect_async(handle) == Int32(MOSQ_ERR_SUCCESS.rawValue) {
+                        delay = max(1, reconnectDelay.min)
+                    } else {
+                        delay = min(delay * 2, max(reconnectDelay.min, reconnectDelay.max))
+                    }
+                    continue
+                }
                 if mosquitto_reconnect(handle) == Int32(MOSQ_ERR_SUCCESS.rawValue) {
                     delay = max(1, reconnectDelay.min)
                 } else {
@@ -147,7 +190,15 @@ final class ClientLoop: @unchecked Sendable {
                 pollfd(fd: sock, events: Int16(POLLIN) | (mosquitto_want_write(handle) ? Int16(POLLOUT) : 0), revents: 0),
                 pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0),
             ]
-            let n = poll(&fds, 2, 1000)
+            if let connectTimeout, let started = attemptStarted.withLock({ $0 }),
+               ClientLoop.monotonicSeconds() - started > connectTimeout {
+                // No CONNACK in time (SYN or CONNECT lost in a partition, or a frozen broker):
+                // start over on a new socket, so the first attempt after a heal succeeds.
+                connectAttemptStarted()
+                _ = mosquitto_reconnect_async(handle)
+                continue
+            }
+            let n = poll(&fds, 2, turnInterval)
             if n < 0 && errno != EINTR { pause(milliseconds: 10) }
             if fds[1].revents != 0 { drainWake() }
             var rc = Int32(MOSQ_ERR_SUCCESS.rawValue)

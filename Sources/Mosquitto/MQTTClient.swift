@@ -15,6 +15,9 @@ public struct ClientEvents: Sendable {
     public var message: @Sendable (_ message: ReceivedMessage) -> Void = { _ in }
     /// A publish finished: QoS 0 written, QoS 1 PUBACK, QoS 2 PUBCOMP (or refused, rc ≥ 0x80).
     public var published: @Sendable (_ mid: Int32, _ reasonCode: Int32) -> Void = { _, _ in }
+    /// The broker acknowledged a QoS 1/2 publish (not called for a QoS 0 write): proof that
+    /// the connection carries traffic both ways.
+    public var acknowledged: (@Sendable () -> Void)? = nil
     /// SUBACK with the granted QoS (or failure codes ≥ 0x80) per filter.
     public var subscribed: @Sendable (_ mid: Int32, _ granted: [Int32]) -> Void = { _, _ in }
     /// libmosquitto's own warnings and errors (failed connects, TLS handshake failures), which
@@ -42,6 +45,8 @@ public final class MQTTClient: @unchecked Sendable {
     private let state = Mutex(LifeState.created)
     /// QoS 1/2 publishes handed to libmosquitto and not yet acknowledged by the broker.
     private let outstanding = Atomic<Int>(0)
+    /// Payload bytes of those counted (settled with the ledger, like `outstanding`).
+    private let outstandingByteCount = Atomic<Int>(0)
     private let connectedFlag = Atomic<Bool>(false)
     private let aliasMaximum = Atomic<Int>(0)
     /// Tells a QoS 1/2 acknowledgement from a QoS 0 write completion by packet id (both come
@@ -62,7 +67,8 @@ public final class MQTTClient: @unchecked Sendable {
         }
         self.handle = handle
         self.context = unmanaged
-        loop = ClientLoop(handle: handle, reconnectDelay: configuration.reconnectDelay, onTurn: events.loopTurn)
+        loop = ClientLoop(handle: handle, reconnectDelay: configuration.reconnectDelay, onTurn: events.loopTurn,
+                          turnInterval: configuration.loopTurnInterval, connectTimeout: configuration.connectTimeout)
         context.owner = WeakClient(self)
         do {
             try configure()
@@ -128,7 +134,14 @@ public final class MQTTClient: @unchecked Sendable {
         if configuration.protocolVersion == .v5 && configuration.sessionExpiry > 0 {
             try check(mosquitto_property_add_int32(&props, Int32(mesh_prop_session_expiry_interval), configuration.sessionExpiry), "set session expiry")
         }
-        let rc = mosquitto_connect_bind_v5(handle, configuration.host, configuration.port, configuration.keepalive, nil, props)
+        let rc: Int32
+        if configuration.connectTimeout != nil && props == nil {
+            // Never blocks: the loop thread watches the attempt (`ClientLoop`).
+            loop.connectAttemptStarted()
+            rc = mosquitto_connect_bind_async(handle, configuration.host, configuration.port, configuration.keepalive, nil)
+        } else {
+            rc = mosquitto_connect_bind_v5(handle, configuration.host, configuration.port, configuration.keepalive, nil, props)
+        }
         if rc != Int32(MOSQ_ERR_SUCCESS.rawValue) {
             // Not fatal: the loop thread reconnects with backoff.
             firstError = MosquittoError(code: rc, operation: "connect \(configuration.endpoint)")
@@ -152,6 +165,8 @@ public final class MQTTClient: @unchecked Sendable {
 
     /// QoS 1/2 messages handed over and not yet acknowledged by the broker.
     public var outstandingPublishes: Int { outstanding.load(ordering: .relaxed) }
+    /// Their payload bytes.
+    public var outstandingBytes: Int { outstandingByteCount.load(ordering: .relaxed) }
 
     private static let errno = Int32(MOSQ_ERR_ERRNO.rawValue)
     private static let connectionLost = Int32(MOSQ_ERR_CONN_LOST.rawValue)
@@ -197,8 +212,9 @@ public final class MQTTClient: @unchecked Sendable {
             rc = Self.notConnected
         }
         if Self.accepted(rc, qos: qos) {
-            let counted = ledger.withLock { $0.published(mid: UInt16(truncatingIfNeeded: mid), qos: qos) }
+            let counted = ledger.withLock { $0.published(mid: UInt16(truncatingIfNeeded: mid), qos: qos, bytes: payload.count) }
             if qos > 0 && !counted { outstanding.subtract(1, ordering: .relaxed) }
+            if counted { outstandingByteCount.add(payload.count, ordering: .relaxed) }
         } else if qos > 0 {
             outstanding.subtract(1, ordering: .relaxed)
         }
@@ -267,6 +283,13 @@ public final class MQTTClient: @unchecked Sendable {
         loop.abortConnection()
     }
 
+    /// Closes the connection as a broken network would (no DISCONNECT, no Will suppressed) and
+    /// reconnects as after any loss: for a link that has gone silent (a partition that drops
+    /// packets without a reset keeps the socket looking healthy for minutes).
+    public func dropConnection() {
+        loop.dropConnection()
+    }
+
     /// Waits (bounded) until every QoS 1/2 publish has been acknowledged. Returns whether it drained.
     public func waitForOutstandingPublishes(timeout: Duration) async -> Bool {
         let clock = ContinuousClock()
@@ -304,14 +327,23 @@ public final class MQTTClient: @unchecked Sendable {
     }
 
     // Called from the C thunks.
-    fileprivate func noteConnected(_ ok: Bool, topicAliasMaximum: Int? = nil) {
+    /// Returns whether the client was connected before (a disconnect of a connection that
+    /// never got its CONNACK — a failed non-blocking connect — is not reported as one).
+    @discardableResult
+    fileprivate func noteConnected(_ ok: Bool, topicAliasMaximum: Int? = nil) -> Bool {
         if let topicAliasMaximum { aliasMaximum.store(topicAliasMaximum, ordering: .relaxed) }
-        connectedFlag.store(ok, ordering: .releasing)
+        if ok { loop.connected() }
+        return connectedFlag.exchange(ok, ordering: .acquiringAndReleasing)
     }
-    fileprivate func notePublished(mid: Int32) {
-        if ledger.withLock({ $0.completed(mid: UInt16(truncatingIfNeeded: mid)) }) {
+    /// Returns whether it was the acknowledgement of a QoS 1/2 publish.
+    @discardableResult
+    fileprivate func notePublished(mid: Int32) -> Bool {
+        if let bytes = ledger.withLock({ $0.acknowledgedSize(mid: UInt16(truncatingIfNeeded: mid)) }) {
             outstanding.subtract(1, ordering: .relaxed)
+            outstandingByteCount.subtract(bytes, ordering: .relaxed)
+            return true
         }
+        return false
     }
 }
 
@@ -353,8 +385,9 @@ private func mqttOnDisconnect(_ mosq: OpaquePointer?, _ obj: UnsafeMutableRawPoi
         // Down: collect why the reconnects fail (refused, TLS) again.
         mosquitto_log_callback_set(mosq, mqttOnLog)
     }
-    ctx.owner?.client?.noteConnected(false)
-    ctx.events.disconnected(rc)
+    // A non-blocking connect that failed ends here too: only a connection that was up is lost.
+    let wasConnected = ctx.owner?.client?.noteConnected(false) ?? true
+    if wasConnected { ctx.events.disconnected(rc) }
 }
 
 private func mqttOnMessage(_ mosq: OpaquePointer?, _ obj: UnsafeMutableRawPointer?, _ msg: UnsafePointer<mosquitto_message>?, _ props: OpaquePointer?) {
@@ -365,7 +398,7 @@ private func mqttOnMessage(_ mosq: OpaquePointer?, _ obj: UnsafeMutableRawPointe
 
 private func mqttOnPublish(_ mosq: OpaquePointer?, _ obj: UnsafeMutableRawPointer?, _ mid: Int32, _ reasonCode: Int32, _ props: OpaquePointer?) {
     guard let ctx = context(obj) else { return }
-    ctx.owner?.client?.notePublished(mid: mid)
+    if ctx.owner?.client?.notePublished(mid: mid) == true { ctx.events.acknowledged?() }
     ctx.events.published(mid, reasonCode)
 }
 

@@ -50,6 +50,16 @@ public final class PropertyList: @unchecked Sendable {
         mesh_has_user_property(received, key)
     }
 
+    /// The value of the first user property named `key` in a received list, if shorter than
+    /// `maximumLength` bytes (nil if absent or longer).
+    public static func userPropertyValue(_ received: OpaquePointer?, named key: UnsafePointer<CChar>, maximumLength: Int = 127) -> String? {
+        guard received != nil else { return nil }
+        return withUnsafeTemporaryAllocation(of: CChar.self, capacity: maximumLength + 1) { buffer in
+            guard mesh_user_property_value(received, key, buffer.baseAddress!, maximumLength + 1) else { return nil }
+            return String(cString: buffer.baseAddress!)
+        }
+    }
+
     public func addBinary(_ identifier: Int32, _ value: [UInt8]) throws(MosquittoError) {
         let rc = value.withUnsafeBytes { mosquitto_property_add_binary(&pointer, identifier, $0.baseAddress, UInt16(value.count)) }
         try check(rc, "add binary property \(identifier)")

@@ -23,8 +23,12 @@ public struct PublishLedger: Sendable {
     }
 
     private var states: [State] = Array(repeating: .none, count: 65_536)
+    /// Payload bytes of each id awaiting acknowledgement.
+    private var sizes: [UInt32] = Array(repeating: 0, count: 65_536)
     /// QoS 1/2 publishes recorded and not yet acknowledged.
     public private(set) var unacknowledged = 0
+    /// Their payload bytes.
+    public private(set) var unacknowledgedBytes = 0
 
     public init() {}
 
@@ -36,7 +40,7 @@ public struct PublishLedger: Sendable {
     /// after 65 536 publishes an id can come back while an older QoS 1/2 message still holds
     /// it. The ledger then errs towards counting too few, never too many: a count that never
     /// comes down would stall backpressure for good.
-    public mutating func published(mid: UInt16, qos: Int32) -> Bool {
+    public mutating func published(mid: UInt16, qos: Int32, bytes: Int = 0) -> Bool {
         let i = Int(mid)
         switch states[i] {
         case .completedEarly:
@@ -48,6 +52,8 @@ public struct PublishLedger: Sendable {
             if qos > 0 {
                 states[i] = .awaitingAcknowledgement
                 unacknowledged += 1
+                sizes[i] = UInt32(clamping: bytes)
+                unacknowledgedBytes += Int(sizes[i])
                 return true
             }
             states[i] = .qos0
@@ -58,18 +64,24 @@ public struct PublishLedger: Sendable {
     /// libmosquitto reported packet id `mid` complete. Returns whether it was the
     /// acknowledgement of a counted QoS 1/2 publish.
     public mutating func completed(mid: UInt16) -> Bool {
+        acknowledgedSize(mid: mid) != nil
+    }
+
+    /// As `completed`, with the payload bytes of the acknowledged publish (nil: not one).
+    public mutating func acknowledgedSize(mid: UInt16) -> Int? {
         let i = Int(mid)
         switch states[i] {
         case .awaitingAcknowledgement:
             states[i] = .none
             unacknowledged -= 1
-            return true
+            unacknowledgedBytes -= Int(sizes[i])
+            return Int(sizes[i])
         case .qos0:
             states[i] = .none
-            return false
+            return nil
         case .none, .completedEarly:
             states[i] = .completedEarly
-            return false
+            return nil
         }
     }
 }
