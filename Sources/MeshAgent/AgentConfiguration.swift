@@ -87,9 +87,17 @@ public struct AgentConfiguration: Sendable {
     /// How long startup waits for each peer's retained interest before it starts taking
     /// messages from the local broker (messages routed before then could miss a peer).
     public var peerSyncTimeout: Duration = .seconds(5)
-    /// QoS>0 forwards held for one peer (unacknowledged) beyond which the local link waits
-    /// (connected peer) or the message is dropped and counted (unreachable peer).
-    public var maxPendingPerPeer: Int = 100_000
+    /// QoS 1/2 forwards held for one peer (sent and unacknowledged, or waiting for the link to
+    /// come back) beyond which a message for it is dropped and counted: at once while the link
+    /// is down, after waiting up to `peerTimeout` while it is up. At most 60 000: libmosquitto
+    /// numbers what it holds with 16-bit packet ids.
+    public var maxPendingPerPeer: Int = 50_000
+    /// The same limit in payload bytes.
+    public var maxPendingBytesPerPeer: Int = 64 * 1024 * 1024
+    /// Seconds a peer link may receive nothing (its heartbeat, echoed by the peer broker, comes
+    /// several times within it) before it is declared down and reconnected: a partition that
+    /// silently drops packets is noticed in this time, not after TCP gives up.
+    public var peerTimeout: Double = 3
     /// Topic aliases each peer link may set up on its peer broker (further capped by that
     /// broker's `max_topic_alias`, 10 by default); 0 sends every forward with its topic.
     public var topicAliasesPerPeer: Int = 64
@@ -114,6 +122,8 @@ public struct AgentConfiguration: Sendable {
     /// Bytes the replay buffer may hold (payloads, topics, properties, bookkeeping); when
     /// full the oldest go first, counted.
     public var replayMaxBytes: Int = 32 * 1024 * 1024
+    /// Random per agent run: what numbers forwards on peer links (`PeerLink.sequenceSource`).
+    public var runID: String = String(UInt64.random(in: 1...UInt64.max), radix: 36)
     /// swift-log level name; applied by the CLI.
     public var logLevel: String = "info"
 
@@ -141,10 +151,14 @@ public struct AgentConfiguration: Sendable {
                 throw ConfigurationError(key: "peer", value: peer.description, reason: "is the local broker")
             }
         }
-        guard maxPendingPerPeer > 0 else {
-            throw ConfigurationError(key: "max-pending", value: String(maxPendingPerPeer), reason: "must be positive")
+        guard maxPendingPerPeer > 0, maxPendingPerPeer <= Self.maximumPendingPerPeer else {
+            throw ConfigurationError(key: "max-pending", value: String(maxPendingPerPeer),
+                                     reason: "must be 1...\(Self.maximumPendingPerPeer) (libmosquitto numbers held messages with 16-bit packet ids)")
         }
     }
+
+    /// The most QoS 1/2 forwards one peer link can hold with distinct packet ids, with room to spare.
+    public static let maximumPendingPerPeer = 60_000
 
     /// The agent's client id on its local broker (persistent session: keep stable).
     public var localClientID: String { "\(clientIDPrefix)\(nodeID)/local" }

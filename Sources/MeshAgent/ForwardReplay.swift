@@ -108,11 +108,25 @@ final class ForwardReplay: @unchecked Sendable {
         }
     }
 
+    /// A copy of `properties` with the forward's sequence number added; nil if that failed.
+    private static func numbered(_ properties: PropertyList?, _ sequence: String) -> PropertyList? {
+        var ignored = false
+        guard let list = try? PropertyList.copyForRepublish(properties?.pointer, strippingMarker: nil, markerFound: &ignored),
+              (try? list.addUserProperty(LocalLink.sequenceMarker, sequence)) != nil else { return nil }
+        return list
+    }
+
     private func send(_ entry: ReplayBuffer<Body>.Entry, to peer: PeerLink) {
         let body = entry.body
+        var properties = body.properties
+        if body.qos > 0 {
+            // Numbered like every QoS 1/2 forward (`LocalLink.sequenceMarker`).
+            let number = peer.forwardSequence.add(1, ordering: .relaxed).oldValue
+            properties = Self.numbered(body.properties, "\(peer.sequenceSource):\(number)") ?? body.properties
+        }
         let rc = (forwardPrefix + entry.topic).withCString { topic in
             body.payload.withUnsafeBytes { payload in
-                peer.client.publish(topic: topic, payload: payload, qos: body.qos, retain: false, properties: body.properties?.pointer)
+                peer.client.publish(topic: topic, payload: payload, qos: body.qos, retain: false, properties: properties?.pointer)
             }
         }
         switch MQTTClient.outcome(rc, qos: body.qos) {

@@ -13,6 +13,8 @@ final class LocalLink: Sendable {
     /// v5 user property that marks a forwarded copy of a retained message (the copy under
     /// `forward/` is never retained itself). Removed before the local republish.
     static let retainMarker = "mesh:retained"
+    /// v5 user property numbering a QoS 1/2 forward on its link: `<node>.<run>:<n>`.
+    static let sequenceMarker = "mesh:seq"
     /// User properties in this namespace belong to the mesh: never passed on from a client.
     static let reservedPrefix = "mesh:"
 
@@ -31,6 +33,10 @@ final class LocalLink: Sendable {
     private let dropThrottle = LogThrottle()
     private let republishThrottle = LogThrottle()
     private let replay: ForwardReplay
+    /// Forwards already republished, by sender (`ForwardSequence`); used only on this link's
+    /// loop thread (republishing happens nowhere else).
+    private let sequences = LoopConfined(ForwardSequence())
+    private let duplicateThrottle = LogThrottle()
 
     init(configuration: AgentConfiguration, routing: RoutingTable, metrics: MeshMetrics, logger: Logger,
          onInterestChange: @escaping @Sendable () -> Void,
@@ -167,9 +173,9 @@ final class LocalLink: Sendable {
         // A retained message crosses as a non-retained copy that carries the marker.
         let copied = hasProperties ? forwardProperties(m, alias: nil) : nil
         for peer in targets {
-            if m.qos > 0 && !waitForRoom(peer) {
+            if m.qos > 0, let full = room(for: peer, bytes: m.payload.count) {
                 peer.metrics.dropped.increment()
-                logDrop(peer, reason: "peer unreachable and \(configuration.maxPendingPerPeer) messages already held for it")
+                logDrop(peer, reason: full)
                 continue
             }
             // Topic alias: the topic crosses once per link, then two bytes per message.
@@ -177,7 +183,13 @@ final class LocalLink: Sendable {
             let sendTopic = use.byAliasOnly ? topicBuffer.emptyTopic : forwardTopic
             var properties = copied?.pointer
             var perPeer: PropertyList?
-            if let alias = use.alias {
+            if m.qos > 0 {
+                // Numbered, so that the receiving agent drops a copy resent after a reconnect
+                // whose first copy had arrived (its acknowledgement was lost in the cut).
+                let number = peer.forwardSequence.add(1, ordering: .relaxed).oldValue
+                perPeer = forwardProperties(m, alias: use.alias?.number, sequence: "\(peer.sequenceSource):\(number)")
+                properties = perPeer?.pointer ?? use.alias?.list.pointer ?? copied?.pointer
+            } else if let alias = use.alias {
                 // The alias must go out with this message (with the topic, it sets the alias
                 // up), even if copying the message's own properties failed (logged).
                 perPeer = hasProperties ? forwardProperties(m, alias: alias.number) : nil
@@ -224,7 +236,7 @@ final class LocalLink: Sendable {
     /// The properties a forwarded copy carries: the message's own (copied), the retained
     /// marker, and the link's topic alias if one is given. Nil only if copying failed (logged;
     /// the message then goes without them).
-    private func forwardProperties(_ m: ReceivedMessage, alias: UInt16?) -> PropertyList? {
+    private func forwardProperties(_ m: ReceivedMessage, alias: UInt16?, sequence: String? = nil) -> PropertyList? {
         do {
             var ignored = false
             // A client's own `mesh:` user properties are dropped: the receiving agent would
@@ -233,6 +245,7 @@ final class LocalLink: Sendable {
                 try PropertyList.copyForRepublish(m.properties, strippingMarker: nil, reservedPrefix: prefix, markerFound: &ignored)
             }
             if m.retain { try list.addUserProperty(Self.retainMarker, "1") }
+            if let sequence { try list.addUserProperty(Self.sequenceMarker, sequence) }
             if let alias { try list.addTopicAlias(alias) }
             return list
         } catch {
@@ -241,18 +254,23 @@ final class LocalLink: Sendable {
         }
     }
 
-    /// Backpressure: while a connected peer holds too many unacknowledged forwards, stop
-    /// reading from the local broker (it queues for our persistent session) rather than
-    /// buffer without bound. Returns false only if the peer is unreachable and full.
-    private func waitForRoom(_ peer: PeerLink) -> Bool {
-        let limit = configuration.maxPendingPerPeer
-        var waited = 0
-        while peer.client.outstandingPublishes >= limit {
-            if !peer.client.isConnected && waited > 1000 { return false }
-            usleep(1000)
-            waited += 1
+    /// Whether `peer` can hold one more QoS 1/2 forward: nil if so, else why not. While its
+    /// link is down the answer is immediate (a dead peer must not slow the others); while it
+    /// is up and full (a slow peer, or a partition not yet noticed) this waits, at most
+    /// `--peer-timeout` — the time in which a silent peer is declared down.
+    private func room(for peer: PeerLink, bytes: Int) -> String? {
+        let maxMessages = configuration.maxPendingPerPeer, maxBytes = configuration.maxPendingBytesPerPeer
+        guard peer.isFull(adding: bytes, maxMessages: maxMessages, maxBytes: maxBytes) else { return nil }
+        let limits = "\(maxMessages) messages / \(maxBytes) bytes (--max-pending, --max-pending-bytes)"
+        if !peer.client.isConnected { return "peer link down with its limit already held: \(limits)" }
+        let clock = ContinuousClock()
+        let deadline = clock.now.advanced(by: .milliseconds(Int(configuration.peerTimeout * 1000)))
+        while clock.now < deadline {
+            usleep(500)
+            if !peer.isFull(adding: bytes, maxMessages: maxMessages, maxBytes: maxBytes) { return nil }
+            if !peer.client.isConnected { return "peer link went down with its limit held: \(limits)" }
         }
-        return true
+        return "peer acknowledged nothing for --peer-timeout with its limit held: \(limits)"
     }
 
     private func logDrop(_ peer: PeerLink, reason: String) {
@@ -268,6 +286,20 @@ final class LocalLink: Sendable {
             // A peer link set up a topic alias again after reconnecting: not a message.
             metrics.aliasAnnouncements.increment()
             return
+        }
+        if m.qos > 0, let marker = Self.sequenceMarker.withCString({ PropertyList.userPropertyValue(m.properties, named: $0) }) {
+            switch sequences.withValue({ $0.judge(marker) }) {
+            case .new:
+                break
+            case .duplicate:
+                // Resent by the sending agent after a reconnect; the first copy was republished.
+                metrics.duplicatesDropped.increment()
+                let (log, n) = duplicateThrottle.shouldLog()
+                if log { logger.notice("forwarded message received twice (resent after a link cut); the copy was dropped", metadata: ["source": "\(marker)", "occurrence": "\(n)"]) }
+                return
+            case .malformed:
+                metrics.ignoredInvalid.increment()
+            }
         }
         let prefixLength = topicBuffer.prefixLength
         let localTopic = m.topicPointer + prefixLength

@@ -247,7 +247,7 @@ public final class MeshAgent: Service, Sendable {
         let clock = ContinuousClock()
         var nextStats = clock.now
         while !Task.isCancelled {
-            for peer in peers { peer.metrics.pending.set(peer.client.outstandingPublishes) }
+            for peer in peers { peer.checkBacklog(maxMessages: configuration.maxPendingPerPeer, maxBytes: configuration.maxPendingBytesPerPeer) }
             publishViewIfChanged()
             if clock.now >= nextStats && localLink.client.isConnected {
                 nextStats = clock.now.advanced(by: configuration.statsInterval)
@@ -273,9 +273,14 @@ public final class MeshAgent: Service, Sendable {
 
     /// Graceful stop: stop taking messages (the broker keeps queuing for our persistent
     /// session), let every peer acknowledge what we already took, then leave.
+    ///
+    /// The whole stop is bounded by one deadline, `drainTimeout` (10 s, below systemd's
+    /// `TimeoutStopSec=30s`): local links, then every peer at once.
     private func drainAndStop() async {
         stopping.store(true, ordering: .relaxed)
         logger.info("stopping: draining")
+        let clock = ContinuousClock()
+        let deadline = clock.now.advanced(by: configuration.drainTimeout)
         // Anything an interest change left unpublished goes out before we leave.
         publishAdvertIfNeeded()
         localLink.publishControl(topic: ControlTopic.status(node: configuration.nodeID), payload: Array("offline".utf8), retain: true)
@@ -286,8 +291,6 @@ public final class MeshAgent: Service, Sendable {
         // libmosquitto, so the broker takes those first; from then on it queues new
         // messages for our persistent session instead of sending them.
         localLink.client.disconnect()
-        let clock = ContinuousClock()
-        let deadline = clock.now.advanced(by: configuration.drainTimeout)
         while localLink.client.isConnected && clock.now < deadline {
             try? await Task.sleep(for: .milliseconds(5))
         }
@@ -295,15 +298,27 @@ public final class MeshAgent: Service, Sendable {
         localLink.client.close()
         // The log connection stops last among the local ones: every line it took is applied.
         controlLink.close()
-        var undelivered = 0
-        for peer in peers {
-            if !(await peer.client.waitForOutstandingPublishes(timeout: configuration.drainTimeout)) {
-                undelivered += peer.client.outstandingPublishes
-                logger.error("peer did not acknowledge everything before the drain timeout", metadata: ["peer": "\(peer.endpoint)", "unacknowledged": "\(peer.client.outstandingPublishes)"])
-            }
-            peer.close()
-        }
+        // Saved before waiting on peers: a stop that systemd cuts short keeps the table.
         saver?.saveFinal(encodedState(cleanStop: true))
+        // Every peer drains at once, against one deadline: a dead peer costs the stop the
+        // deadline once, not once per peer.
+        let links = peers
+        let undelivered = await withTaskGroup(of: Int.self) { group in
+            for peer in links {
+                group.addTask { [logger] in
+                    // A peer that is down cannot acknowledge: waiting for it only delays the stop.
+                    while peer.client.outstandingPublishes > 0 && peer.isConnected && clock.now < deadline {
+                        try? await Task.sleep(for: .milliseconds(5))
+                    }
+                    let left = peer.client.outstandingPublishes
+                    guard left > 0 else { return 0 }
+                    logger.error("peer did not acknowledge everything before the drain deadline", metadata: ["peer": "\(peer.endpoint)", "unacknowledged": "\(left)", "connected": "\(peer.isConnected)"])
+                    return left
+                }
+            }
+            return await group.reduce(0, +)
+        }
+        for peer in links { peer.close() }
         changesContinuation.finish()
         // Forwards a peer never acknowledged may be lost; local publishes written before the
         // DISCONNECT were taken by the broker (only their acknowledgement went unread).

@@ -61,6 +61,8 @@ public final class PeerMetrics: Sendable {
     public let pending: MeshGauge
     public let remoteFilters: MeshGauge
     public let replayed: MeshCounter
+    public let silentDrops: MeshCounter
+    public let heldBytes: MeshGauge
 
     init(peer: String) {
         self.peer = peer
@@ -68,15 +70,17 @@ public final class PeerMetrics: Sendable {
         forwardedMessages = MeshCounter("mesh_forwarded_messages_total", help: "Messages written to this peer's connection under the forward prefix (QoS 1/2 ones are then acknowledged by the peer broker or resent).", dimensions: d)
         held = MeshCounter("mesh_forward_held_total", help: "QoS 1/2 messages handed to this peer's link while it was down: held by libmosquitto and sent after the reconnect; not counted as forwarded.", dimensions: d)
         forwardedBytes = MeshCounter("mesh_forwarded_bytes_total", help: "Payload bytes of the messages counted in mesh_forwarded_messages_total (topic, properties and MQTT framing not included).", dimensions: d)
-        dropped = MeshCounter("mesh_forward_dropped_total", help: "Messages that should have crossed to this peer and did not: QoS 0 while the link was down, or the peer unreachable with --max-pending already held. Each is logged (throttled).", dimensions: d)
+        dropped = MeshCounter("mesh_forward_dropped_total", help: "Messages that should have crossed to this peer and did not: QoS 0 while the link was down, or --max-pending / --max-pending-bytes already held for it (at once while the link is down, after --peer-timeout while it is up). Logged, throttled.", dimensions: d)
         forwardedByAlias = MeshCounter("mesh_forwarded_by_alias_total", help: "Forwards sent by MQTT v5 topic alias (two bytes instead of the topic).", dimensions: d)
         reconnects = MeshCounter("mesh_peer_reconnects_total", help: "Reconnects of the link to this peer broker.", dimensions: d)
         adverts = MeshCounter("mesh_peer_adverts_total", help: "Interest adverts applied from this peer.", dimensions: d)
         advertsRejected = MeshCounter("mesh_control_payloads_rejected_total", help: "Control payloads from this peer that did not decode; the last good interest is kept.", dimensions: d)
         advertsStale = MeshCounter("mesh_adverts_stale_total", help: "Adverts refused because their seq is not newer than the one applied for that node.", dimensions: d)
         connected = MeshGauge("mesh_peer_link_up", help: "1 while the link to this peer broker is connected.", dimensions: d)
-        pending = MeshGauge("mesh_peer_pending_messages", help: "QoS 1/2 forwards to this peer not yet acknowledged (backpressure starts at --max-pending).", dimensions: d)
+        pending = MeshGauge("mesh_peer_pending_messages", help: "QoS 1/2 forwards held for this peer: sent and not yet acknowledged, or waiting for its link to come back (limit --max-pending; beyond it they are dropped and counted).", dimensions: d)
         remoteFilters = MeshGauge("mesh_peer_subscriptions", help: "Distinct filters this peer's nodes advertise.", dimensions: d)
+        silentDrops = MeshCounter("mesh_peer_silent_total", help: "Times this peer link heard nothing, not even its own heartbeat, for --peer-timeout and was dropped and reconnected (a partition that drops packets silently).", dimensions: d)
+        heldBytes = MeshGauge("mesh_peer_pending_bytes", help: "Payload bytes of the forwards counted in mesh_peer_pending_messages (limit --max-pending-bytes).", dimensions: d)
         replayed = MeshCounter("mesh_replayed_messages_total", help: "Messages sent to this peer again because its advert of a new filter came after they passed (the subscribe race); also counted in mesh_forwarded_messages_total or mesh_forward_held_total.", dimensions: d)
     }
 }
@@ -119,6 +123,7 @@ public final class MeshMetrics: Sendable {
     public let localSessionTakeovers = MeshCounter("mesh_local_session_takeovers_total", help: "Times the agent's own log or forwarding session was found gone while its broker kept running (a client used the agent's id).")
     /// Times log lines may have been lost (log session taken over, or down longer than the lines live).
     public let logLinesLost = MeshCounter("mesh_log_lines_lost_total", help: "Times log lines may have been lost (log session taken over, down longer than lines live, or an unclean stop): interest was widened.")
+    public let duplicatesDropped = MeshCounter("mesh_duplicates_dropped_total", help: "Forwarded messages that arrived a second time (resent by a peer's agent after a link cut whose acknowledgement was lost) and were not republished.")
     public let replayWindowExceeded = MeshCounter("mesh_replay_window_exceeded_total", help: "Replays that reached back past what the replay buffer still held (--replay-window or --replay-max-bytes): a message published after the subscriber's SUBACK may have been missed (logged, throttled).")
     public let replayEvictedEarly = MeshCounter("mesh_replay_evicted_early_total", help: "Messages let go from the replay buffer before --replay-window ran out because --replay-max-bytes was reached.")
     public let replayBufferBytes = MeshGauge("mesh_replay_buffer_bytes", help: "Bytes held by the replay buffer (payloads, topics, properties and bookkeeping).")
@@ -160,6 +165,7 @@ public final class MeshMetrics: Sendable {
             "sessions_unknown_filters": sessionsUnknownFilters.current,
             "local_session_takeovers": localSessionTakeovers.current,
             "replay_window_exceeded": replayWindowExceeded.current,
+            "duplicates_dropped": duplicatesDropped.current,
         ]
         var forwarded = 0, forwardedBytes = 0, dropped = 0, rejected = 0, stale = 0, reconnects = 0, replayed = 0
         for p in peers {

@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import MeshCore
 import Mosquitto
@@ -37,6 +38,21 @@ final class PeerLink: Sendable {
     private let aliases = Mutex<AliasState>(AliasState())
     private let configuredAliases: Int
     private let forwardPrefix: String
+    /// Liveness: monotonic seconds of the last packet read on this link and of the last
+    /// heartbeat sent; the link's loop thread checks them at every turn.
+    private let lastHeard = Atomic<Int64>(0)
+    private let lastHeartbeat = Atomic<Int64>(0)
+    private let peerTimeoutNanos: Int64
+    private let heartbeatTopic: String
+    /// When the link went down (seconds since 1970, bit pattern; 0: up or never connected).
+    private let downSinceBits = Atomic<UInt64>(0)
+    /// Number of the next QoS 1/2 forward on this link: the receiving agent drops one it has
+    /// already seen (resent after a reconnect because its acknowledgement was lost).
+    let forwardSequence = Atomic<UInt64>(1)
+    /// `<node>.<run>`: which agent run numbered the forwards (`forwardSequence` restarts with it).
+    let sequenceSource: String
+    private let silenceThrottle = LogThrottle()
+    private let backlogWarned = Atomic<Bool>(false)
 
     struct Known {
         /// node → advertised filters, as last accepted from this peer.
@@ -77,6 +93,9 @@ final class PeerLink: Sendable {
         self.mirror = mirror
         configuredAliases = configuration.topicAliasesPerPeer
         forwardPrefix = configuration.forwardPrefix
+        peerTimeoutNanos = Int64(configuration.peerTimeout * 1e9)
+        heartbeatTopic = ControlTopic.heartbeat(node: configuration.nodeID)
+        sequenceSource = "\(configuration.nodeID).\(configuration.runID)"
         var log = logger
         log[metadataKey: "peer"] = "\(endpoint)"
         self.logger = log
@@ -89,12 +108,20 @@ final class PeerLink: Sendable {
         cc.username = configuration.peerSecurity.username
         cc.password = configuration.peerSecurity.password
         cc.tls = configuration.peerSecurity.tls
+        // A silent partition must not hold the link's thread in a blocking connect for minutes:
+        // attempts are non-blocking, started over every second until one is answered.
+        cc.connectTimeout = min(1.5, configuration.peerTimeout)
+        cc.reconnectDelay = (1, 1)
+        cc.loopTurnInterval = Int32(max(50, min(250, configuration.peerTimeout * 1000 / 8)))
         let box = WeakBox<PeerLink>()
         var events = ClientEvents()
         events.connected = { rc, _ in box.value?.connected(rc) }
         events.disconnected = { rc in box.value?.disconnected(rc) }
         events.message = { m in box.value?.message(m) }
         events.subscribed = { mid, granted in box.value?.subscribed(mid, granted) }
+        events.loopTurn = { box.value?.checkLiveness() }
+        // An acknowledgement proves the link carries traffic as well as a heartbeat does.
+        events.acknowledged = { box.value?.heard() }
         let libraryThrottle = LogThrottle(first: 5, every: 100)
         let linkLogger = self.logger
         events.libraryLog = { isError, message in
@@ -128,7 +155,67 @@ final class PeerLink: Sendable {
             for (node, filters) in known.filters { result[node] = PeerView.Node(seq: known.floor.seq(of: node), filters: filters.count) }
             return result
         }
-        return PeerView(endpoint: endpoint.description, connected: isConnected, nodes: result)
+        let down = downSinceBits.load(ordering: .relaxed)
+        return PeerView(endpoint: endpoint.description, connected: isConnected, downSince: down == 0 ? nil : Double(bitPattern: down), nodes: result)
+    }
+
+    /// Whether one more QoS 1/2 forward of `bytes` would pass the per-peer limits.
+    @inline(__always)
+    func isFull(adding bytes: Int, maxMessages: Int, maxBytes: Int) -> Bool {
+        let held = client.outstandingPublishes
+        guard held > 0 else { return false } // one message, however large, always fits
+        return held >= maxMessages || client.outstandingBytes + bytes > maxBytes
+    }
+
+    // MARK: liveness
+
+    private static func monotonicNanos() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
+    }
+
+    private func heard() { lastHeard.store(Self.monotonicNanos(), ordering: .relaxed) }
+
+    /// Logs once when the backlog passes half a limit, and once when it is back under a quarter.
+    func checkBacklog(maxMessages: Int, maxBytes: Int) {
+        let held = client.outstandingPublishes, bytes = client.outstandingBytes
+        metrics.pending.set(held)
+        metrics.heldBytes.set(bytes)
+        let high = held * 2 > maxMessages || bytes * 2 > maxBytes
+        let low = held * 4 < maxMessages && bytes * 4 < maxBytes
+        if high && !backlogWarned.exchange(true, ordering: .relaxed) {
+            logger.warning("backlog for this peer passed half its limit; beyond the limit messages for it are dropped and counted",
+                           metadata: ["held_messages": "\(held)", "held_bytes": "\(bytes)", "max_pending": "\(maxMessages)", "max_pending_bytes": "\(maxBytes)", "connected": "\(isConnected)"])
+        } else if low && backlogWarned.exchange(false, ordering: .relaxed) {
+            logger.notice("backlog for this peer back under a quarter of its limit", metadata: ["held_messages": "\(held)", "held_bytes": "\(bytes)"])
+        }
+    }
+
+    /// Every turn of this link's loop: a heartbeat several times per timeout, and a link that
+    /// heard nothing for the whole timeout (a partition that drops packets silently keeps the
+    /// socket looking healthy until TCP gives up, minutes later) is dropped and reconnected.
+    private func checkLiveness() {
+        guard client.isConnected else { return }
+        let now = Self.monotonicNanos()
+        let heard = lastHeard.load(ordering: .relaxed)
+        if now - heard > peerTimeoutNanos {
+            metrics.silentDrops.increment()
+            let (log, n) = silenceThrottle.shouldLog()
+            if log {
+                logger.warning("peer link heard nothing, not even its heartbeat, within the peer timeout: declaring it down and reconnecting",
+                               metadata: ["silent_seconds": "\(Double(now - heard) / 1e9)", "occurrence": "\(n)"])
+            }
+            lastHeard.store(now, ordering: .relaxed)
+            client.dropConnection()
+            return
+        }
+        if now - lastHeartbeat.load(ordering: .relaxed) >= peerTimeoutNanos / 6 {
+            lastHeartbeat.store(now, ordering: .relaxed)
+            _ = heartbeatTopic.withCString { topic in
+                client.publish(topic: topic, payload: UnsafeRawBufferPointer(start: nil, count: 0), qos: 0, retain: false, properties: nil)
+            }
+        }
     }
 
     private func connected(_ rc: Int32) {
@@ -138,11 +225,14 @@ final class PeerLink: Sendable {
         }
         if everConnected.exchange(true, ordering: .relaxed) { metrics.reconnects.increment() }
         metrics.connected.set(1)
+        lastHeard.store(Self.monotonicNanos(), ordering: .relaxed)
+        downSinceBits.store(0, ordering: .relaxed)
         setUpAliases()
         logger.info("peer link up", metadata: ["topic_aliases": "\(aliases.withLock { $0.table.capacity })"])
         do {
             try client.subscribe("\(ControlTopic.root)/+/\(ControlTopic.Kind.subscriptions.rawValue)", qos: 1)
             try client.subscribe("\(ControlTopic.root)/+/\(ControlTopic.Kind.status.rawValue)", qos: 1)
+            try client.subscribe(heartbeatTopic, qos: 0)
             // Retained messages for the subscriptions above are queued before this SUBACK,
             // so its arrival means the peer's current interest has been read.
             let mid = try client.subscribe("\(ControlTopic.root)/\(ownNodeID)/sync-barrier", qos: 0)
@@ -155,6 +245,7 @@ final class PeerLink: Sendable {
     private func disconnected(_ rc: Int32) {
         aliases.withLock { $0.table.connectionLost() }
         metrics.connected.set(0)
+        downSinceBits.store(Date().timeIntervalSince1970.bitPattern, ordering: .relaxed)
         if rc != 0 { logger.warning("peer link down; reconnecting", metadata: ["rc": "\(rc)"]) }
     }
 
@@ -238,7 +329,9 @@ final class PeerLink: Sendable {
     }
 
     private func message(_ m: ReceivedMessage) {
+        lastHeard.store(Self.monotonicNanos(), ordering: .relaxed)
         let topic = m.topic
+        if topic == heartbeatTopic { return }
         guard let (node, kind) = ControlTopic.parse(topic) else { return }
         if node == ownNodeID {
             let (log, _) = selfThrottle.shouldLog()

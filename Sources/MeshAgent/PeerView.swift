@@ -26,7 +26,16 @@ public struct PeerView: Codable, Sendable, Equatable {
     }
     public var endpoint: String
     public var connected: Bool
+    /// When the link went down (seconds since 1970); nil while it is up (or never was).
+    public var downSince: Double?
     public var nodes: [String: Node]
+
+    public init(endpoint: String, connected: Bool, downSince: Double? = nil, nodes: [String: Node]) {
+        self.endpoint = endpoint
+        self.connected = connected
+        self.downSince = downSince
+        self.nodes = nodes
+    }
 }
 
 extension ControlTopic {

@@ -12,6 +12,7 @@ public enum SettingKey: String, CaseIterable, Sendable {
     case maxPending = "max-pending", statsInterval = "stats-interval", peerSyncTimeout = "peer-sync-timeout"
     case topicAliases = "topic-aliases"
     case sessionGrace = "session-grace", maxUncertainSessions = "max-uncertain-sessions"
+    case maxPendingBytes = "max-pending-bytes", peerTimeout = "peer-timeout"
     case replayWindow = "replay-window", replayMargin = "replay-margin", replayMaxBytes = "replay-max-bytes"
 
     /// `MESH_NODE_ID`, …; the peer list is `MESH_PEERS=host:port,host:port`.
@@ -128,7 +129,9 @@ extension AgentConfiguration {
                                     tls: try Self.tls(settings, .peerCAFile, .peerCertFile, .peerKeyFile, .peerTLSVersion))
         if let h = settings[.healthListen]?.value { healthListen = try endpoint(.healthListen, h) }
         if let m = settings[.metricsListen]?.value { metricsListen = try endpoint(.metricsListen, m) }
-        if let v = try number(.maxPending, 1...10_000_000) { maxPendingPerPeer = Int(v) }
+        if let v = try number(.maxPending, 1...Double(Self.maximumPendingPerPeer)) { maxPendingPerPeer = Int(v) }
+        if let v = try number(.maxPendingBytes, 1024...68_719_476_736) { maxPendingBytesPerPeer = Int(v) }
+        if let v = try number(.peerTimeout, 1...120) { peerTimeout = v }
         if let v = try number(.topicAliases, 0...65535) { topicAliasesPerPeer = Int(v) }
         if let v = try number(.statsInterval, 0.1...86400) { statsInterval = .milliseconds(Int(v * 1000)) }
         if let v = try number(.peerSyncTimeout, 0...3600) { peerSyncTimeout = .milliseconds(Int(v * 1000)) }

@@ -64,6 +64,9 @@ public enum ControlTopic {
     public static func status(node: String) -> String { "\(root)/\(node)/status" }
     /// Periodic counters of `node`.
     public static func stats(node: String) -> String { "\(root)/\(node)/stats" }
+    /// Where `node`'s peer links publish (QoS 0, on each peer broker) and read back their
+    /// heartbeat: hearing it proves the link carries traffic both ways.
+    public static func heartbeat(node: String) -> String { "\(root)/\(node)/heartbeat" }
 
     public enum Kind: String, Sendable, CaseIterable {
         case subscriptions, status, stats

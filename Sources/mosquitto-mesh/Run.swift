@@ -64,8 +64,12 @@ extension MosquittoMesh {
         var metricsListen: String?
         @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error, critical (default info).")
         var logLevel: String?
-        @Option(name: .customLong("max-pending"), help: "Unacknowledged forwards held per peer before backpressure (default 100000).")
+        @Option(name: .customLong("max-pending"), help: "QoS 1/2 forwards held per peer (unacknowledged, or waiting for its link) beyond which messages for it are dropped and counted; at most 60000 (default 50000).")
         var maxPending: String?
+        @Option(name: .customLong("max-pending-bytes"), help: "The same limit in payload bytes (default 67108864).")
+        var maxPendingBytes: String?
+        @Option(name: .customLong("peer-timeout"), help: "Seconds a peer link may hear nothing (not even its heartbeat) before it is declared down and reconnected (default 3).")
+        var peerTimeout: String?
         @Option(name: .customLong("topic-aliases"), help: "Topic aliases per peer link, capped by the peer broker's max_topic_alias (default 64; 0 = off).")
         var topicAliases: String?
         @Option(name: .customLong("stats-interval"), help: "Seconds between retained $mesh/<node>/stats summaries (default 10).")
@@ -91,7 +95,7 @@ extension MosquittoMesh {
                 (.caFile, caFile), (.certFile, certFile), (.keyFile, keyFile), (.tlsVersion, tlsVersion),
                 (.peerCAFile, peerCAFile), (.peerCertFile, peerCertFile), (.peerKeyFile, peerKeyFile), (.peerTLSVersion, peerTLSVersion),
                 (.healthListen, healthListen), (.metricsListen, metricsListen), (.logLevel, logLevel),
-                (.maxPending, maxPending), (.statsInterval, statsInterval), (.peerSyncTimeout, peerSyncTimeout),
+                (.maxPending, maxPending), (.maxPendingBytes, maxPendingBytes), (.peerTimeout, peerTimeout), (.statsInterval, statsInterval), (.peerSyncTimeout, peerSyncTimeout),
                 (.topicAliases, topicAliases), (.sessionGrace, sessionGrace), (.maxUncertainSessions, maxUncertainSessions),
                 (.replayWindow, replayWindow), (.replayMargin, replayMargin), (.replayMaxBytes, replayMaxBytes),
             ]
