@@ -125,6 +125,10 @@ final class LocalLink: Sendable {
         switch routing.route(topic: topic, retained: m.retain) {
         case .forward(let targets):
             forward(m, topic: topic, to: targets)
+        case .forwardShared(let targets, let shared):
+            if shared.chosen > 0 { metrics.sharedForwards.increment(by: shared.chosen) }
+            if shared.extraCopies > 0 { metrics.sharedExtraCopies.increment(by: shared.extraCopies) }
+            forward(m, topic: topic, to: targets)
         case .republishLocally:
             republish(m)
         case .notWanted:

@@ -4,6 +4,8 @@ import Synchronization
 /// The forwarding decision with its targets resolved to live links.
 enum Routed {
     case forward([PeerLink])
+    /// Forward where shared subscription groups changed the decision (`Router.route`).
+    case forwardShared([PeerLink], SharedDelivery)
     case republishLocally
     case notWanted
     case ignored(IgnoreReason)
@@ -16,19 +18,22 @@ final class RoutingTable: Sendable {
     private struct State {
         var router: Router
         var links: [Int: PeerLink] = [:]
+        /// Each shared group's round-robin turn.
+        var cursors = SharedCursors()
     }
 
     private let state: Mutex<State>
 
-    init(forwardPrefix: String) {
-        state = Mutex(State(router: Router(forwardPrefix: forwardPrefix)))
+    init(forwardPrefix: String, sharedBalance: SharedBalance = .roundRobin) {
+        state = Mutex(State(router: Router(forwardPrefix: forwardPrefix, sharedBalance: sharedBalance)))
     }
 
     @inline(__always)
     func route(topic: String, retained: Bool) -> Routed {
         state.withLock { s in
-            switch s.router.route(topic: topic, retained: retained) {
+            switch s.router.route(topic: topic, retained: retained, cursors: &s.cursors) {
             case .forward(let peers): return .forward(peers.compactMap { s.links[$0] })
+            case .forwardShared(let peers, let shared): return .forwardShared(peers.compactMap { s.links[$0] }, shared)
             case .republishLocally: return .republishLocally
             case .notWanted: return .notWanted
             case .ignored(let reason): return .ignored(reason)
@@ -49,6 +54,18 @@ final class RoutingTable: Sendable {
         state.withLock { s in
             s.links[link.index] = nil
             s.router.removePeer(link.index)
+        }
+    }
+
+    /// The local broker's interest changed: the router keeps its shared groups. Returns
+    /// whether they changed. The groups are extracted outside the lock.
+    @discardableResult
+    func setLocalInterest(_ filters: [String: Int]) -> Bool {
+        let groups = SharedGroups(advertised: filters)
+        return state.withLock { s in
+            guard s.router.localSharedGroups != groups else { return false }
+            s.router.setLocalShared(groups)
+            return true
         }
     }
 
@@ -73,8 +90,8 @@ final class RoutingTable: Sendable {
             // The snapshot holds the storage being replaced until after the swap, so it is
             // freed here, not under the lock.
             let done: Int? = withExtendedLifetime(snapshot) {
-                guard let built = build(snapshot) else { return snapshot.interest.filterCount }
-                return state.withLock { s in s.router.swap(built) ? built.interest.filterCount : nil }
+                guard let built = build(snapshot) else { return snapshot.filterCount }
+                return state.withLock { s in s.router.swap(built) ? built.filterCount : nil }
             }
             if let done { return done }
         }
