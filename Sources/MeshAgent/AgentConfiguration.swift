@@ -104,6 +104,9 @@ public struct AgentConfiguration: Sendable {
     public var sessionGrace: Double = 86_400
     /// At most this many such sessions are kept (the oldest go first, counted).
     public var maxUncertainSessions: Int = 100_000
+    /// How a message for a `$share` group with members only on other brokers picks the one
+    /// that delivers it.
+    public var sharedBalance: SharedBalance = .roundRobin
     /// swift-log level name; applied by the CLI.
     public var logLevel: String = "info"
 

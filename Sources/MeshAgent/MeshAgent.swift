@@ -54,7 +54,7 @@ public final class MeshAgent: Service, Sendable {
         if let r = restored {
             logger.info("state restored", metadata: ["sessions": "\(r.sessions.sessions.count)", "filters": "\(r.sessions.interest.count)", "seq": "\(r.seq)"])
         }
-        routing = RoutingTable(forwardPrefix: configuration.forwardPrefix)
+        routing = RoutingTable(forwardPrefix: configuration.forwardPrefix, sharedBalance: configuration.sharedBalance)
         (changes, changesContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         let continuation = changesContinuation
         signal = { continuation.yield() }
@@ -171,6 +171,8 @@ public final class MeshAgent: Service, Sendable {
         while !controlLink.isReadingLog && clock.now < deadline && !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(5))
         }
+        // The local broker's shared groups as restored, before the first message is routed.
+        routing.setLocalInterest(interest.sharedFilters)
         localLink.start()
 
         var health: HealthEndpoint?
@@ -221,8 +223,19 @@ public final class MeshAgent: Service, Sendable {
         }
     }
 
+    /// Also tells the router the local broker's shared groups (a group with members here got
+    /// every message published here from this broker: the mesh must not give it another copy),
+    /// from the advert's own snapshot and before it goes out, so whoever sees the advert knows
+    /// the router has it.
     private func publishAdvertIfNeeded() {
-        guard localLink.client.isConnected, let advert = interest.takeAdvert(node: configuration.nodeID) else { return }
+        guard localLink.client.isConnected else {
+            // Nothing is routed meanwhile, but what the broker queued is routed as soon as the
+            // link is back, before the next advert.
+            routing.setLocalInterest(interest.sharedFilters)
+            return
+        }
+        guard let advert = interest.takeAdvert(node: configuration.nodeID) else { return }
+        routing.setLocalInterest(advert.filters)
         localLink.publishControl(topic: ControlTopic.subscriptions(node: configuration.nodeID), payload: InterestAdvertCodec.encode(advert), retain: true)
         metrics.advertsPublished.increment()
     }

@@ -238,6 +238,16 @@ final class NodeInterest: Sendable {
         }
     }
 
+    /// The local `$share/…` filters with their counts, for the router. Read under the lock: a
+    /// copy of a large interest kept past it would make the next log line duplicate it.
+    var sharedFilters: [String: Int] {
+        state.withLock { s in
+            var shared: [String: Int] = [:]
+            for (filter, count) in s.table.interest where filter.utf8.starts(with: "$share/".utf8) { shared[filter] = count }
+            return shared
+        }
+    }
+
     func markDirty() { state.withLock { $0.dirty = true } }
 
     /// How many times the interest has changed since start (the advert pacer's clock).

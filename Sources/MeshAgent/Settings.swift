@@ -1,4 +1,5 @@
 import Foundation
+import MeshCore
 import Mosquitto
 
 /// Every setting of `mosquitto-mesh run`, by the name it has on the command line, in the
@@ -12,6 +13,7 @@ public enum SettingKey: String, CaseIterable, Sendable {
     case maxPending = "max-pending", statsInterval = "stats-interval", peerSyncTimeout = "peer-sync-timeout"
     case topicAliases = "topic-aliases"
     case sessionGrace = "session-grace", maxUncertainSessions = "max-uncertain-sessions"
+    case sharedBalance = "shared-balance"
 
     /// `MESH_NODE_ID`, …; the peer list is `MESH_PEERS=host:port,host:port`.
     public var environmentName: String {
@@ -133,6 +135,12 @@ extension AgentConfiguration {
         if let v = try number(.peerSyncTimeout, 0...3600) { peerSyncTimeout = .milliseconds(Int(v * 1000)) }
         if let v = try number(.sessionGrace, 60...31_536_000) { sessionGrace = v }
         if let v = try number(.maxUncertainSessions, 1...100_000_000) { maxUncertainSessions = Int(v) }
+        if let balance = settings[.sharedBalance]?.value {
+            guard let b = SharedBalance(rawValue: balance.lowercased()) else {
+                throw fail(.sharedBalance, "expected \(SharedBalance.allCases.map(\.rawValue).joined(separator: " or "))")
+            }
+            sharedBalance = b
+        }
         if let level = settings[.logLevel]?.value {
             guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(level.lowercased()) else {
                 throw fail(.logLevel, "expected trace, debug, info, notice, warning, error or critical")

@@ -76,6 +76,8 @@ extension MosquittoMesh {
         var sessionGrace: String?
         @Option(name: .customLong("max-uncertain-sessions"), help: "At most this many such sessions are kept; the oldest are let go first, counted (default 100000).")
         var maxUncertainSessions: String?
+        @Option(name: .customLong("shared-balance"), help: "round-robin or topic-hash: which broker delivers a message to a $share group with members only on other brokers (default round-robin).")
+        var sharedBalance: String?
 
         /// The flags given, as settings.
         var flagSettings: Settings {
@@ -87,6 +89,7 @@ extension MosquittoMesh {
                 (.healthListen, healthListen), (.metricsListen, metricsListen), (.logLevel, logLevel),
                 (.maxPending, maxPending), (.statsInterval, statsInterval), (.peerSyncTimeout, peerSyncTimeout),
                 (.topicAliases, topicAliases), (.sessionGrace, sessionGrace), (.maxUncertainSessions, maxUncertainSessions),
+                (.sharedBalance, sharedBalance),
             ]
             var s: Settings = [:]
             for (key, value) in pairs { if let value { s[key] = SettingValue(values: [value], origin: "--\(key.rawValue)") } }
