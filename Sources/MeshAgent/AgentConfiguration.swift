@@ -124,6 +124,9 @@ public struct AgentConfiguration: Sendable {
     public var replayMaxBytes: Int = 32 * 1024 * 1024
     /// Random per agent run: what numbers forwards on peer links (`PeerLink.sequenceSource`).
     public var runID: String = String(UInt64.random(in: 1...UInt64.max), radix: 36)
+    /// How a message for a `$share` group with members only on other brokers picks the one
+    /// that delivers it.
+    public var sharedBalance: SharedBalance = .roundRobin
     /// swift-log level name; applied by the CLI.
     public var logLevel: String = "info"
 

@@ -141,6 +141,11 @@ final class LocalLink: Sendable {
         case .forward(let targets):
             let properties = forward(m, topic: topic, to: targets)
             if replay.isEnabled { replay.record(m, topic: topic, sentTo: PeerSet(targets.lazy.map(\.index)), properties: properties) }
+        case .forwardShared(let targets, let shared):
+            if shared.chosen > 0 { metrics.sharedForwards.increment(by: shared.chosen) }
+            if shared.extraCopies > 0 { metrics.sharedExtraCopies.increment(by: shared.extraCopies) }
+            let properties = forward(m, topic: topic, to: targets)
+            if replay.isEnabled { replay.record(m, topic: topic, sentTo: PeerSet(targets.lazy.map(\.index)), properties: properties) }
         case .republishLocally:
             republish(m)
         case .notWanted:

@@ -55,7 +55,10 @@ public final class MeshAgent: Service, Sendable {
         if let r = restored {
             logger.info("state restored", metadata: ["sessions": "\(r.sessions.sessions.count)", "filters": "\(r.sessions.interest.count)", "seq": "\(r.seq)"])
         }
-        routing = RoutingTable(forwardPrefix: configuration.forwardPrefix)
+        routing = RoutingTable(forwardPrefix: configuration.forwardPrefix, sharedBalance: configuration.sharedBalance)
+        // A group with members here gets every message published here from this broker: the
+        // router must not add another copy — and must know at once when the last one leaves.
+        interest.onSharedMembersChange { [routing] members in routing.setLocalInterest(members) }
         (changes, changesContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         let continuation = changesContinuation
         signal = { continuation.yield() }
@@ -172,6 +175,8 @@ public final class MeshAgent: Service, Sendable {
         while !controlLink.isReadingLog && clock.now < deadline && !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(5))
         }
+        // The local broker's shared groups as restored, before the first message is routed.
+        routing.setLocalInterest(interest.sharedFilters)
         localLink.start()
 
         var health: HealthEndpoint?

@@ -94,6 +94,10 @@ public final class MeshMetrics: Sendable {
     public let ignoredInvalid = MeshCounter("mesh_ignored_invalid_forward_total", help: "Messages under the forward prefix with an unusable topic: dropped and logged.")
     /// Empty messages a peer link sent only to set up a topic alias after a reconnect.
     public let aliasAnnouncements = MeshCounter("mesh_alias_announcements_received_total", help: "Empty messages a peer sent only to set up a topic alias again after reconnecting.")
+    /// Forwards to a peer that only a shared subscription group wanted (chosen so the group gets the message once).
+    public let sharedForwards = MeshCounter("mesh_shared_forwards_total", help: "Forwards to a peer that no ordinary subscriber wanted, chosen so that a $share group with members only elsewhere gets the message once.")
+    /// Deliveries to shared groups beyond one per group that the mesh could not avoid.
+    public let sharedExtraCopies = MeshCounter("mesh_shared_extra_copies_total", help: "Copies of local messages that $share groups get beyond one per group: a group with members on several brokers the message must reach anyway (ordinary subscribers there, or a retained message, which goes to every broker) gets one copy per such broker.")
     public let logLines = MeshCounter("mesh_log_lines_total", help: "Broker log lines read by the control link.")
     public let logLinesUnparsed = MeshCounter("mesh_log_lines_unparsed_total", help: "Broker log lines that should carry interest but were not understood (logged, throttled).")
     public let advertsPublished = MeshCounter("mesh_adverts_published_total", help: "Interest adverts published for this node.")
@@ -166,6 +170,8 @@ public final class MeshMetrics: Sendable {
             "local_session_takeovers": localSessionTakeovers.current,
             "replay_window_exceeded": replayWindowExceeded.current,
             "duplicates_dropped": duplicatesDropped.current,
+            "shared_forwards": sharedForwards.current,
+            "shared_extra_copies": sharedExtraCopies.current,
         ]
         var forwarded = 0, forwardedBytes = 0, dropped = 0, rejected = 0, stale = 0, reconnects = 0, replayed = 0
         for p in peers {

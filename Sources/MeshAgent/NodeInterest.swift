@@ -53,6 +53,7 @@ final class NodeInterest: Sendable {
     private let truncatedThrottle = LogThrottle()
     private let ambiguousThrottle = LogThrottle()
     private let releaseThrottle = LogThrottle()
+    private let sharedHandler = Mutex<(@Sendable ([String: Int]) -> Void)?>(nil)
     /// Seconds a new filter is announced with its `since` (the replay window); 0: never.
     private let appearanceHorizon: Double
 
@@ -75,6 +76,8 @@ final class NodeInterest: Sendable {
     /// Applies one `$SYS/broker/log/...` line. Returns whether the interest changed.
     func handleLogLine(topic: String, payload: UnsafeRawBufferPointer) -> Bool {
         metrics.logLines.increment()
+        var sharedMembers: [String: Int]?
+        defer { if let sharedMembers { reportSharedMembers(sharedMembers) } }
         let outcome = state.withLock { s -> Result<(Bool, BrokerLogEvent?), LogParseError> in
             s.linesThisTick += 1
             do throws(LogParseError) {
@@ -84,7 +87,9 @@ final class NodeInterest: Sendable {
                                                    everyClientKnown: s.table.everyClientKnown) else {
                     return .success((false, nil))
                 }
+                let touchesShared = s.table.mayChangeSharedMembers(event)
                 let changed = s.table.apply(event)
+                if touchesShared { sharedMembers = s.table.certainSharedFilters() }
                 if changed {
                     Self.stampAppearances(&s)
                     s.dirty = true
@@ -217,6 +222,7 @@ final class NodeInterest: Sendable {
     /// session online meanwhile now counts as `#`.
     func linesLost() -> Bool {
         metrics.logLinesLost.increment()
+        defer { reportSharedMembers(sharedFilters) }
         return state.withLock { s in
             let changed = s.table.linesLost()
             if changed {
@@ -231,7 +237,8 @@ final class NodeInterest: Sendable {
     /// The local broker restarted: sessions not seen since the log link came back are gone
     /// if clean (Mosquitto forgets them) and offline otherwise.
     func brokerRestarted() -> Bool {
-        state.withLock { s in
+        defer { reportSharedMembers(sharedFilters) }
+        return state.withLock { s in
             let changed = s.table.brokerRestarted()
             if changed {
                 s.dirty = true
@@ -267,6 +274,21 @@ final class NodeInterest: Sendable {
         guard s.appeared.count > maximumSinceEntries else { return s.appeared }
         let newest = s.appeared.sorted { $0.value > $1.value }.prefix(maximumSinceEntries)
         return Dictionary(uniqueKeysWithValues: newest.map { ($0.key, $0.value) })
+    }
+
+    /// The local `$share/…` filters of certain members (`SessionTable.certainSharedFilters`),
+    /// for the router: a group with members here gets nothing forwarded, so an uncertain
+    /// session must not count.
+    var sharedFilters: [String: Int] { state.withLock { $0.table.certainSharedFilters() } }
+
+    /// Who learns the local shared members the moment a log line changes them (the router):
+    /// a member that left must stop holding messages back at once, not at the next advert.
+    func onSharedMembersChange(_ handler: @escaping @Sendable ([String: Int]) -> Void) {
+        sharedHandler.withLock { $0 = handler }
+    }
+
+    private func reportSharedMembers(_ members: [String: Int]) {
+        sharedHandler.withLock { $0 }?(members)
     }
 
     func markDirty() { state.withLock { $0.dirty = true } }

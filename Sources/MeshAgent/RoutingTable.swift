@@ -4,6 +4,8 @@ import Synchronization
 /// The forwarding decision with its targets resolved to live links.
 enum Routed {
     case forward([PeerLink])
+    /// Forward where shared subscription groups changed the decision (`Router.route`).
+    case forwardShared([PeerLink], SharedDelivery)
     case republishLocally
     case notWanted
     case ignored(IgnoreReason)
@@ -19,6 +21,8 @@ final class RoutingTable: Sendable {
         /// New interest whose replay the local link has not done yet; handed to it with the
         /// first route decision that uses that interest, so it replays before it routes.
         var replays: [ReplayRequest] = []
+        /// Each shared group's round-robin turn.
+        var cursors = SharedCursors()
     }
 
     private let state: Mutex<State>
@@ -27,8 +31,8 @@ final class RoutingTable: Sendable {
     /// Wakes the local link's loop thread when a replay waits and no message may come.
     private let replayWaker = Mutex<(@Sendable () -> Void)?>(nil)
 
-    init(forwardPrefix: String) {
-        state = Mutex(State(router: Router(forwardPrefix: forwardPrefix)))
+    init(forwardPrefix: String, sharedBalance: SharedBalance = .roundRobin) {
+        state = Mutex(State(router: Router(forwardPrefix: forwardPrefix, sharedBalance: sharedBalance)))
     }
 
     /// Decides for one message. `replays` receives the replays due before this message (new
@@ -41,8 +45,9 @@ final class RoutingTable: Sendable {
                 swap(&replays, &s.replays)
                 replaysPending.store(false, ordering: .relaxed)
             }
-            switch s.router.route(topic: topic, retained: retained) {
+            switch s.router.route(topic: topic, retained: retained, cursors: &s.cursors) {
             case .forward(let peers): return .forward(peers.compactMap { s.links[$0] })
+            case .forwardShared(let peers, let shared): return .forwardShared(peers.compactMap { s.links[$0] }, shared)
             case .republishLocally: return .republishLocally
             case .notWanted: return .notWanted
             case .ignored(let reason): return .ignored(reason)
@@ -86,6 +91,18 @@ final class RoutingTable: Sendable {
         }
     }
 
+    /// The local broker's interest changed: the router keeps its shared groups. Returns
+    /// whether they changed. The groups are extracted outside the lock.
+    @discardableResult
+    func setLocalInterest(_ filters: [String: Int]) -> Bool {
+        let groups = SharedGroups(advertised: filters)
+        return state.withLock { s in
+            guard s.router.localSharedGroups != groups else { return false }
+            s.router.setLocalShared(groups)
+            return true
+        }
+    }
+
     /// `node`'s interest at `peer` changed; returns the number of filters the peer now wants.
     /// `replay`: what to send the peer again for its new filters, queued in the same step as
     /// the new interest is put in place.
@@ -111,14 +128,14 @@ final class RoutingTable: Sendable {
             // The snapshot holds the storage being replaced until after the swap, so it is
             // freed here, not under the lock.
             let done: Int? = withExtendedLifetime(snapshot) {
-                guard let built = build(snapshot) else { return snapshot.interest.filterCount }
+                guard let built = build(snapshot) else { return snapshot.filterCount }
                 return state.withLock { s in
                     guard s.router.swap(built) else { return nil }
                     if let replay {
                         s.replays.append(replay)
                         replaysPending.store(true, ordering: .relaxed)
                     }
-                    return built.interest.filterCount
+                    return built.filterCount
                 }
             }
             if let done { return done }

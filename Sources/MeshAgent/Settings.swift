@@ -1,4 +1,5 @@
 import Foundation
+import MeshCore
 import Mosquitto
 
 /// Every setting of `mosquitto-mesh run`, by the name it has on the command line, in the
@@ -14,6 +15,7 @@ public enum SettingKey: String, CaseIterable, Sendable {
     case sessionGrace = "session-grace", maxUncertainSessions = "max-uncertain-sessions"
     case maxPendingBytes = "max-pending-bytes", peerTimeout = "peer-timeout"
     case replayWindow = "replay-window", replayMargin = "replay-margin", replayMaxBytes = "replay-max-bytes"
+    case sharedBalance = "shared-balance"
 
     /// `MESH_NODE_ID`, …; the peer list is `MESH_PEERS=host:port,host:port`.
     public var environmentName: String {
@@ -140,6 +142,12 @@ extension AgentConfiguration {
         if let v = try number(.replayWindow, 0...60) { replayWindow = v }
         if let v = try number(.replayMargin, 0...10) { replayMargin = v }
         if let v = try number(.replayMaxBytes, 0...17_179_869_184) { replayMaxBytes = Int(v) }
+        if let balance = settings[.sharedBalance]?.value {
+            guard let b = SharedBalance(rawValue: balance.lowercased()) else {
+                throw fail(.sharedBalance, "expected \(SharedBalance.allCases.map(\.rawValue).joined(separator: " or "))")
+            }
+            sharedBalance = b
+        }
         if let level = settings[.logLevel]?.value {
             guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(level.lowercased()) else {
                 throw fail(.logLevel, "expected trace, debug, info, notice, warning, error or critical")

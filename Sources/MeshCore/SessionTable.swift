@@ -250,6 +250,41 @@ public struct SessionTable: Sendable, Equatable, Codable {
         clock = Stamp(tick: max(clock.tick, stamp.tick), time: max(clock.time, stamp.time))
     }
 
+    /// The `$share/…` filters of the sessions that are members for sure: online, or offline
+    /// with a session known to outlive its connection (the broker queues for it), and nothing
+    /// uncertain about them. An agent does not forward to other brokers for a group with
+    /// members here, so this must never be more than the truth: less only costs a copy.
+    /// O(sessions).
+    public func certainSharedFilters() -> [String: Int] {
+        var result: [String: Int] = [:]
+        for session in sessions.values where !session.excluded && !session.stateUncertain && !session.filtersMayBeStale
+            && (session.online || session.lifetime == .survivesDisconnect) {
+            for filter in session.filters.keys where filter.utf8.starts(with: Self.sharePrefix.utf8) {
+                result[filter, default: 0] += 1
+            }
+        }
+        return result
+    }
+
+    /// Whether an event may change `certainSharedFilters` (checked before applying it).
+    public func mayChangeSharedMembers(_ event: BrokerLogEvent) -> Bool {
+        func holds(_ id: String) -> Bool {
+            sessions[id]?.filters.keys.contains { $0.utf8.starts(with: Self.sharePrefix.utf8) } ?? false
+        }
+        switch event {
+        case .subscribed(_, _, let filter), .unsubscribed(_, let filter):
+            return filter.utf8.starts(with: Self.sharePrefix.utf8)
+        case .connected(let id, _, _, _, _), .disconnected(let id, _), .takenOver(let id), .expired(let id):
+            return holds(id)
+        case .ambiguous, .truncated:
+            return interest.keys.contains { $0.utf8.starts(with: Self.sharePrefix.utf8) }
+        case .socketOpened:
+            return false
+        }
+    }
+
+    static let sharePrefix = "$share/"
+
     /// Applies one event; returns true if `interest` changed (so the caller republishes its advert).
     @discardableResult
     public mutating func apply(_ event: BrokerLogEvent) -> Bool {

@@ -86,6 +86,8 @@ extension MosquittoMesh {
         var replayMargin: String?
         @Option(name: .customLong("replay-max-bytes"), help: "Bytes the replay buffer may hold; the oldest messages go first, counted (default 33554432).")
         var replayMaxBytes: String?
+        @Option(name: .customLong("shared-balance"), help: "round-robin or topic-hash: which broker delivers a message to a $share group with members only on other brokers (default round-robin).")
+        var sharedBalance: String?
 
         /// The flags given, as settings.
         var flagSettings: Settings {
@@ -98,6 +100,7 @@ extension MosquittoMesh {
                 (.maxPending, maxPending), (.maxPendingBytes, maxPendingBytes), (.peerTimeout, peerTimeout), (.statsInterval, statsInterval), (.peerSyncTimeout, peerSyncTimeout),
                 (.topicAliases, topicAliases), (.sessionGrace, sessionGrace), (.maxUncertainSessions, maxUncertainSessions),
                 (.replayWindow, replayWindow), (.replayMargin, replayMargin), (.replayMaxBytes, replayMaxBytes),
+                (.sharedBalance, sharedBalance),
             ]
             var s: Settings = [:]
             for (key, value) in pairs { if let value { s[key] = SettingValue(values: [value], origin: "--\(key.rawValue)") } }

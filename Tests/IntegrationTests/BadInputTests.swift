@@ -73,6 +73,7 @@ struct CommandLineTests {
         (["run", "--node-id", "a", "--local", "127.0.0.1:1883", "--peer", "127.0.0.1:1883"], "127.0.0.1:1883"),
         (["run", "--node-id", "a", "--forward-prefix", "$bad/"], "$bad/"),
         (["run", "--node-id", "a", "--log-level", "loud"], "loud"),
+        (["run", "--node-id", "a", "--shared-balance", "random"], "random"),
         (["run", "--node-id", "a", "--cafile", "/nonexistent/ca.pem"], "/nonexistent/ca.pem"),
         (["run"], "node-id"),
     ])

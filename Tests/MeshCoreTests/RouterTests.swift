@@ -3,7 +3,7 @@ import Testing
 
 @Suite("Router")
 struct RouterTests {
-    /// Peer 0 wants sensors, peer 1 wants everything non-$, peer 2 only a shared filter, peer 3 nothing.
+    /// Peer 0 wants sensors, peer 1 wants everything non-$, peer 2 only a shared group, peer 3 nothing.
     static func router() -> Router {
         var router = Router()
         router.setInterest(peer: 0, node: "n0", filters: ["sensors/+/temp": 2])
@@ -16,8 +16,9 @@ struct RouterTests {
     @Test(arguments: [
         ("sensors/k/temp", false, RouteDecision.forward(peers: [0, 1])),
         ("sensors/k/hum", false, .forward(peers: [1])),
-        ("jobs", false, .forward(peers: [1, 2])),
-        ("jobs/a/b", false, .forward(peers: [1, 2])),
+        // Peer 1 wants it anyway; group g has members only at peer 2, which is added for it.
+        ("jobs", false, .forwardShared(peers: [1, 2], shared: .init(chosen: 1, extraCopies: 0))),
+        ("jobs/a/b", false, .forwardShared(peers: [1, 2], shared: .init(chosen: 1, extraCopies: 0))),
         ("anything", true, .forward(peers: [0, 1, 2, 3])),
         ("$SYS/broker/uptime", false, .ignored(.dollarTopic)),
         ("$SYS/broker/uptime", true, .ignored(.dollarTopic)),
@@ -59,10 +60,14 @@ struct RouterTests {
         #expect(router.route(topic: "mesh-fwd/x", retained: false) == .republishLocally(topic: "x"))
     }
 
-    @Test func sharedFiltersMapToMatchFilterWithSummedCounts() {
+    /// A `$share` filter is a group (name and match filter), not ordinary interest in its filter.
+    @Test func sharedFiltersAreGroupsNotOrdinaryInterest() {
         var router = Router()
         router.setInterest(peer: 0, node: "n", filters: ["$share/g1/a/+": 2, "$share/g2/a/+": 3, "a/+": 1, "bad/#/x": 1, "z": 0])
-        #expect(router.interest(ofPeer: 0).filters == ["a/+": 6])
+        #expect(router.interest(ofPeer: 0).filters == ["a/+": 1])
+        #expect(router.sharedGroups(ofPeer: 0).members == [SharedGroup(name: "g1", filter: "a/+"): 2, SharedGroup(name: "g2", filter: "a/+"): 3])
+        #expect(router.snapshot(ofPeer: 0).filterCount == 3)
+        // The ordinary subscriber takes it there; each group there gets that one copy.
         #expect(router.route(topic: "a/b", retained: false) == .forward(peers: [0]))
     }
 
@@ -72,8 +77,8 @@ struct RouterTests {
         var router = Router()
         router.setInterest(peer: 0, node: "n", filters: ["$share//x": 1, "$share/+/y": 1])
         router.setInterest(peer: 1, node: "m", filters: ["$share/g": 1, "$share/g/": 2])
-        #expect(router.route(topic: "x", retained: false) == .forward(peers: [0]))
-        #expect(router.route(topic: "y", retained: false) == .forward(peers: [0]))
+        #expect(router.route(topic: "x", retained: false) == .forwardShared(peers: [0], shared: .init(chosen: 1, extraCopies: 0)))
+        #expect(router.route(topic: "y", retained: false) == .forwardShared(peers: [0], shared: .init(chosen: 1, extraCopies: 0)))
         for topic in ["g", "/", "//", "g/x", "x/"] {
             #expect(router.route(topic: topic, retained: false) == .notWanted, "\(topic)")
         }
@@ -160,11 +165,13 @@ struct RouterTests {
         #expect(router.route(topic: "old/1", retained: false) == .forward(peers: [0]))
         #expect(router.route(topic: "new/1", retained: false) == .notWanted)
         #expect(snapshot.interest.filters == ["old/#": 1])
-        #expect(built.interest.filters == ["new/#": 1, "x": 2])
+        #expect(built.interest.filters == ["new/#": 1])
+        #expect(built.sharedGroups.members == [SharedGroup(name: "", filter: "x"): 2])
+        #expect(router.sharedGroups(ofPeer: 0).isEmpty)
         #expect(Self.swap(&router, built))
         #expect(router.route(topic: "old/1", retained: false) == .notWanted)
         #expect(router.route(topic: "new/1", retained: false) == .forward(peers: [0]))
-        #expect(router.route(topic: "x", retained: false) == .forward(peers: [0]))
+        #expect(router.route(topic: "x", retained: false) == .forwardShared(peers: [0], shared: .init(chosen: 1, extraCopies: 0)))
         #expect(snapshot.interest.filters == ["old/#": 1], "the snapshot is a value: the swap does not change it")
         #expect(router.interest(ofPeer: 0) == built.interest)
     }
