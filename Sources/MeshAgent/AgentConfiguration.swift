@@ -123,7 +123,9 @@ public struct AgentConfiguration: Sendable {
     /// full the oldest go first, counted.
     public var replayMaxBytes: Int = 32 * 1024 * 1024
     /// Random per agent run: what numbers forwards on peer links (`PeerLink.sequenceSource`).
-    public var runID: String = String(UInt64.random(in: 1...UInt64.max), radix: 36)
+    /// Five base-36 characters (26 bits): with the node id it tells this run from the node's
+    /// earlier ones; it crosses with every QoS 1/2 forward, so it is kept short.
+    public var runID: String = String(UInt32.random(in: 1_679_616...60_466_175), radix: 36)
     /// How a message for a `$share` group with members only on other brokers picks the one
     /// that delivers it.
     public var sharedBalance: SharedBalance = .roundRobin

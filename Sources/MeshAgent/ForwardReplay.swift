@@ -122,7 +122,7 @@ final class ForwardReplay: @unchecked Sendable {
         if body.qos > 0 {
             // Numbered like every QoS 1/2 forward (`LocalLink.sequenceMarker`).
             let number = peer.forwardSequence.add(1, ordering: .relaxed).oldValue
-            properties = Self.numbered(body.properties, "\(peer.sequenceSource):\(number)") ?? body.properties
+            properties = Self.numbered(body.properties, peer.sequenceSource + String(number, radix: 36)) ?? body.properties
         }
         let rc = (forwardPrefix + entry.topic).withCString { topic in
             body.payload.withUnsafeBytes { payload in

@@ -13,8 +13,9 @@ final class LocalLink: Sendable {
     /// v5 user property that marks a forwarded copy of a retained message (the copy under
     /// `forward/` is never retained itself). Removed before the local republish.
     static let retainMarker = "mesh:retained"
-    /// v5 user property numbering a QoS 1/2 forward on its link: `<node>.<run>:<n>`.
-    static let sequenceMarker = "mesh:seq"
+    /// v5 user property numbering a QoS 1/2 forward on its link: `<node>.<run>:<n>` with `n`
+    /// in base 36 (short: it crosses with every such forward).
+    static let sequenceMarker = "mesh:n"
     /// User properties in this namespace belong to the mesh: never passed on from a client.
     static let reservedPrefix = "mesh:"
 
@@ -192,7 +193,7 @@ final class LocalLink: Sendable {
                 // Numbered, so that the receiving agent drops a copy resent after a reconnect
                 // whose first copy had arrived (its acknowledgement was lost in the cut).
                 let number = peer.forwardSequence.add(1, ordering: .relaxed).oldValue
-                perPeer = forwardProperties(m, alias: use.alias?.number, sequence: "\(peer.sequenceSource):\(number)")
+                perPeer = forwardProperties(m, alias: use.alias?.number, sequence: peer.sequenceSource + String(number, radix: 36))
                 properties = perPeer?.pointer ?? use.alias?.list.pointer ?? copied?.pointer
             } else if let alias = use.alias {
                 // The alias must go out with this message (with the topic, it sets the alias

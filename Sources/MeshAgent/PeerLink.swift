@@ -49,7 +49,8 @@ final class PeerLink: Sendable {
     /// Number of the next QoS 1/2 forward on this link: the receiving agent drops one it has
     /// already seen (resent after a reconnect because its acknowledgement was lost).
     let forwardSequence = Atomic<UInt64>(1)
-    /// `<node>.<run>`: which agent run numbered the forwards (`forwardSequence` restarts with it).
+    /// `<node>.<run>:`: which agent run numbered the forwards (`forwardSequence` restarts with
+    /// it), ready for the number to be appended.
     let sequenceSource: String
     private let silenceThrottle = LogThrottle()
     private let backlogWarned = Atomic<Bool>(false)
@@ -95,7 +96,7 @@ final class PeerLink: Sendable {
         forwardPrefix = configuration.forwardPrefix
         peerTimeoutNanos = Int64(configuration.peerTimeout * 1e9)
         heartbeatTopic = ControlTopic.heartbeat(node: configuration.nodeID)
-        sequenceSource = "\(configuration.nodeID).\(configuration.runID)"
+        sequenceSource = "\(configuration.nodeID).\(configuration.runID):"
         var log = logger
         log[metadataKey: "peer"] = "\(endpoint)"
         self.logger = log

@@ -3,7 +3,7 @@
 /// A QoS 1 forward whose PUBACK is lost in a link cut is resent by the sending agent's
 /// library after the reconnect; the peer broker takes it as a new message, so without a
 /// check its subscribers would get it twice. Every QoS 1/2 forward is numbered per sending
-/// agent run and link (`<node>.<run>:<n>`, increasing in the order sent), and a link
+/// agent run and link (`<node>.<run>:<n>`, `n` in base 36, increasing in the order sent), and a link
 /// delivers in order, so a number not above the highest seen from that source is a copy.
 ///
 /// Bounded: at most `maximumSources` sources are remembered (each agent run of each peer is
@@ -26,7 +26,7 @@ public struct ForwardSequence: Sendable {
     /// Judges one marker value and records it.
     public mutating func judge(_ marker: String) -> Verdict {
         guard let colon = marker.utf8.lastIndex(of: UInt8(ascii: ":")),
-              let number = UInt64(Substring(marker.utf8[marker.utf8.index(after: colon)...])) else { return .malformed }
+              let number = UInt64(Substring(marker.utf8[marker.utf8.index(after: colon)...]), radix: 36) else { return .malformed }
         let source = String(Substring(marker.utf8[..<colon]))
         guard !source.isEmpty else { return .malformed }
         clock &+= 1
