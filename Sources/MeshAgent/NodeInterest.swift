@@ -26,7 +26,7 @@ final class NodeInterest: Sendable {
         var logLinkUpAt: Double = 0
         /// Filters that entered the interest within `appearanceHorizon` → when (ms since 1970):
         /// the adverts' `since`, from which peers replay what this node's new subscribers missed.
-        var appeared: [String: UInt64] = [:]
+        var appeared: [String: (millis: UInt64, adverts: Int)] = [:]
     }
 
     /// At most this many `since` entries per advert (the newest): a subscribe storm must not
@@ -253,7 +253,7 @@ final class NodeInterest: Sendable {
         let new = s.table.takeAppeared()
         guard !new.isEmpty else { return }
         let now = UInt64(max(0, Date().timeIntervalSince1970 * 1000))
-        for filter in new { s.appeared[filter] = now }
+        for filter in new { s.appeared[filter] = (now, 0) }
     }
 
     /// The next advert if anything changed since the last one (or `force`).
@@ -266,14 +266,20 @@ final class NodeInterest: Sendable {
         }
     }
 
-    /// The `since` entries still worth announcing: within the horizon and still wanted.
+    /// The `since` entries still worth announcing: within the horizon, still wanted, and not
+    /// yet in two adverts. Peers read adverts live and in order, so the first one carrying an
+    /// entry is enough (the second covers an advert a peer refused); repeating every entry
+    /// for the whole horizon would make a subscribe storm's adverts grow with its square.
     private static func since(_ s: inout State, horizon: Double) -> [String: UInt64] {
         guard !s.appeared.isEmpty else { return [:] }
         let oldest = UInt64(max(0, (Date().timeIntervalSince1970 - horizon) * 1000))
-        s.appeared = s.appeared.filter { $0.value >= oldest && s.table.interest[$0.key] != nil }
-        guard s.appeared.count > maximumSinceEntries else { return s.appeared }
-        let newest = s.appeared.sorted { $0.value > $1.value }.prefix(maximumSinceEntries)
-        return Dictionary(uniqueKeysWithValues: newest.map { ($0.key, $0.value) })
+        s.appeared = s.appeared.filter { $0.value.millis >= oldest && $0.value.adverts < 2 && s.table.interest[$0.key] != nil }
+        var chosen = s.appeared
+        if chosen.count > maximumSinceEntries {
+            chosen = Dictionary(uniqueKeysWithValues: chosen.sorted { $0.value.millis > $1.value.millis }.prefix(maximumSinceEntries).map { ($0.key, $0.value) })
+        }
+        for key in chosen.keys { s.appeared[key]?.adverts += 1 }
+        return chosen.mapValues(\.millis)
     }
 
     /// The local `$share/…` filters of certain members (`SessionTable.certainSharedFilters`),
