@@ -15,7 +15,8 @@ extension MosquittoMesh {
             """,
             subcommands: [BenchSeedCommand.self, BenchCrossCommand.self, BenchScaleCommand.self,
                           BenchLocalityCommand.self, BenchChurnCommand.self, BenchTreeCommand.self,
-                          BenchLogLinesCommand.self, BenchAllCommand.self, BenchChurnMemoryCommand.self, BenchFailover.self]
+                          BenchLogLinesCommand.self, BenchAllCommand.self, BenchChurnMemoryCommand.self, BenchFailover.self,
+                          BenchInteropCommand.self]
         )
     }
 }
