@@ -64,9 +64,11 @@ public enum ControlTopic {
     public static func status(node: String) -> String { "\(root)/\(node)/status" }
     /// Periodic counters of `node`.
     public static func stats(node: String) -> String { "\(root)/\(node)/stats" }
+    /// Client connects on `node`'s broker, announced non-retained (see `ConnectAnnouncement`).
+    public static func connected(node: String) -> String { "\(root)/\(node)/connected" }
 
     public enum Kind: String, Sendable, CaseIterable {
-        case subscriptions, status, stats
+        case subscriptions, status, stats, connected
     }
 
     /// The node and kind of a control topic; nil for anything else, including
