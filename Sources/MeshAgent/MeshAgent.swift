@@ -28,6 +28,8 @@ public final class MeshAgent: Service, Sendable {
     private let lastView = Mutex<MeshView?>(nil)
     /// Lets the state saver's snapshot closure reach the agent once it exists.
     private let agentBox = WeakBox<MeshAgent>()
+    /// One client id, one connection, across the mesh.
+    private let takeover: TakeoverService
 
     public init(configuration: AgentConfiguration, logger: Logger) throws {
         try configuration.validate()
@@ -48,8 +50,12 @@ public final class MeshAgent: Service, Sendable {
             }
         }
         let table = restored?.sessions ?? SessionTable(excludedClientIDPrefix: configuration.clientIDPrefix)
+        let takeoverBox = WeakBox<TakeoverService>()
         interest = NodeInterest(table: table, seq: restored?.seq ?? 0, metrics: metrics, logger: logger,
-                                grace: configuration.sessionGrace, uncertainLimit: configuration.maxUncertainSessions)
+                                grace: configuration.sessionGrace, uncertainLimit: configuration.maxUncertainSessions,
+                                onEvent: { event, line in takeoverBox.value?.observeLocal(event, line: line) })
+        takeover = TakeoverService(configuration: configuration, interest: interest, metrics: metrics, logger: logger)
+        takeoverBox.value = takeover
         let linesMayBeLost = restored?.linesMayBeLost(now: Date().timeIntervalSince1970, lineLifetime: ControlLink.lineLifetime) ?? false
         if let r = restored {
             logger.info("state restored", metadata: ["sessions": "\(r.sessions.sessions.count)", "filters": "\(r.sessions.interest.count)", "seq": "\(r.seq)"])
@@ -102,6 +108,9 @@ public final class MeshAgent: Service, Sendable {
                          // Not connected: `republishMirrors` sends the current state on connect.
                          guard localLink.client.isConnected else { return }
                          localLink.publishControl(topic: topic, payload: payload, retain: true)
+                     },
+                     onConnects: { [takeover] node, payload, metrics in
+                         takeover.handleAnnouncement(node: node, payload: payload, peerMetrics: metrics)
                      })
     }
 
@@ -183,6 +192,15 @@ public final class MeshAgent: Service, Sendable {
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.advertLoop() }
             group.addTask { await self.statsLoop() }
+            group.addTask { [localLink, takeover, configuration] in
+                await takeover.announceLoop { payload in
+                    // QoS 1: held by libmosquitto while the link is down, sent after the reconnect.
+                    localLink.publishControl(topic: ControlTopic.connected(node: configuration.nodeID), payload: payload, retain: false)
+                }
+            }
+            group.addTask { [localLink, takeover] in
+                await takeover.takeoverLoop(localLinkUp: { localLink.client.isConnected })
+            }
             try? await gracefulShutdown()
             group.cancelAll()
         }
@@ -245,8 +263,13 @@ public final class MeshAgent: Service, Sendable {
     private func statsLoop() async {
         let clock = ContinuousClock()
         var nextStats = clock.now
+        var nextPrune = clock.now
         while !Task.isCancelled {
             for peer in peers { peer.metrics.pending.set(peer.client.outstandingPublishes) }
+            if clock.now >= nextPrune {
+                nextPrune = clock.now.advanced(by: .seconds(5))
+                takeover.prune()
+            }
             publishViewIfChanged()
             if clock.now >= nextStats && localLink.client.isConnected {
                 nextStats = clock.now.advanced(by: configuration.statsInterval)
@@ -274,6 +297,7 @@ public final class MeshAgent: Service, Sendable {
     /// session), let every peer acknowledge what we already took, then leave.
     private func drainAndStop() async {
         stopping.store(true, ordering: .relaxed)
+        takeover.finish()
         logger.info("stopping: draining")
         // Anything an interest change left unpublished goes out before we leave.
         publishAdvertIfNeeded()

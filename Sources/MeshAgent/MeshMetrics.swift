@@ -117,6 +117,14 @@ public final class MeshMetrics: Sendable {
     public let localSessionTakeovers = MeshCounter("mesh_local_session_takeovers_total", help: "Times the agent's own log or forwarding session was found gone while its broker kept running (a client used the agent's id).")
     /// Times log lines may have been lost (log session taken over, or down longer than the lines live).
     public let logLinesLost = MeshCounter("mesh_log_lines_lost_total", help: "Times log lines may have been lost (log session taken over, down longer than lines live, or an unclean stop): interest was widened.")
+    /// Client connections on this broker closed because the same id connected later on another node.
+    public let clientTakeovers = MeshCounter("mesh_client_takeovers_total", help: "Client connections on this broker closed because the same client id connected later on another node (their sessions ended with them; one log line each, throttled).")
+    /// Offline sessions on this broker ended because their id connected later on another node.
+    public let clientSessionsEnded = MeshCounter("mesh_client_sessions_ended_total", help: "Offline client sessions on this broker ended because their client id connected later on another node (messages queued for them are discarded).")
+    public let clientTakeoverFailures = MeshCounter("mesh_client_takeover_failures_total", help: "Client connections or sessions that should have been ended here (their id connected later on another node) and could not be: both stay (logged).")
+    public let clientConnectsAnnounced = MeshCounter("mesh_client_connects_announced_total", help: "Client connects on this broker announced to the peers on $mesh/<node>/connected.")
+    public let clientConnectsUnannounced = MeshCounter("mesh_client_connects_unannounced_total", help: "Client connects on this broker not announced because too many were waiting (logged): a duplicate elsewhere is not ended for them.")
+    public let clientConnectsReceived = MeshCounter("mesh_client_connects_received_total", help: "Client connects announced by peers and judged against this broker's clients.")
     private let peerTable = Mutex<[String: PeerMetrics]>([:])
 
     public init() {}
@@ -153,6 +161,9 @@ public final class MeshMetrics: Sendable {
             "sessions_uncertain": sessionsUncertain.current,
             "sessions_unknown_filters": sessionsUnknownFilters.current,
             "local_session_takeovers": localSessionTakeovers.current,
+            "client_takeovers": clientTakeovers.current,
+            "client_sessions_ended": clientSessionsEnded.current,
+            "client_takeover_failures": clientTakeoverFailures.current,
         ]
         var forwarded = 0, forwardedBytes = 0, dropped = 0, rejected = 0, stale = 0, reconnects = 0
         for p in peers {

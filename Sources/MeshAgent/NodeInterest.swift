@@ -46,9 +46,13 @@ final class NodeInterest: Sendable {
     private let truncatedThrottle = LogThrottle()
     private let ambiguousThrottle = LogThrottle()
     private let releaseThrottle = LogThrottle()
+    /// Sees every event after the table applied it, under the lock (in log order): client
+    /// presence for takeovers across the mesh (`TakeoverService`).
+    private let onEvent: (@Sendable (BrokerLogEvent, UnsafeRawBufferPointer) -> Void)?
 
     init(table: SessionTable, seq: UInt64, metrics: MeshMetrics, logger: Logger,
-         grace: Double = 86_400, uncertainLimit: Int = 100_000) {
+         grace: Double = 86_400, uncertainLimit: Int = 100_000,
+         onEvent: (@Sendable (BrokerLogEvent, UnsafeRawBufferPointer) -> Void)? = nil) {
         var table = table
         // Stamps taken before the first `$SYS` tick carry the time the agent started.
         table.advance(to: .init(tick: table.clock.tick, time: Date().timeIntervalSince1970))
@@ -57,6 +61,7 @@ final class NodeInterest: Sendable {
         self.logger = logger
         self.grace = grace
         self.uncertainLimit = uncertainLimit
+        self.onEvent = onEvent
         metrics.localFilters.set(table.interest.count)
         metrics.localSessions.set(table.clientSessions)
     }
@@ -74,6 +79,7 @@ final class NodeInterest: Sendable {
                     return .success((false, nil))
                 }
                 let changed = s.table.apply(event)
+                onEvent?(event, payload)
                 if changed {
                     s.dirty = true
                     s.changes &+= 1

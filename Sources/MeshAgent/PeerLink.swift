@@ -28,6 +28,8 @@ final class PeerLink: Sendable {
     /// Republishes what this link reads onto the local broker under
     /// `$mesh/<own node>/peers/<node>/…`, so any one broker shows the whole mesh.
     private let mirror: @Sendable (_ topic: String, _ payload: [UInt8]) -> Void
+    /// Client connects a node announced on this peer broker (`TakeoverService`).
+    private let onConnects: @Sendable (_ node: String, _ payload: UnsafeRawBufferPointer, _ metrics: PeerMetrics) -> Void
     /// Mirrored topic → payload, kept so a reconnected local broker gets them again. Published
     /// under this lock so two updates of one topic cannot overtake each other.
     private let mirrors = Mutex<[String: [UInt8]]>([:])
@@ -67,7 +69,8 @@ final class PeerLink: Sendable {
     init(index: Int, endpoint: Endpoint, configuration: AgentConfiguration, routing: RoutingTable,
          metrics: PeerMetrics, initialNodes: [String: [String: Int]], logger: Logger,
          onInterestChange: @escaping @Sendable () -> Void,
-         mirror: @escaping @Sendable (_ topic: String, _ payload: [UInt8]) -> Void) throws(MosquittoError) {
+         mirror: @escaping @Sendable (_ topic: String, _ payload: [UInt8]) -> Void,
+         onConnects: @escaping @Sendable (_ node: String, _ payload: UnsafeRawBufferPointer, _ metrics: PeerMetrics) -> Void = { _, _, _ in }) throws(MosquittoError) {
         self.index = index
         self.endpoint = endpoint
         self.routing = routing
@@ -75,6 +78,7 @@ final class PeerLink: Sendable {
         self.ownNodeID = configuration.nodeID
         self.onInterestChange = onInterestChange
         self.mirror = mirror
+        self.onConnects = onConnects
         configuredAliases = configuration.topicAliasesPerPeer
         forwardPrefix = configuration.forwardPrefix
         var log = logger
@@ -143,6 +147,7 @@ final class PeerLink: Sendable {
         do {
             try client.subscribe("\(ControlTopic.root)/+/\(ControlTopic.Kind.subscriptions.rawValue)", qos: 1)
             try client.subscribe("\(ControlTopic.root)/+/\(ControlTopic.Kind.status.rawValue)", qos: 1)
+            try client.subscribe("\(ControlTopic.root)/+/\(ControlTopic.Kind.connected.rawValue)", qos: 1)
             // Retained messages for the subscriptions above are queued before this SUBACK,
             // so its arrival means the peer's current interest has been read.
             let mid = try client.subscribe("\(ControlTopic.root)/\(ownNodeID)/sync-barrier", qos: 0)
@@ -329,6 +334,8 @@ final class PeerLink: Sendable {
             }
         case .stats:
             break
+        case .connected:
+            onConnects(node, m.payload, metrics)
         }
     }
 
