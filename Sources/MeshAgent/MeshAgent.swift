@@ -67,11 +67,13 @@ public final class MeshAgent: Service, Sendable {
         savedPeerInterest = restored?.peerInterest ?? [:]
         let links = peerLinks
         let interest = interest
+        let takeover = takeover
         localLink = try LocalLink(configuration: configuration, routing: routing, metrics: metrics, logger: logger,
                                   onInterestChange: signal,
-                                  onConnected: { [signal] in
-                                      // The broker may have lost retained messages: republish the advert and mirrors.
+                                  onConnected: { [signal, takeover] in
+                                      // The broker may have lost retained messages: republish the advert, presence and mirrors.
                                       interest.markDirty()
+                                      takeover.markPresenceDirty()
                                       for link in links.links.withLock({ Array($0.values) }) { link.republishMirrors() }
                                       signal()
                                   })
@@ -109,8 +111,12 @@ public final class MeshAgent: Service, Sendable {
                          guard localLink.client.isConnected else { return }
                          localLink.publishControl(topic: topic, payload: payload, retain: true)
                      },
-                     onConnects: { [takeover] node, payload, metrics in
-                         takeover.handleAnnouncement(node: node, payload: payload, peerMetrics: metrics)
+                     onClients: { [takeover] kind, node, payload, metrics in
+                         switch kind {
+                         case .connected: return takeover.handleAnnouncement(node: node, payload: payload, peerMetrics: metrics)
+                         case .presence: return takeover.handlePresence(node: node, payload: payload, peerMetrics: metrics)
+                         default: return false
+                         }
                      })
     }
 
@@ -200,6 +206,13 @@ public final class MeshAgent: Service, Sendable {
             }
             group.addTask { [localLink, takeover] in
                 await takeover.takeoverLoop(localLinkUp: { localLink.client.isConnected })
+            }
+            group.addTask { [localLink, takeover, configuration] in
+                await takeover.presenceLoop { payload in
+                    guard localLink.client.isConnected else { return false }
+                    localLink.publishControl(topic: ControlTopic.presence(node: configuration.nodeID), payload: payload, retain: true)
+                    return true
+                }
             }
             try? await gracefulShutdown()
             group.cancelAll()

@@ -124,6 +124,8 @@ public final class MeshMetrics: Sendable {
     public let clientTakeoverFailures = MeshCounter("mesh_client_takeover_failures_total", help: "Client connections or sessions that should have been ended here (their id connected later on another node) and could not be: both stay (logged).")
     public let clientConnectsAnnounced = MeshCounter("mesh_client_connects_announced_total", help: "Client connects on this broker announced to the peers on $mesh/<node>/connected.")
     public let clientConnectsUnannounced = MeshCounter("mesh_client_connects_unannounced_total", help: "Client connects on this broker not announced because too many were waiting (logged): a duplicate elsewhere is not ended for them.")
+    public let clientPresenceTakeovers = MeshCounter("mesh_client_presence_takeovers_total", help: "Takeovers started from a peer's presence snapshot rather than an announcement: the connect there had not been announced to this agent (link down, agent restart).")
+    public let clientsOnline = MeshGauge("mesh_clients_online", help: "Client connections on this broker as last published in $mesh/<node>/presence.")
     public let clientConnectsReceived = MeshCounter("mesh_client_connects_received_total", help: "Client connects announced by peers and judged against this broker's clients.")
     private let peerTable = Mutex<[String: PeerMetrics]>([:])
 

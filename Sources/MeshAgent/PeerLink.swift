@@ -28,8 +28,9 @@ final class PeerLink: Sendable {
     /// Republishes what this link reads onto the local broker under
     /// `$mesh/<own node>/peers/<node>/…`, so any one broker shows the whole mesh.
     private let mirror: @Sendable (_ topic: String, _ payload: [UInt8]) -> Void
-    /// Client connects a node announced on this peer broker (`TakeoverService`).
-    private let onConnects: @Sendable (_ node: String, _ payload: UnsafeRawBufferPointer, _ metrics: PeerMetrics) -> Void
+    /// A node's client connects (`.connected`) or presence (`.presence`) read on this peer
+    /// broker (`TakeoverService`); returns whether the payload was usable.
+    private let onClients: @Sendable (_ kind: ControlTopic.Kind, _ node: String, _ payload: UnsafeRawBufferPointer, _ metrics: PeerMetrics) -> Bool
     /// Mirrored topic → payload, kept so a reconnected local broker gets them again. Published
     /// under this lock so two updates of one topic cannot overtake each other.
     private let mirrors = Mutex<[String: [UInt8]]>([:])
@@ -70,7 +71,7 @@ final class PeerLink: Sendable {
          metrics: PeerMetrics, initialNodes: [String: [String: Int]], logger: Logger,
          onInterestChange: @escaping @Sendable () -> Void,
          mirror: @escaping @Sendable (_ topic: String, _ payload: [UInt8]) -> Void,
-         onConnects: @escaping @Sendable (_ node: String, _ payload: UnsafeRawBufferPointer, _ metrics: PeerMetrics) -> Void = { _, _, _ in }) throws(MosquittoError) {
+         onClients: @escaping @Sendable (_ kind: ControlTopic.Kind, _ node: String, _ payload: UnsafeRawBufferPointer, _ metrics: PeerMetrics) -> Bool = { _, _, _, _ in false }) throws(MosquittoError) {
         self.index = index
         self.endpoint = endpoint
         self.routing = routing
@@ -78,7 +79,7 @@ final class PeerLink: Sendable {
         self.ownNodeID = configuration.nodeID
         self.onInterestChange = onInterestChange
         self.mirror = mirror
-        self.onConnects = onConnects
+        self.onClients = onClients
         configuredAliases = configuration.topicAliasesPerPeer
         forwardPrefix = configuration.forwardPrefix
         var log = logger
@@ -148,6 +149,7 @@ final class PeerLink: Sendable {
             try client.subscribe("\(ControlTopic.root)/+/\(ControlTopic.Kind.subscriptions.rawValue)", qos: 1)
             try client.subscribe("\(ControlTopic.root)/+/\(ControlTopic.Kind.status.rawValue)", qos: 1)
             try client.subscribe("\(ControlTopic.root)/+/\(ControlTopic.Kind.connected.rawValue)", qos: 1)
+            try client.subscribe("\(ControlTopic.root)/+/\(ControlTopic.Kind.presence.rawValue)", qos: 1)
             // Retained messages for the subscriptions above are queued before this SUBACK,
             // so its arrival means the peer's current interest has been read.
             let mid = try client.subscribe("\(ControlTopic.root)/\(ownNodeID)/sync-barrier", qos: 0)
@@ -335,7 +337,14 @@ final class PeerLink: Sendable {
         case .stats:
             break
         case .connected:
-            onConnects(node, m.payload, metrics)
+            _ = onClients(kind, node, m.payload, metrics)
+        case .presence:
+            let topic = ControlTopic.mirror(of: ownNodeID, node: node, kind: .presence)
+            if m.payload.isEmpty {
+                setMirror(topic, [])
+            } else if onClients(kind, node, m.payload, metrics) {
+                setMirror(topic, m.payloadBytes)
+            }
         }
     }
 

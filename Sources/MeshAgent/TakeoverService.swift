@@ -126,19 +126,15 @@ final class TakeoverService: Sendable {
 
     // MARK: connects announced by peers (a peer link's thread)
 
-    func handleAnnouncement(node: String, payload: UnsafeRawBufferPointer, peerMetrics: PeerMetrics) {
+    /// Returns whether the payload was an announcement.
+    @discardableResult
+    func handleAnnouncement(node: String, payload: UnsafeRawBufferPointer, peerMetrics: PeerMetrics) -> Bool {
         let announcement: ConnectAnnouncement
         do {
             announcement = try ConnectAnnouncementCodec.decode(payload, expectedNode: node)
         } catch {
-            peerMetrics.advertsRejected.increment()
-            let (log, n) = rejectThrottle.shouldLog()
-            if log {
-                logger.warning("client connect announcement rejected", metadata: [
-                    "node": "\(node)", "reason": "\(error.reason)", "bytes": "\(payload.count)", "occurrence": "\(n)",
-                ])
-            }
-            return
+            rejected(error, what: "client connect announcement", node: node, bytes: payload.count, peerMetrics: peerMetrics)
+            return false
         }
         let now = Self.now()
         let prefixCheck = isMeshClient
@@ -155,6 +151,80 @@ final class TakeoverService: Sendable {
         metrics.clientConnectsReceived.increment(by: announcement.connects.count)
         for (c, decision) in zip(announcement.connects, decisions) where decision.ends {
             enqueue(Job(connect: c, node: node, decision: decision, queuedAt: .now))
+        }
+        return true
+    }
+
+    /// A peer's presence snapshot (retained, read on subscribe and when it changes): clients
+    /// connected there whose connect was not announced to this agent (the link was down, an
+    /// agent restarted) are judged now. Returns whether the payload was a snapshot.
+    @discardableResult
+    func handlePresence(node: String, payload: UnsafeRawBufferPointer, peerMetrics: PeerMetrics) -> Bool {
+        let snapshot: PresenceSnapshot
+        do {
+            snapshot = try PresenceSnapshotCodec.decode(payload, expectedNode: node)
+        } catch {
+            rejected(error, what: "presence snapshot", node: node, bytes: payload.count, peerMetrics: peerMetrics)
+            return false
+        }
+        let now = Self.now()
+        let prefixCheck = isMeshClient
+        let takeovers = interest.withTable { table, _ in
+            presence.withLock { p in
+                p.reconcile(snapshot, at: now) { id in
+                    table.sessions[id].map { (online: $0.online, meshClient: $0.excluded || prefixCheck(id)) }
+                }
+            }
+        }
+        if !takeovers.isEmpty {
+            metrics.clientPresenceTakeovers.increment(by: takeovers.count)
+            logger.notice("a peer's presence names clients connected there later than here (their connects were not announced to this agent): ending them here",
+                          metadata: ["node": "\(node)", "clients": "\(takeovers.count)"])
+        }
+        for t in takeovers { enqueue(Job(connect: t.connect, node: t.node, decision: t.decision, queuedAt: .now)) }
+        return true
+    }
+
+    private func rejected(_ error: AdvertDecodeError, what: String, node: String, bytes: Int, peerMetrics: PeerMetrics) {
+        peerMetrics.advertsRejected.increment()
+        let (log, n) = rejectThrottle.shouldLog()
+        if log {
+            logger.warning("\(what) rejected", metadata: ["node": "\(node)", "reason": "\(error.reason)", "bytes": "\(bytes)", "occurrence": "\(n)"])
+        }
+    }
+
+    // MARK: presence snapshot
+
+    /// Bytes per second a node's presence may cost each reader: a large snapshot is published
+    /// less often (100 000 clients, ~4 MB: about every 40 s), a small one at most every second.
+    static let presenceBytesPerSecond = 100_000
+    private let presenceDirty = Atomic<Bool>(true)
+
+    /// The local broker may have lost its retained messages: publish the snapshot again.
+    func markPresenceDirty() { presenceDirty.store(true, ordering: .relaxed) }
+
+    /// Publishes the retained presence snapshot when the clients changed, paced by its size.
+    /// `publish` returns false when the local link is down (tried again later).
+    func presenceLoop(publish: @Sendable (_ payload: [UInt8]) -> Bool) async {
+        var published: UInt64?
+        let clock = ContinuousClock()
+        var notBefore = clock.now
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .seconds(1))
+            guard clock.now >= notBefore else { continue }
+            let version = presence.withLock { $0.version }
+            let dirty = presenceDirty.exchange(false, ordering: .relaxed)
+            guard dirty || version != published else { continue }
+            let now = Self.now()
+            let snapshot = interest.withTable { table, _ in presence.withLock { $0.snapshot(of: table, at: now) } }
+            let payload = PresenceSnapshotCodec.encode(snapshot)
+            guard publish(payload) else {
+                presenceDirty.store(true, ordering: .relaxed)
+                continue
+            }
+            published = version
+            metrics.clientsOnline.set(snapshot.online.count + snapshot.unlisted)
+            notBefore = clock.now.advanced(by: .milliseconds(max(1000, payload.count * 1000 / Self.presenceBytesPerSecond)))
         }
     }
 

@@ -162,7 +162,8 @@ public struct LocalClient: Equatable, Sendable {
     public var online: Bool
     /// When its connection (or, offline, its last connection) was made, in ms on this node's
     /// clock; nil when the agent never read that connect (it predates what the agent knows):
-    /// taken as older than any connect announced now.
+    /// taken as time 0, older than any connect announced with a time (two such unknowns are
+    /// ordered by node id, like equal times).
     public var connectedAt: Int64?
     public var meshClient: Bool
     public var ending: Bool
@@ -197,12 +198,11 @@ public enum TakeoverRule {
         guard let local else { return .keep(.noSession) }
         if local.meshClient { return .keep(.meshClient) }
         if local.ending { return .keep(.alreadyEnding) }
-        if let localTime = local.connectedAt {
-            let (difference, overflow) = remote.time.subtractingReportingOverflow(localTime)
-            let d = overflow ? (remote.time > localTime ? Int64.max : Int64.min) : difference
-            if d < -margin { return .keep(.localNewer) }
-            if d <= margin && !localNode.utf8.lexicographicallyPrecedes(remoteNode.utf8) { return .keep(.localWinsTie) }
-        }
+        let localTime = local.connectedAt ?? 0
+        let (difference, overflow) = remote.time.subtractingReportingOverflow(localTime)
+        let d = overflow ? (remote.time > localTime ? Int64.max : Int64.min) : difference
+        if d < -margin { return .keep(.localNewer) }
+        if d <= margin && !localNode.utf8.lexicographicallyPrecedes(remoteNode.utf8) { return .keep(.localWinsTie) }
         return local.online ? .endConnection : .endSession
     }
 }
@@ -287,7 +287,9 @@ public struct ClientPresence: Sendable {
     public let localNode: String
     public let fingerprint: Fingerprint
     public let margin: Int64
-    public private(set) var clients: [String: Entry] = [:]
+    public private(set) var clients: [String: Entry] = [:] { didSet { version &+= 1 } }
+    /// Grows with every change of `clients`: whether a new snapshot is worth publishing.
+    public private(set) var version: UInt64 = 0
     private(set) var ending: [String: Ending] = [:]
     private(set) var recentRemote: [String: Remote] = [:]
 
@@ -426,5 +428,144 @@ public struct ClientPresence: Sendable {
             for (id, _) in oldest { recentRemote[id] = nil }
         }
         for id in clients.keys.filter({ !hasSession($0) }) { clients[id] = nil }
+    }
+}
+
+/// A node's clients, published retained on `$mesh/<node>/presence`: which client ids are
+/// connected there and since when, how many sessions wait offline. Operators read it with
+/// `inspect`; peers read it to judge connects they could not have seen announced (their link
+/// was down, or an agent restarted).
+public struct PresenceSnapshot: Equatable, Sendable {
+    public var node: String
+    /// When it was taken, ms since 1970 on that node's clock.
+    public var time: Int64
+    /// Connected client id → when it connected (ms, that node's clock; 0: before what its
+    /// agent knows, e.g. restored from its state after a restart).
+    public var online: [String: Int64]
+    /// Client sessions kept offline.
+    public var offline: Int
+    /// Connected clients left out of `online` to keep the snapshot bounded.
+    public var unlisted: Int
+
+    public init(node: String, time: Int64, online: [String: Int64], offline: Int, unlisted: Int = 0) {
+        self.node = node
+        self.time = time
+        self.online = online
+        self.offline = offline
+        self.unlisted = unlisted
+    }
+}
+
+/// JSON form of `PresenceSnapshot`:
+/// `{"node":"a","time":1764450000123,"offline":2,"unlisted":0,"online":{"X":1764449990000}}`
+/// (ids sorted, so an unchanged snapshot is byte-identical).
+public enum PresenceSnapshotCodec {
+    /// 100 000 ids of ~30 bytes are ~5 MB.
+    public static let maximumPayloadBytes = 64 * 1024 * 1024
+
+    public static func encode(_ s: PresenceSnapshot) -> [UInt8] {
+        var w = JSONWriter(reservingCapacity: 96 + s.online.count * 40)
+        w.beginObject()
+        w.key("node"); w.string(s.node)
+        w.key("time"); w.int(Int(s.time))
+        w.key("offline"); w.int(s.offline)
+        w.key("unlisted"); w.int(s.unlisted)
+        w.key("online")
+        w.beginObject()
+        for id in s.online.keys.sorted(by: { $0.utf8.lexicographicallyPrecedes($1.utf8) }) {
+            w.key(id)
+            w.int(Int(s.online[id]!))
+        }
+        w.endObject()
+        w.endObject()
+        return w.bytes
+    }
+
+    public static func decode(_ payload: some Collection<UInt8>, expectedNode: String?) throws(AdvertDecodeError) -> PresenceSnapshot {
+        guard payload.count <= maximumPayloadBytes else {
+            throw AdvertDecodeError(reason: "payload of \(payload.count) bytes exceeds \(maximumPayloadBytes)")
+        }
+        let bytes = Array(payload)
+        guard String(validating: bytes, as: UTF8.self) != nil else { throw AdvertDecodeError(reason: "payload is not valid UTF-8") }
+        let value: JSONValue
+        do {
+            var parser = JSONParser(bytes: bytes)
+            value = try parser.parseDocument()
+        } catch {
+            throw AdvertDecodeError(reason: "not JSON: \(error.reason) at byte \(error.offset)")
+        }
+        guard case .object(let members) = value else { throw AdvertDecodeError(reason: "top level is not a JSON object") }
+        func member(_ name: String) -> JSONValue? { members.first { $0.key == name }?.value }
+        func count(_ name: String) throws(AdvertDecodeError) -> Int {
+            guard case .number(let text, true) = member(name), let n = Int(text), n >= 0 else {
+                throw AdvertDecodeError(reason: "'\(name)' is not a non-negative integer")
+            }
+            return n
+        }
+        guard case .string(let node) = member("node") else { throw AdvertDecodeError(reason: "missing or ill-typed 'node'") }
+        do { try NodeID.validate(node) } catch { throw AdvertDecodeError(reason: "'node' is not a valid node id: \(error.reason)") }
+        if let expectedNode, !node.utf8.elementsEqual(expectedNode.utf8) {
+            throw AdvertDecodeError(reason: "'node' is \(InterestAdvertCodec.quoted(node)) but the topic says \(InterestAdvertCodec.quoted(expectedNode))")
+        }
+        let time = Int64(try count("time"))
+        let offline = try count("offline")
+        let unlisted = try count("unlisted")
+        guard case .object(let entries) = member("online") else { throw AdvertDecodeError(reason: "missing or ill-typed 'online'") }
+        var online: [String: Int64] = [:]
+        online.reserveCapacity(entries.count)
+        for (id, t) in entries {
+            guard ClientPresence.isUsableClientID(id) else { throw AdvertDecodeError(reason: "an 'online' key is not a client id") }
+            guard case .number(let text, true) = t, let ms = Int64(text), ms >= 0 else {
+                throw AdvertDecodeError(reason: "connect time of \(InterestAdvertCodec.quoted(id)) is not a non-negative integer")
+            }
+            guard online.updateValue(ms, forKey: id) == nil else { throw AdvertDecodeError(reason: "\(InterestAdvertCodec.quoted(id)) appears twice") }
+        }
+        return PresenceSnapshot(node: node, time: time, online: online, offline: offline, unlisted: unlisted)
+    }
+}
+
+extension ClientPresence {
+    /// At most this many connected ids are listed in a snapshot.
+    public static let snapshotLimit = 100_000
+
+    /// The node's clients as the session table holds them, with the connect times read.
+    /// Sessions online whose connect this agent never read are listed at time 0 (older than
+    /// any connect a peer announces).
+    public func snapshot(of table: SessionTable, at now: Int64, limit: Int = snapshotLimit) -> PresenceSnapshot {
+        var online: [String: Int64] = [:]
+        var offline = 0
+        var unlisted = 0
+        for (id, session) in table.sessions where !session.excluded && id != SessionTable.unattributedKey {
+            guard session.online else {
+                offline += 1
+                continue
+            }
+            if online.count < limit {
+                online[id] = clients[id].map { $0.online ? $0.connectedAt : 0 } ?? 0
+            } else {
+                unlisted += 1
+            }
+        }
+        return PresenceSnapshot(node: localNode, time: now, online: online, offline: offline, unlisted: unlisted)
+    }
+
+    /// A peer's snapshot: each client connected there is judged like an announced connect
+    /// (an older connection or session of that id here gives way). `session` is what the session
+    /// table holds for an id. Returns the takeovers to perform.
+    ///
+    /// A snapshot may be old, but it only names connects that happened: whatever it makes end
+    /// here was older than one of them, as an announcement would have made it.
+    public mutating func reconcile(_ snapshot: PresenceSnapshot, at now: Int64,
+                                   session: (String) -> (online: Bool, meshClient: Bool)?) -> [Takeover] {
+        var takeovers: [Takeover] = []
+        for (id, time) in snapshot.online {
+            guard let local = session(id) else { continue }
+            let connect = ClientConnect(clientID: id, time: time, cleanStart: false, protocolLevel: 0)
+            let decision = judge(connect, from: snapshot.node, session: local, ignoringEnding: false)
+            guard decision.ends else { continue }
+            ending[id] = Ending(deadline: now + 60_000)
+            takeovers.append(Takeover(decision: decision, node: snapshot.node, connect: connect))
+        }
+        return takeovers
     }
 }

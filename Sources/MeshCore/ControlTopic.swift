@@ -66,9 +66,11 @@ public enum ControlTopic {
     public static func stats(node: String) -> String { "\(root)/\(node)/stats" }
     /// Client connects on `node`'s broker, announced non-retained (see `ConnectAnnouncement`).
     public static func connected(node: String) -> String { "\(root)/\(node)/connected" }
+    /// The clients connected on `node`'s broker, retained (see `PresenceSnapshot`).
+    public static func presence(node: String) -> String { "\(root)/\(node)/presence" }
 
     public enum Kind: String, Sendable, CaseIterable {
-        case subscriptions, status, stats, connected
+        case subscriptions, status, stats, connected, presence
     }
 
     /// The node and kind of a control topic; nil for anything else, including

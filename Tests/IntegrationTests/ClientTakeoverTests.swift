@@ -162,6 +162,63 @@ struct ClientTakeoverTests {
             probe.close()
         }
     }
+    @Test("a connect on B missed while A's agent was down is caught from B's presence when A's agent is back")
+    func missedConnectCaughtFromPresence() async throws {
+        try await withMesh(["a", "b"]) { mesh in
+            let old = try await mesh.client("a", id: "mover", cleanStart: false, sessionExpiry: 3600)
+            try await old.subscribe("mover/#", qos: 1)
+            try await mesh.waitForFilter("mover/#", on: "a")
+            old.disconnect()
+            try await waitUntil(timeout: .seconds(5), "the client on A to disconnect") { !old.client.isConnected }
+            old.close()
+            // A's agent is away while the client reconnects on B: B's announcement reaches nobody.
+            #expect(await mesh.agents[0].stop() == 0)
+            let new = try await mesh.client("b", id: "mover", cleanStart: false, sessionExpiry: 3600)
+            let reader = try await ControlReader(port: mesh.brokers[1].port)
+            try await waitUntil(timeout: .seconds(5), "B's presence to list the client") {
+                guard let m = reader.latest(ControlTopic.presence(node: "b")),
+                      let p = try? PresenceSnapshotCodec.decode(m.payload, expectedNode: "b") else { return false }
+                return p.online["mover"] != nil
+            }
+            reader.close()
+            try mesh.agents[0].start()
+            try await mesh.agents[0].waitUntilUp()
+            // A's agent reads B's retained presence and ends the stale session on A.
+            try await mesh.waitForFilter("mover/#", on: "a", present: false)
+            try await mesh.waitForMetric(agent: "a", "mesh_client_sessions_ended_total", 1)
+            #expect(mesh.metric(agent: "a", "mesh_client_presence_takeovers_total") == 1)
+            #expect(new.client.isConnected)
+            new.close()
+        }
+    }
+
+    @Test("inspect --client shows where a client id is connected, from any broker")
+    func inspectShowsClientPresence() async throws {
+        try await withMesh(["a", "b"]) { mesh in
+            let c = try await mesh.client("b", id: "kitchen sensor")
+            // A's agent mirrors B's presence onto A's broker.
+            let reader = try await ControlReader(port: mesh.brokers[0].port)
+            try await waitUntil(timeout: .seconds(5), "A's broker to mirror B's presence") {
+                guard let m = reader.latest(ControlTopic.mirror(of: "a", node: "b", kind: .presence)),
+                      let p = try? PresenceSnapshotCodec.decode(m.payload, expectedNode: "b") else { return false }
+                return p.online["kitchen sensor"] != nil
+            }
+            reader.close()
+            let (code, out) = try await OperationsTests.cli(["inspect", "--broker", mesh.brokers[0].endpoint, "--json", "--client", "kitchen sensor"])
+            #expect(code == 0, "\(out)")
+            let json = try #require(try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any], "\(out)")
+            let client = try #require(json["client"] as? [String: Any], "\(out)")
+            let connected = try #require(client["connected"] as? [String: NSNumber], "\(out)")
+            #expect(Array(connected.keys) == ["b"])
+            let nodes = try #require(json["nodes"] as? [String: [String: Any]])
+            #expect((nodes["b"]?["clients"] as? [String: Any])?["online"] as? Int == 1, "\(out)")
+            let (_, text) = try await OperationsTests.cli(["inspect", "--broker", mesh.brokers[0].endpoint, "--client", "kitchen sensor"])
+            #expect(text.contains("client 'kitchen sensor' is connected on b since"), "\(text)")
+            let (_, none) = try await OperationsTests.cli(["inspect", "--broker", mesh.brokers[0].endpoint, "--client", "nobody"])
+            #expect(none.contains("client 'nobody' is not connected on any node"), "\(none)")
+            c.close()
+        }
+    }
 }
 
 extension MeshCluster {

@@ -252,3 +252,78 @@ struct ClientPresenceTests {
         #expect(q.observeLocal(Self.connected("z"), at: 5_000, isMeshClient: Self.meshPrefix).takeover == nil)
     }
 }
+
+@Suite("PresenceSnapshot")
+struct PresenceSnapshotTests {
+    static let meshPrefix: @Sendable (String) -> Bool = { $0.hasPrefix("mosquitto-mesh/") }
+
+    @Test func roundTripsAndIsByteStable() throws {
+        let s = PresenceSnapshot(node: "a", time: 1_764_450_000_123, online: ["x": 5, "with space": 0, "ü\"q": 7], offline: 3, unlisted: 2)
+        let bytes = PresenceSnapshotCodec.encode(s)
+        #expect(try PresenceSnapshotCodec.decode(bytes, expectedNode: "a") == s)
+        #expect(PresenceSnapshotCodec.encode(s) == bytes)
+        #expect(throws: AdvertDecodeError.self) { try PresenceSnapshotCodec.decode(bytes, expectedNode: "b") }
+    }
+
+    @Test(arguments: [
+        #"{"node":"a","time":1,"offline":0,"unlisted":0}"#,
+        #"{"node":"a","time":1,"offline":-1,"unlisted":0,"online":{}}"#,
+        #"{"node":"a","time":1.5,"offline":0,"unlisted":0,"online":{}}"#,
+        #"{"node":"a","time":1,"offline":0,"unlisted":0,"online":{"x":-3}}"#,
+        #"{"node":"a","time":1,"offline":0,"unlisted":0,"online":{"":3}}"#,
+        #"{"node":"a","time":1,"offline":0,"unlisted":0,"online":{"x":1,"x":2}}"#,
+        #"{"node":"a","time":1,"offline":0,"unlisted":0,"online":[]}"#,
+    ])
+    func refusesMalformedSnapshots(text: String) {
+        #expect(throws: AdvertDecodeError.self) { try PresenceSnapshotCodec.decode(Array(text.utf8), expectedNode: "a") }
+    }
+
+    @Test func listsOnlineClientsWithTheirConnectTimesAndCountsTheRest() {
+        var table = SessionTable()
+        var p = ClientPresence(localNode: "a", fingerprint: .init(keepalive: 47, username: nil))
+        func connect(_ id: String, level: Int = 5, clean: Bool = true, at time: Int64) {
+            let e = BrokerLogEvent.connected(clientID: id, protocolLevel: level, cleanStart: clean, keepalive: 60, username: nil)
+            table.apply(e)
+            _ = p.observeLocal(e, at: time, isMeshClient: Self.meshPrefix)
+        }
+        connect("on", at: 10)
+        connect("kept", level: 2, clean: false, at: 20)
+        table.apply(.disconnected(clientID: "kept", reason: .clean))
+        _ = p.observeLocal(.disconnected(clientID: "kept", reason: .clean), at: 0, isMeshClient: Self.meshPrefix)
+        connect("mosquitto-mesh/a/local", at: 30)
+        // Online, but its connect was never read by this agent (a subscribe line only).
+        table.apply(.subscribed(clientID: "unseen", qos: 1, filter: "t/#"))
+        let s = p.snapshot(of: table, at: 99)
+        #expect(s == PresenceSnapshot(node: "a", time: 99, online: ["on": 10, "unseen": 0], offline: 1, unlisted: 0))
+        let capped = p.snapshot(of: table, at: 99, limit: 1)
+        #expect(capped.online.count == 1 && capped.unlisted == 1 && capped.offline == 1)
+    }
+
+    @Test func reconcilingAPeersSnapshotEndsOnlyWhatIsOlderHere() {
+        var p = ClientPresence(localNode: "a", fingerprint: .init(keepalive: 47, username: nil))
+        for (id, t) in [("older", Int64(100)), ("newer", 900)] {
+            _ = p.observeLocal(.connected(clientID: id, protocolLevel: 5, cleanStart: true, keepalive: 60, username: nil), at: t, isMeshClient: Self.meshPrefix)
+        }
+        let sessions: [String: (online: Bool, meshClient: Bool)] = [
+            "older": (true, false), "newer": (true, false), "offline-here": (false, false), "mosquitto-mesh/x": (true, true),
+        ]
+        let snapshot = PresenceSnapshot(node: "b", time: 1_000, online: [
+            "older": 500, "newer": 500, "offline-here": 500, "only-there": 500, "mosquitto-mesh/x": 500,
+        ], offline: 0)
+        let takeovers = p.reconcile(snapshot, at: 1_000) { sessions[$0] }
+        #expect(Dictionary(uniqueKeysWithValues: takeovers.map { ($0.connect.clientID, $0.decision) }) == ["older": .endConnection, "offline-here": .endSession])
+        #expect(takeovers.allSatisfy { $0.node == "b" && $0.connect.time == 500 })
+        #expect(p.isEnding("older") && p.isEnding("offline-here") && !p.isEnding("newer"))
+        // Read again (a later snapshot, unchanged): nothing new is started.
+        #expect(p.reconcile(snapshot, at: 1_100) { sessions[$0] }.isEmpty)
+    }
+
+    @Test func twoConnectsNeitherAgentReadAreStillOrderedOneWay() {
+        // Both agents restarted: each lists the other's client at time 0 and has no time of its own.
+        let onA = TakeoverRule.decide(remote: ClientConnect(clientID: "x", time: 0, cleanStart: false, protocolLevel: 0), remoteNode: "b",
+                                      local: LocalClient(online: true, connectedAt: nil), localNode: "a")
+        let onB = TakeoverRule.decide(remote: ClientConnect(clientID: "x", time: 0, cleanStart: false, protocolLevel: 0), remoteNode: "a",
+                                      local: LocalClient(online: true, connectedAt: nil), localNode: "b")
+        #expect(onA.ends != onB.ends)
+    }
+}
