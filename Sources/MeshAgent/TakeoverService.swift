@@ -34,10 +34,11 @@ final class TakeoverService: Sendable {
     static let jobLifetime: Duration = .seconds(300)
     static let connectTimeout: Duration = .seconds(5)
 
+    /// End this node's client of `connect.clientID`, older than `connect` on `node` (judged
+    /// again just before).
     struct Job: Sendable {
         var connect: ClientConnect
         var node: String
-        var decision: TakeoverDecision
         var queuedAt: ContinuousClock.Instant
     }
 
@@ -47,7 +48,8 @@ final class TakeoverService: Sendable {
     private let logger: Logger
     private let presence: Mutex<ClientPresence>
     private let announcements = Mutex<[ClientConnect]>([])
-    private let jobs = Mutex<[Job]>([])
+    /// Waiting takeovers, oldest first from `head` (taken from the front without shifting).
+    private let jobs = Mutex<(items: [Job], head: Int)>(([], 0))
     private let announceSignal: AsyncStream<Void>.Continuation
     private let announceStream: AsyncStream<Void>
     private let jobSignal: AsyncStream<Void>.Continuation
@@ -62,16 +64,16 @@ final class TakeoverService: Sendable {
         self.interest = interest
         self.metrics = metrics
         self.logger = logger
+        let prefix = configuration.clientIDPrefix
+        isMeshClient = { !prefix.isEmpty && $0.utf8.starts(with: prefix.utf8) }
         presence = Mutex(ClientPresence(localNode: configuration.nodeID,
                                         fingerprint: .init(keepalive: Int(Self.keepalive), username: configuration.localSecurity.username)))
         (announceStream, announceSignal) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         (jobStream, jobSignal) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
 
-    private var isMeshClient: (String) -> Bool {
-        let prefix = configuration.clientIDPrefix
-        return { !prefix.isEmpty && $0.utf8.starts(with: prefix.utf8) }
-    }
+    /// The mesh's own client ids (`SessionTable.isExcluded`): never announced, never ended.
+    private let isMeshClient: @Sendable (String) -> Bool
 
     static func now() -> Int64 { Int64((Date().timeIntervalSince1970 * 1000).rounded()) }
 
@@ -102,7 +104,7 @@ final class TakeoverService: Sendable {
         }
         if let t = outcome.takeover {
             // A peer announced a newer connect of this id before this line was read.
-            enqueue(Job(connect: t.connect, node: t.node, decision: t.decision, queuedAt: .now))
+            enqueue(Job(connect: t.connect, node: t.node, queuedAt: .now))
         }
     }
 
@@ -114,8 +116,9 @@ final class TakeoverService: Sendable {
         for await _ in announceStream {
             if Task.isCancelled { break }
             let batch = announcements.withLock { pending -> [ClientConnect] in
-                defer { pending.removeAll(keepingCapacity: true) }
-                return pending
+                var taken: [ClientConnect] = []
+                swap(&taken, &pending)
+                return taken
             }
             guard !batch.isEmpty else { continue }
             for payload in ConnectAnnouncementCodec.batches(node: configuration.nodeID, connects: batch) { publish(payload) }
@@ -150,7 +153,7 @@ final class TakeoverService: Sendable {
         }
         metrics.clientConnectsReceived.increment(by: announcement.connects.count)
         for (c, decision) in zip(announcement.connects, decisions) where decision.ends {
-            enqueue(Job(connect: c, node: node, decision: decision, queuedAt: .now))
+            enqueue(Job(connect: c, node: node, queuedAt: .now))
         }
         return true
     }
@@ -181,7 +184,7 @@ final class TakeoverService: Sendable {
             logger.notice("a peer's presence names clients connected there later than here (their connects were not announced to this agent): ending them here",
                           metadata: ["node": "\(node)", "clients": "\(takeovers.count)"])
         }
-        for t in takeovers { enqueue(Job(connect: t.connect, node: t.node, decision: t.decision, queuedAt: .now)) }
+        for t in takeovers { enqueue(Job(connect: t.connect, node: t.node, queuedAt: .now)) }
         return true
     }
 
@@ -216,7 +219,10 @@ final class TakeoverService: Sendable {
             let dirty = presenceDirty.exchange(false, ordering: .relaxed)
             guard dirty || version != published else { continue }
             let now = Self.now()
+            let started = clock.now
+            // Built under the interest lock (the table's sessions): the control link waits meanwhile.
             let snapshot = interest.withTable { table, _ in presence.withLock { $0.snapshot(of: table, at: now) } }
+            let built = clock.now - started
             let payload = PresenceSnapshotCodec.encode(snapshot)
             guard publish(payload) else {
                 presenceDirty.store(true, ordering: .relaxed)
@@ -224,14 +230,17 @@ final class TakeoverService: Sendable {
             }
             published = version
             metrics.clientsOnline.set(snapshot.online.count + snapshot.unlisted)
-            notBefore = clock.now.advanced(by: .milliseconds(max(1000, payload.count * 1000 / Self.presenceBytesPerSecond)))
+            // Paced by size (what readers pay) and by the time the table was held (what the
+            // control link pays: at most 2 %, e.g. many offline sessions behind a small list).
+            let bySize = Duration.milliseconds(payload.count * 1000 / Self.presenceBytesPerSecond)
+            notBefore = clock.now.advanced(by: max(.seconds(1), bySize, built * 50))
         }
     }
 
     private func enqueue(_ job: Job) {
         let accepted = jobs.withLock { queue -> Bool in
-            guard queue.count < Self.queueLimit else { return false }
-            queue.append(job)
+            guard queue.items.count - queue.head < Self.queueLimit else { return false }
+            queue.items.append(job)
             return true
         }
         if accepted {
@@ -250,9 +259,16 @@ final class TakeoverService: Sendable {
             if Task.isCancelled { break }
             while !Task.isCancelled {
                 let batch = jobs.withLock { queue -> [Job] in
-                    let n = min(queue.count, Self.concurrency)
-                    defer { queue.removeFirst(n) }
-                    return Array(queue.prefix(n))
+                    let end = min(queue.items.count, queue.head + Self.concurrency)
+                    let taken = Array(queue.items[queue.head..<end])
+                    queue.head = end
+                    if queue.head == queue.items.count {
+                        queue = ([], 0)
+                    } else if queue.head > 4096 && queue.head * 2 > queue.items.count {
+                        queue.items.removeFirst(queue.head)
+                        queue.head = 0
+                    }
+                    return taken
                 }
                 if batch.isEmpty { break }
                 await withTaskGroup(of: Void.self) { group in
