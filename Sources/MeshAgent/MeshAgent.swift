@@ -204,8 +204,12 @@ public final class MeshAgent: Service, Sendable {
                     localLink.publishControl(topic: ControlTopic.connected(node: configuration.nodeID), payload: payload, retain: false)
                 }
             }
-            group.addTask { [localLink, takeover] in
-                await takeover.takeoverLoop(localLinkUp: { localLink.client.isConnected })
+            group.addTask { [localLink, controlLink, takeover] in
+                let control = controlLink.client
+                await takeover.takeoverLoop(.init(
+                    localLinkUp: { localLink.client.isConnected },
+                    subscribe: { (try? control.subscribe($0, qos: 0)) != nil },
+                    unsubscribe: { _ = try? control.unsubscribe($0) }))
             }
             group.addTask { [localLink, takeover, configuration] in
                 await takeover.presenceLoop { payload in

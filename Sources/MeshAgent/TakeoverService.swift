@@ -85,6 +85,9 @@ final class TakeoverService: Sendable {
         switch event {
         case .connected: time = ClientPresence.connectTime(receivedAt: Self.now(), line: line)
         case .disconnected, .expired: time = 0
+        case .subscribed(let id, _, let filter):
+            if id == configuration.controlClientID { barrierLineRead(filter) }
+            return
         default: return
         }
         let outcome = presence.withLock { $0.observeLocal(event, at: time, isMeshClient: isMeshClient) }
@@ -251,10 +254,52 @@ final class TakeoverService: Sendable {
         }
     }
 
+    // MARK: log barrier
+
+    /// Barrier subscriptions handed out and read back (their subscribe line seen in the log).
+    private let barriers = Mutex<(next: UInt64, read: UInt64)>((0, 0))
+    private var barrierPrefix: String { "\(ControlTopic.root)/\(configuration.nodeID)/takeover-barrier/" }
+
+    private func barrierLineRead(_ filter: String) {
+        guard filter.hasPrefix(barrierPrefix), let n = UInt64(filter.dropFirst(barrierPrefix.utf8.count)) else { return }
+        barriers.withLock { $0.read = max($0.read, n) }
+    }
+
+    /// Waits (bounded) until the control link has read every log line the broker wrote before
+    /// now: it subscribes a fresh filter on the control connection and waits for that
+    /// subscribe's own log line. Only then is the session table as new as the broker, so a
+    /// client that came back here (a newer connection) is not taken for the old one.
+    private func logBarrier(_ control: ControlAccess) async -> Bool {
+        let n = barriers.withLock { b -> UInt64 in
+            b.next += 1
+            return b.next
+        }
+        let filter = barrierPrefix + String(n)
+        guard control.subscribe(filter) else { return false }
+        defer { control.unsubscribe(filter) }
+        let clock = ContinuousClock()
+        let deadline = clock.now.advanced(by: .seconds(2))
+        while barriers.withLock({ $0.read }) < n {
+            if clock.now >= deadline || Task.isCancelled { return false }
+            try? await Task.sleep(for: .milliseconds(1))
+        }
+        return true
+    }
+
+    /// What the takeovers need of the agent's own links.
+    struct ControlAccess: Sendable {
+        /// The forwarding link is up (the local broker is reachable).
+        var localLinkUp: @Sendable () -> Bool
+        /// Subscribes / unsubscribes a filter on the control link (the one reading the log).
+        var subscribe: @Sendable (String) -> Bool
+        var unsubscribe: @Sendable (String) -> Void
+    }
+
     // MARK: ending connections and sessions
 
-    /// Runs the takeovers, at most `concurrency` at once, each waiting for the local link.
-    func takeoverLoop(localLinkUp: @escaping @Sendable () -> Bool) async {
+    /// Runs the takeovers, at most `concurrency` at once; each batch waits for the local
+    /// broker and for the log to be read up to now (`logBarrier`).
+    func takeoverLoop(_ control: ControlAccess) async {
         for await _ in jobStream {
             if Task.isCancelled { break }
             while !Task.isCancelled {
@@ -271,25 +316,31 @@ final class TakeoverService: Sendable {
                     return taken
                 }
                 if batch.isEmpty { break }
+                // The local broker may be down (it restarted, which is often why the client
+                // moved): wait for it and for its log to be read, bounded by the oldest job.
+                let oldest = batch.map(\.queuedAt).min()!
+                var ready = false
+                while !ready && ContinuousClock.now - oldest < Self.jobLifetime && !Task.isCancelled {
+                    ready = control.localLinkUp() ? await logBarrier(control) : false
+                    if !ready { try? await Task.sleep(for: .milliseconds(50)) }
+                }
+                guard ready else {
+                    for job in batch {
+                        presence.withLock { $0.finishEnding(job.connect.clientID, at: Self.now()) }
+                        failed(job, reason: "local broker unreachable, or its log not read")
+                    }
+                    continue
+                }
                 await withTaskGroup(of: Void.self) { group in
-                    for job in batch { group.addTask { await self.run(job, localLinkUp: localLinkUp) } }
+                    for job in batch { group.addTask { await self.run(job) } }
                 }
             }
         }
     }
 
-    private func run(_ job: Job, localLinkUp: @Sendable () -> Bool) async {
+    private func run(_ job: Job) async {
         let id = job.connect.clientID
         defer { presence.withLock { $0.finishEnding(id, at: Self.now()) } }
-        // The local broker may be down (it restarted, which is often why the client moved):
-        // wait for it, bounded.
-        while !localLinkUp() {
-            if ContinuousClock.now - job.queuedAt > Self.jobLifetime || Task.isCancelled {
-                failed(job, reason: "local broker unreachable")
-                return
-            }
-            try? await Task.sleep(for: .milliseconds(50))
-        }
         // The client may have come back here since (a newer connection): judge again.
         let decision = interest.withTable { table, _ in
             presence.withLock { p in
