@@ -66,6 +66,8 @@ final class TakeoverService: Sendable {
         self.logger = logger
         let prefix = configuration.clientIDPrefix
         isMeshClient = { !prefix.isEmpty && $0.utf8.starts(with: prefix.utf8) }
+        controlClientID = configuration.controlClientID
+        barrierPrefix = "\(ControlTopic.root)/\(configuration.nodeID)/takeover-barrier/"
         presence = Mutex(ClientPresence(localNode: configuration.nodeID,
                                         fingerprint: .init(keepalive: Int(Self.keepalive), username: configuration.localSecurity.username)))
         (announceStream, announceSignal) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
@@ -74,6 +76,10 @@ final class TakeoverService: Sendable {
 
     /// The mesh's own client ids (`SessionTable.isExcluded`): never announced, never ended.
     private let isMeshClient: @Sendable (String) -> Bool
+    /// The control link's id and the barrier filters it subscribes (kept: compared on every
+    /// subscribe line the log brings).
+    private let controlClientID: String
+    private let barrierPrefix: String
 
     static func now() -> Int64 { Int64((Date().timeIntervalSince1970 * 1000).rounded()) }
 
@@ -86,7 +92,7 @@ final class TakeoverService: Sendable {
         case .connected: time = ClientPresence.connectTime(receivedAt: Self.now(), line: line)
         case .disconnected, .expired: time = 0
         case .subscribed(let id, _, let filter):
-            if id == configuration.controlClientID { barrierLineRead(filter) }
+            if id == controlClientID { barrierLineRead(filter) }
             return
         default: return
         }
@@ -258,7 +264,6 @@ final class TakeoverService: Sendable {
 
     /// Barrier subscriptions handed out and read back (their subscribe line seen in the log).
     private let barriers = Mutex<(next: UInt64, read: UInt64)>((0, 0))
-    private var barrierPrefix: String { "\(ControlTopic.root)/\(configuration.nodeID)/takeover-barrier/" }
 
     private func barrierLineRead(_ filter: String) {
         guard filter.hasPrefix(barrierPrefix), let n = UInt64(filter.dropFirst(barrierPrefix.utf8.count)) else { return }
