@@ -305,6 +305,12 @@ sub_first chk-a6 mesh '$mesh/+/subscriptions' 'chk/m6' &&
     pub evil chk/m6 marker
 expect "hostile publish to \$mesh/# never reaches the mesh user" chk-a6 "chk/m6 marker"
 
+# Announcing a connect would make the agents end that client id's connections elsewhere.
+sub_first chk-a9 mesh '$mesh/+/connected' 'chk/m9' &&
+    pub evil '$mesh/chk-node/connected' '{"node":"chk-node","connects":[{"id":"alice","t":9999999999999,"c":true,"p":5}]}' &&
+    pub evil chk/m9 marker
+expect "hostile client-connect announcement on \$mesh/+/connected never reaches the mesh user" chk-a9 "chk/m9 marker"
+
 pub evil '$mesh/chk-node/status' spoofed -r
 pub operator '$mesh/chk-node/status' spoofed -r
 sub_first chk-a7 operator '$mesh/chk-node/status'

@@ -28,6 +28,8 @@ public final class MeshAgent: Service, Sendable {
     private let lastView = Mutex<MeshView?>(nil)
     /// Lets the state saver's snapshot closure reach the agent once it exists.
     private let agentBox = WeakBox<MeshAgent>()
+    /// One client id, one connection, across the mesh.
+    private let takeover: TakeoverService
 
     public init(configuration: AgentConfiguration, logger: Logger) throws {
         try configuration.validate()
@@ -48,9 +50,13 @@ public final class MeshAgent: Service, Sendable {
             }
         }
         let table = restored?.sessions ?? SessionTable(excludedClientIDPrefix: configuration.clientIDPrefix)
+        let takeoverBox = WeakBox<TakeoverService>()
         interest = NodeInterest(table: table, seq: restored?.seq ?? 0, metrics: metrics, logger: logger,
                                 grace: configuration.sessionGrace, uncertainLimit: configuration.maxUncertainSessions,
-                                appearanceHorizon: configuration.replayWindow)
+                                appearanceHorizon: configuration.replayWindow,
+                                onEvent: { event, line in takeoverBox.value?.observeLocal(event, line: line) })
+        takeover = TakeoverService(configuration: configuration, interest: interest, metrics: metrics, logger: logger)
+        takeoverBox.value = takeover
         let linesMayBeLost = restored?.linesMayBeLost(now: Date().timeIntervalSince1970, lineLifetime: ControlLink.lineLifetime) ?? false
         if let r = restored {
             logger.info("state restored", metadata: ["sessions": "\(r.sessions.sessions.count)", "filters": "\(r.sessions.interest.count)", "seq": "\(r.seq)"])
@@ -65,11 +71,13 @@ public final class MeshAgent: Service, Sendable {
         savedPeerInterest = restored?.peerInterest ?? [:]
         let links = peerLinks
         let interest = interest
+        let takeover = takeover
         localLink = try LocalLink(configuration: configuration, routing: routing, metrics: metrics, logger: logger,
                                   onInterestChange: signal,
-                                  onConnected: { [signal] in
-                                      // The broker may have lost retained messages: republish the advert and mirrors.
+                                  onConnected: { [signal, takeover] in
+                                      // The broker may have lost retained messages: republish the advert, presence and mirrors.
                                       interest.markDirty()
+                                      takeover.markPresenceDirty()
                                       for link in links.links.withLock({ Array($0.values) }) { link.republishMirrors() }
                                       signal()
                                   })
@@ -106,6 +114,13 @@ public final class MeshAgent: Service, Sendable {
                          // Not connected: `republishMirrors` sends the current state on connect.
                          guard localLink.client.isConnected else { return }
                          localLink.publishControl(topic: topic, payload: payload, retain: true)
+                     },
+                     onClients: { [takeover] kind, node, payload, metrics in
+                         switch kind {
+                         case .connected: return takeover.handleAnnouncement(node: node, payload: payload, peerMetrics: metrics)
+                         case .presence: return takeover.handlePresence(node: node, payload: payload, peerMetrics: metrics)
+                         default: return false
+                         }
                      })
     }
 
@@ -189,6 +204,26 @@ public final class MeshAgent: Service, Sendable {
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.advertLoop() }
             group.addTask { await self.statsLoop() }
+            group.addTask { [localLink, takeover, configuration] in
+                await takeover.announceLoop { payload in
+                    // QoS 1: held by libmosquitto while the link is down, sent after the reconnect.
+                    localLink.publishControl(topic: ControlTopic.connected(node: configuration.nodeID), payload: payload, retain: false)
+                }
+            }
+            group.addTask { [localLink, controlLink, takeover] in
+                let control = controlLink.client
+                await takeover.takeoverLoop(.init(
+                    localLinkUp: { localLink.client.isConnected },
+                    subscribe: { (try? control.subscribe($0, qos: 0)) != nil },
+                    unsubscribe: { _ = try? control.unsubscribe($0) }))
+            }
+            group.addTask { [localLink, takeover, configuration] in
+                await takeover.presenceLoop { payload in
+                    guard localLink.client.isConnected else { return false }
+                    localLink.publishControl(topic: ControlTopic.presence(node: configuration.nodeID), payload: payload, retain: true)
+                    return true
+                }
+            }
             try? await gracefulShutdown()
             group.cancelAll()
         }
@@ -251,8 +286,13 @@ public final class MeshAgent: Service, Sendable {
     private func statsLoop() async {
         let clock = ContinuousClock()
         var nextStats = clock.now
+        var nextPrune = clock.now
         while !Task.isCancelled {
             for peer in peers { peer.checkBacklog(maxMessages: configuration.maxPendingPerPeer, maxBytes: configuration.maxPendingBytesPerPeer) }
+            if clock.now >= nextPrune {
+                nextPrune = clock.now.advanced(by: .seconds(5))
+                takeover.prune()
+            }
             publishViewIfChanged()
             if clock.now >= nextStats && localLink.client.isConnected {
                 nextStats = clock.now.advanced(by: configuration.statsInterval)
@@ -283,6 +323,7 @@ public final class MeshAgent: Service, Sendable {
     /// `TimeoutStopSec=30s`): local links, then every peer at once.
     private func drainAndStop() async {
         stopping.store(true, ordering: .relaxed)
+        takeover.finish()
         logger.info("stopping: draining")
         let clock = ContinuousClock()
         let deadline = clock.now.advanced(by: configuration.drainTimeout)

@@ -132,6 +132,16 @@ public final class MeshMetrics: Sendable {
     public let replayEvictedEarly = MeshCounter("mesh_replay_evicted_early_total", help: "Messages let go from the replay buffer before --replay-window ran out because --replay-max-bytes was reached.")
     public let replayBufferBytes = MeshGauge("mesh_replay_buffer_bytes", help: "Bytes held by the replay buffer (payloads, topics, properties and bookkeeping).")
     public let replayBufferMessages = MeshGauge("mesh_replay_buffer_messages", help: "Messages held by the replay buffer.")
+    /// Client connections on this broker closed because the same id connected later on another node.
+    public let clientTakeovers = MeshCounter("mesh_client_takeovers_total", help: "Client connections on this broker closed because the same client id connected later on another node (their sessions ended with them; one log line each, throttled).")
+    /// Offline sessions on this broker ended because their id connected later on another node.
+    public let clientSessionsEnded = MeshCounter("mesh_client_sessions_ended_total", help: "Offline client sessions on this broker ended because their client id connected later on another node (messages queued for them are discarded).")
+    public let clientTakeoverFailures = MeshCounter("mesh_client_takeover_failures_total", help: "Client connections or sessions that should have been ended here (their id connected later on another node) and could not be: both stay (logged).")
+    public let clientConnectsAnnounced = MeshCounter("mesh_client_connects_announced_total", help: "Client connects on this broker announced to the peers on $mesh/<node>/connected.")
+    public let clientConnectsUnannounced = MeshCounter("mesh_client_connects_unannounced_total", help: "Client connects on this broker not announced because too many were waiting (logged): a duplicate elsewhere is not ended for them.")
+    public let clientPresenceTakeovers = MeshCounter("mesh_client_presence_takeovers_total", help: "Takeovers started from a peer's presence snapshot rather than an announcement: the connect there had not been announced to this agent (link down, agent restart).")
+    public let clientsOnline = MeshGauge("mesh_clients_online", help: "Client connections on this broker as last published in $mesh/<node>/presence.")
+    public let clientConnectsReceived = MeshCounter("mesh_client_connects_received_total", help: "Client connects announced by peers and judged against this broker's clients.")
     private let peerTable = Mutex<[String: PeerMetrics]>([:])
 
     public init() {}
@@ -172,6 +182,9 @@ public final class MeshMetrics: Sendable {
             "duplicates_dropped": duplicatesDropped.current,
             "shared_forwards": sharedForwards.current,
             "shared_extra_copies": sharedExtraCopies.current,
+            "client_takeovers": clientTakeovers.current,
+            "client_sessions_ended": clientSessionsEnded.current,
+            "client_takeover_failures": clientTakeoverFailures.current,
         ]
         var forwarded = 0, forwardedBytes = 0, dropped = 0, rejected = 0, stale = 0, reconnects = 0, replayed = 0
         for p in peers {

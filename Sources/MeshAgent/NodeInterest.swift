@@ -56,9 +56,13 @@ final class NodeInterest: Sendable {
     private let sharedHandler = Mutex<(@Sendable ([String: Int]) -> Void)?>(nil)
     /// Seconds a new filter is announced with its `since` (the replay window); 0: never.
     private let appearanceHorizon: Double
+    /// Sees every event after the table applied it, under the lock (in log order): client
+    /// presence for takeovers across the mesh (`TakeoverService`).
+    private let onEvent: (@Sendable (BrokerLogEvent, UnsafeRawBufferPointer) -> Void)?
 
     init(table: SessionTable, seq: UInt64, metrics: MeshMetrics, logger: Logger,
-         grace: Double = 86_400, uncertainLimit: Int = 100_000, appearanceHorizon: Double = 0) {
+         grace: Double = 86_400, uncertainLimit: Int = 100_000, appearanceHorizon: Double = 0,
+         onEvent: (@Sendable (BrokerLogEvent, UnsafeRawBufferPointer) -> Void)? = nil) {
         var table = table
         table.recordsAppearances = appearanceHorizon > 0
         self.appearanceHorizon = appearanceHorizon
@@ -69,6 +73,7 @@ final class NodeInterest: Sendable {
         self.logger = logger
         self.grace = grace
         self.uncertainLimit = uncertainLimit
+        self.onEvent = onEvent
         metrics.localFilters.set(table.interest.count)
         metrics.localSessions.set(table.clientSessions)
     }
@@ -90,6 +95,7 @@ final class NodeInterest: Sendable {
                 let touchesShared = s.table.mayChangeSharedMembers(event)
                 let changed = s.table.apply(event)
                 if touchesShared { sharedMembers = s.table.certainSharedFilters() }
+                onEvent?(event, payload)
                 if changed {
                     Self.stampAppearances(&s)
                     s.dirty = true

@@ -29,6 +29,9 @@ final class PeerLink: Sendable {
     /// Republishes what this link reads onto the local broker under
     /// `$mesh/<own node>/peers/<node>/…`, so any one broker shows the whole mesh.
     private let mirror: @Sendable (_ topic: String, _ payload: [UInt8]) -> Void
+    /// A node's client connects (`.connected`) or presence (`.presence`) read on this peer
+    /// broker (`TakeoverService`); returns whether the payload was usable.
+    private let onClients: @Sendable (_ kind: ControlTopic.Kind, _ node: String, _ payload: UnsafeRawBufferPointer, _ metrics: PeerMetrics) -> Bool
     /// Mirrored topic → payload, kept so a reconnected local broker gets them again. Published
     /// under this lock so two updates of one topic cannot overtake each other.
     private let mirrors = Mutex<[String: [UInt8]]>([:])
@@ -84,7 +87,8 @@ final class PeerLink: Sendable {
     init(index: Int, endpoint: Endpoint, configuration: AgentConfiguration, routing: RoutingTable,
          metrics: PeerMetrics, initialNodes: [String: [String: Int]], logger: Logger,
          onInterestChange: @escaping @Sendable () -> Void,
-         mirror: @escaping @Sendable (_ topic: String, _ payload: [UInt8]) -> Void) throws(MosquittoError) {
+         mirror: @escaping @Sendable (_ topic: String, _ payload: [UInt8]) -> Void,
+         onClients: @escaping @Sendable (_ kind: ControlTopic.Kind, _ node: String, _ payload: UnsafeRawBufferPointer, _ metrics: PeerMetrics) -> Bool = { _, _, _, _ in false }) throws(MosquittoError) {
         self.index = index
         self.endpoint = endpoint
         self.routing = routing
@@ -92,6 +96,7 @@ final class PeerLink: Sendable {
         self.ownNodeID = configuration.nodeID
         self.onInterestChange = onInterestChange
         self.mirror = mirror
+        self.onClients = onClients
         configuredAliases = configuration.topicAliasesPerPeer
         forwardPrefix = configuration.forwardPrefix
         peerTimeoutNanos = Int64(configuration.peerTimeout * 1e9)
@@ -234,6 +239,8 @@ final class PeerLink: Sendable {
             try client.subscribe("\(ControlTopic.root)/+/\(ControlTopic.Kind.subscriptions.rawValue)", qos: 1)
             try client.subscribe("\(ControlTopic.root)/+/\(ControlTopic.Kind.status.rawValue)", qos: 1)
             try client.subscribe(heartbeatTopic, qos: 0)
+            try client.subscribe("\(ControlTopic.root)/+/\(ControlTopic.Kind.connected.rawValue)", qos: 1)
+            try client.subscribe("\(ControlTopic.root)/+/\(ControlTopic.Kind.presence.rawValue)", qos: 1)
             // Retained messages for the subscriptions above are queued before this SUBACK,
             // so its arrival means the peer's current interest has been read.
             let mid = try client.subscribe("\(ControlTopic.root)/\(ownNodeID)/sync-barrier", qos: 0)
@@ -426,6 +433,15 @@ final class PeerLink: Sendable {
             }
         case .stats:
             break
+        case .connected:
+            _ = onClients(kind, node, m.payload, metrics)
+        case .presence:
+            let topic = ControlTopic.mirror(of: ownNodeID, node: node, kind: .presence)
+            if m.payload.isEmpty {
+                setMirror(topic, [])
+            } else if onClients(kind, node, m.payload, metrics) {
+                setMirror(topic, m.payloadBytes)
+            }
         }
     }
 

@@ -67,9 +67,13 @@ public enum ControlTopic {
     /// Where `node`'s peer links publish (QoS 0, on each peer broker) and read back their
     /// heartbeat: hearing it proves the link carries traffic both ways.
     public static func heartbeat(node: String) -> String { "\(root)/\(node)/heartbeat" }
+    /// Client connects on `node`'s broker, announced non-retained (see `ConnectAnnouncement`).
+    public static func connected(node: String) -> String { "\(root)/\(node)/connected" }
+    /// The clients connected on `node`'s broker, retained (see `PresenceSnapshot`).
+    public static func presence(node: String) -> String { "\(root)/\(node)/presence" }
 
     public enum Kind: String, Sendable, CaseIterable {
-        case subscriptions, status, stats
+        case subscriptions, status, stats, connected, presence
     }
 
     /// The node and kind of a control topic; nil for anything else, including

@@ -13,6 +13,7 @@ extension MosquittoMesh {
             Examples:
               mosquitto-mesh inspect --broker 127.0.0.1:1883
               mosquitto-mesh inspect --broker 127.0.0.1:1883 --route sensors/kitchen/temp
+              mosquitto-mesh inspect --broker 127.0.0.1:1883 --client sensor-17
               mosquitto-mesh inspect --broker 127.0.0.1:1883 --json | jq .
               mosquitto-mesh inspect --broker 127.0.0.1:1883 --watch
             Works against a broker whose agent is down (reads what is retained) and says so.
@@ -29,6 +30,8 @@ extension MosquittoMesh {
         var caFile: String?
         @Option(name: .customLong("route"), help: "Also show which nodes a message on this topic would be forwarded to.")
         var route: String?
+        @Option(name: .customLong("client"), help: "Also show on which nodes this client id is connected.")
+        var clientID: String?
         @Flag(help: "Machine-readable output.")
         var json = false
         @Flag(help: "Keep following changes until Ctrl-C.")
@@ -106,8 +109,12 @@ extension MosquittoMesh {
                 if let s = n.seq { d["seq"] = s }
                 if let u = n.updated { d["updated"] = u }
                 if let s = n.stats { d["stats"] = s }
+                if let p = n.presence {
+                    d["clients"] = ["online": p.onlineCount, "offline": p.offline, "unlisted": p.unlisted, "time": p.time, "source": p.source]
+                }
                 return d
             }]
+            if let clientID { o["client"] = ["id": clientID, "connected": picture.whereConnected(clientID)] }
             if let local = picture.localNode {
                 o["node"] = local
                 o["agent"] = picture.nodes[local]?.status ?? "unknown"
@@ -134,9 +141,11 @@ extension MosquittoMesh {
                 let n = picture.nodes[name]!
                 let updated = n.updated.map { "\(max(0, Int(now - $0)))s ago" } ?? "-"
                 let source = n.source == "own" ? "own topics" : "mirrored by \(n.source)"
-                return [name, n.status ?? "?", n.seq.map(String.init) ?? "-", "\(n.filters.count)", "\(n.filters.values.reduce(0, +))", source, updated]
+                let clients = n.presence.map { "\($0.onlineCount)+\($0.offline)" } ?? "-"
+                return [name, n.status ?? "?", n.seq.map(String.init) ?? "-", "\(n.filters.count)", "\(n.filters.values.reduce(0, +))", clients, source, updated]
             }
-            printTable(["NODE", "STATUS", "SEQ", "FILTERS", "SUBSCRIPTIONS", "SOURCE", "UPDATED"], rows)
+            printTable(["NODE", "STATUS", "SEQ", "FILTERS", "SUBSCRIPTIONS", "CLIENTS", "SOURCE", "UPDATED"], rows)
+            print("(CLIENTS: connected + offline sessions)")
             print("\nsubscription tree (node:count; + and # are wildcards, [share g] a shared subscription)")
             printTree(picture)
             if let route {
@@ -144,7 +153,26 @@ extension MosquittoMesh {
                 print("\na message on '\(route)' would be delivered on: " + (targets.isEmpty ? "no node (nobody subscribes)" :
                     targets.keys.sorted().map { "\($0) (\(targets[$0]!.joined(separator: ", ")))" }.joined(separator: "; ")))
             }
+            if let clientID { printClient(clientID, picture, now: now) }
             for r in picture.rejected { print("rejected: \(r)") }
+        }
+
+        private func printClient(_ id: String, _ picture: MeshPicture, now: Double) {
+            let found = picture.whereConnected(id)
+            let quoted = "'\(id)'"
+            if found.isEmpty {
+                let partial = picture.nodes.filter { ($0.value.presence?.unlisted ?? 0) > 0 }.keys.sorted()
+                print("\nclient \(quoted) is not connected on any node" + (partial.isEmpty ? "" : " listed (\(partial.joined(separator: ", ")) list only part of their clients)"))
+                return
+            }
+            for node in found.keys.sorted() {
+                let t = found[node]!
+                let since = t > 0 ? "since \(Date(timeIntervalSince1970: Double(t) / 1000)) (\(max(0, Int(now - Double(t) / 1000)))s ago)" : "since before its agent started"
+                print("\nclient \(quoted) is connected on \(node) \(since)")
+            }
+            if found.count > 1 {
+                print("it is connected on \(found.count) nodes: the older connections are being ended (or the snapshots are not up to date yet)")
+            }
         }
 
         private func printTable(_ header: [String], _ rows: [[String]]) {

@@ -13,6 +13,19 @@ struct MeshPicture: Sendable {
         var updated: Double?
         var stats: [String: Int]?
         var peersConnected: Int?
+        /// The node's presence snapshot (`$mesh/<node>/presence`), own or mirrored.
+        var presence: Presence?
+    }
+
+    struct Presence: Sendable, Codable, Equatable {
+        /// Connected client id → connect time (ms; 0: before the agent's knowledge).
+        var online: [String: Int64]
+        var offline: Int
+        var unlisted: Int
+        var time: Int64
+        /// "own" or the node whose agent mirrored it.
+        var source: String
+        var onlineCount: Int { online.count + unlisted }
     }
 
     var nodes: [String: Node] = [:]
@@ -46,6 +59,14 @@ struct MeshPicture: Sendable {
                     nodes[owner, default: Node()].peersConnected = stats["peers_connected"]
                     if let t = stats["time"] { noteUpdate(owner, Double(t)) }
                 }
+            case "presence":
+                guard !payload.isEmpty else { return }
+                do {
+                    let p = try PresenceSnapshotCodec.decode(payload, expectedNode: owner)
+                    nodes[owner, default: Node()].presence = Presence(online: p.online, offline: p.offline, unlisted: p.unlisted, time: p.time, source: "own")
+                } catch {
+                    rejected.append("\(topic): \(error.reason)")
+                }
             case "view":
                 if let o = try? JSONSerialization.jsonObject(with: Data(payload)) as? [String: Any],
                    let t = (o["time"] as? NSNumber)?.doubleValue {
@@ -68,6 +89,14 @@ struct MeshPicture: Sendable {
                 if nodes[node]?.source != "own" || nodes[node]?.status == nil {
                     nodes[node, default: Node()].status = String(decoding: payload, as: UTF8.self)
                 }
+            case "presence":
+                guard let p = try? PresenceSnapshotCodec.decode(payload, expectedNode: node) else {
+                    rejected.append("\(topic): mirrored presence does not decode")
+                    return
+                }
+                // A node's own snapshot beats a mirror; among mirrors the newest wins.
+                if let known = nodes[node]?.presence, known.source == "own" || known.time >= p.time { return }
+                nodes[node, default: Node()].presence = Presence(online: p.online, offline: p.offline, unlisted: p.unlisted, time: p.time, source: owner)
             default:
                 return
             }
@@ -89,6 +118,14 @@ struct MeshPicture: Sendable {
             n.source = source
         }
         nodes[node] = n
+    }
+
+    /// Where a client id is connected: node → connect time (ms; 0: not known), from the
+    /// presence snapshots (each bounded, so a node with unlisted clients may not say).
+    func whereConnected(_ clientID: String) -> [String: Int64] {
+        var result: [String: Int64] = [:]
+        for (name, node) in nodes { if let t = node.presence?.online[clientID] { result[name] = t } }
+        return result
     }
 
     /// Which nodes a message on `topic` would be forwarded to, with the filters that match.
