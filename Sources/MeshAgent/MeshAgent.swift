@@ -289,6 +289,7 @@ public final class MeshAgent: Service, Sendable {
         var nextPrune = clock.now
         while !Task.isCancelled {
             for peer in peers { peer.checkBacklog(maxMessages: configuration.maxPendingPerPeer, maxBytes: configuration.maxPendingBytesPerPeer) }
+            checkAsymmetricPartitions()
             if clock.now >= nextPrune {
                 nextPrune = clock.now.advanced(by: .seconds(5))
                 takeover.prune()
@@ -303,6 +304,26 @@ public final class MeshAgent: Service, Sendable {
                 localLink.publishControl(topic: ControlTopic.stats(node: configuration.nodeID), payload: Array(body.utf8), retain: true)
             }
             try? await Task.sleep(for: .seconds(1))
+        }
+    }
+
+    /// A peer this node cannot reach while another node reports its own link to it up: an
+    /// asymmetric partition. Reported (view, gauge, one warning per change), not relayed:
+    /// see docs/failover.md for why.
+    private func checkAsymmetricPartitions() {
+        let links = peers
+        for peer in links {
+            let via = peer.isConnected ? [] : Array(Set(links.flatMap { $0.nodesReaching(peer.endpoint.description) })).sorted()
+            let before = peer.reachableVia.withLock { old in defer { old = via }; return old }
+            peer.metrics.asymmetric.set(via.isEmpty ? 0 : 1)
+            if via != before {
+                if via.isEmpty {
+                    if !before.isEmpty { logger.notice("asymmetric partition over", metadata: ["peer": "\(peer.endpoint)", "connected": "\(peer.isConnected)"]) }
+                } else {
+                    logger.warning("asymmetric partition: this node cannot reach the peer, other nodes can; messages for it are held (bounded) until the link is back",
+                                   metadata: ["peer": "\(peer.endpoint)", "reachable_via": "\(via)"])
+                }
+            }
         }
     }
 

@@ -63,6 +63,7 @@ public final class PeerMetrics: Sendable {
     public let replayed: MeshCounter
     public let silentDrops: MeshCounter
     public let heldBytes: MeshGauge
+    public let asymmetric: MeshGauge
 
     init(peer: String) {
         self.peer = peer
@@ -80,6 +81,7 @@ public final class PeerMetrics: Sendable {
         pending = MeshGauge("mesh_peer_pending_messages", help: "QoS 1/2 forwards held for this peer: sent and not yet acknowledged, or waiting for its link to come back (limit --max-pending; beyond it they are dropped and counted).", dimensions: d)
         remoteFilters = MeshGauge("mesh_peer_subscriptions", help: "Distinct filters this peer's nodes advertise.", dimensions: d)
         silentDrops = MeshCounter("mesh_peer_silent_total", help: "Times this peer link heard nothing, not even its own heartbeat, for --peer-timeout and was dropped and reconnected (a partition that drops packets silently).", dimensions: d)
+        asymmetric = MeshGauge("mesh_peer_asymmetric_partition", help: "1 while this node's link to the peer is down and another node reports its own link to that peer up (an asymmetric partition).", dimensions: d)
         heldBytes = MeshGauge("mesh_peer_pending_bytes", help: "Payload bytes of the forwards counted in mesh_peer_pending_messages (limit --max-pending-bytes).", dimensions: d)
         replayed = MeshCounter("mesh_replayed_messages_total", help: "Messages sent to this peer again because its advert of a new filter came after they passed (the subscribe race); also counted in mesh_forwarded_messages_total or mesh_forward_held_total.", dimensions: d)
     }

@@ -57,6 +57,15 @@ final class PeerLink: Sendable {
     let sequenceSource: String
     private let silenceThrottle = LogThrottle()
     private let backlogWarned = Atomic<Bool>(false)
+    /// Per node advertising at this peer: its own links' endpoints → up (from its view).
+    private let peerLinksSeen = Mutex<[String: [String: Bool]]>([:])
+    /// The nodes at this peer reported to reach each endpoint now (while this link is up).
+    func nodesReaching(_ endpoint: String) -> [String] {
+        guard isConnected else { return [] }
+        return peerLinksSeen.withLock { seen in seen.filter { $0.value[endpoint] == true }.map(\.key).sorted() }
+    }
+    /// Set by the agent each second: nodes that reach this peer while this link is down.
+    let reachableVia = Mutex<[String]>([])
 
     struct Known {
         /// node → advertised filters, as last accepted from this peer.
@@ -162,7 +171,9 @@ final class PeerLink: Sendable {
             return result
         }
         let down = downSinceBits.load(ordering: .relaxed)
-        return PeerView(endpoint: endpoint.description, connected: isConnected, downSince: down == 0 ? nil : Double(bitPattern: down), nodes: result)
+        let via = reachableVia.withLock { $0 }
+        return PeerView(endpoint: endpoint.description, connected: isConnected, downSince: down == 0 ? nil : Double(bitPattern: down),
+                        reachableVia: via.isEmpty ? nil : via, nodes: result)
     }
 
     /// Whether one more QoS 1/2 forward of `bytes` would pass the per-peer limits.
@@ -239,6 +250,7 @@ final class PeerLink: Sendable {
             try client.subscribe("\(ControlTopic.root)/+/\(ControlTopic.Kind.subscriptions.rawValue)", qos: 1)
             try client.subscribe("\(ControlTopic.root)/+/\(ControlTopic.Kind.status.rawValue)", qos: 1)
             try client.subscribe(heartbeatTopic, qos: 0)
+            try client.subscribe("\(ControlTopic.root)/+/\(ControlTopic.Kind.view.rawValue)", qos: 0)
             try client.subscribe("\(ControlTopic.root)/+/\(ControlTopic.Kind.connected.rawValue)", qos: 1)
             try client.subscribe("\(ControlTopic.root)/+/\(ControlTopic.Kind.presence.rawValue)", qos: 1)
             // Retained messages for the subscriptions above are queued before this SUBACK,
@@ -433,6 +445,16 @@ final class PeerLink: Sendable {
             }
         case .stats:
             break
+        case .view:
+            // Which peers that node's links reach: tells an asymmetric partition (our link to a
+            // peer is down while another node's is up) from a dead peer.
+            let reached: [String: Bool]
+            if let view = try? JSONDecoder().decode(MeshView.self, from: Data(m.payloadBytes)) {
+                reached = Dictionary(view.peers.map { ($0.endpoint, $0.connected) }, uniquingKeysWith: { $0 || $1 })
+            } else {
+                reached = [:]
+            }
+            peerLinksSeen.withLock { $0[node] = reached }
         case .connected:
             _ = onClients(kind, node, m.payload, metrics)
         case .presence:

@@ -28,19 +28,21 @@ public struct PeerView: Codable, Sendable, Equatable {
     public var connected: Bool
     /// When the link went down (seconds since 1970); nil while it is up (or never was).
     public var downSince: Double?
+    /// While the link is down: the nodes whose own link to this peer is up (an asymmetric
+    /// partition: this node is cut off from the peer, they are not). Nil when up or none.
+    public var reachableVia: [String]?
     public var nodes: [String: Node]
 
-    public init(endpoint: String, connected: Bool, downSince: Double? = nil, nodes: [String: Node]) {
+    public init(endpoint: String, connected: Bool, downSince: Double? = nil, reachableVia: [String]? = nil, nodes: [String: Node]) {
         self.endpoint = endpoint
         self.connected = connected
         self.downSince = downSince
+        self.reachableVia = reachableVia
         self.nodes = nodes
     }
 }
 
 extension ControlTopic {
-    /// `$mesh/<node>/view`.
-    public static func view(node: String) -> String { "\(root)/\(node)/view" }
 
     /// `$mesh/<viewer>/peers/<node>/<kind>`: what agent `viewer` read from a peer broker,
     /// republished on its own broker. Peers read only `$mesh/+/subscriptions`, which never

@@ -62,6 +62,8 @@ public enum ControlTopic {
     public static func subscriptions(node: String) -> String { "\(root)/\(node)/subscriptions" }
     /// Liveness of `node` (e.g. its will message).
     public static func status(node: String) -> String { "\(root)/\(node)/status" }
+    /// What `node`'s agent knows of the mesh (its peer links and what they read), retained.
+    public static func view(node: String) -> String { "\(root)/\(node)/view" }
     /// Periodic counters of `node`.
     public static func stats(node: String) -> String { "\(root)/\(node)/stats" }
     /// Where `node`'s peer links publish (QoS 0, on each peer broker) and read back their
@@ -73,7 +75,7 @@ public enum ControlTopic {
     public static func presence(node: String) -> String { "\(root)/\(node)/presence" }
 
     public enum Kind: String, Sendable, CaseIterable {
-        case subscriptions, status, stats, connected, presence
+        case subscriptions, status, stats, connected, presence, view
     }
 
     /// The node and kind of a control topic; nil for anything else, including
