@@ -28,6 +28,17 @@ struct ForwardSequenceTests {
         #expect(s.judge("n.\(ForwardSequence.maximumSources + 9):1") == .duplicate, "a recent one was kept")
     }
 
+    /// libmosquitto can put a new forward on the wire before the resends of older ones.
+    @Test func unseenLowerNumbersAreNew() {
+        var s = ForwardSequence()
+        for n in 1...5 { #expect(s.judge("a.r:\(n)") == .new) }
+        #expect(s.judge("a.r:9") == .new, "published right after the CONNACK, before the resends")
+        for n in 6...8 { #expect(s.judge("a.r:\(n)") == .new, "never seen: new, although lower") }
+        for n in [3, 5, 6, 8, 9] { #expect(s.judge("a.r:\(n)") == .duplicate) }
+        #expect(s.judge("a.r:\(String(9 + Int(ForwardSequence.window), radix: 36))") == .new)
+        #expect(s.judge("a.r:9") == .duplicate, "below the window: cannot still be held by the sender")
+    }
+
     /// A stream resent from any point after a cut: every copy is caught, nothing new is.
     @Test(arguments: 0..<4)
     func randomResends(seed: Int) {
