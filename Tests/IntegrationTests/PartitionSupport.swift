@@ -246,9 +246,10 @@ struct PartitionClients {
         var duplicates = 0
         var unacknowledged = 0
         var lostExamples: [String] = []
+        var duplicateExamples: [String] = []
         var description: String {
             "acknowledged pairs \(acknowledged), delivered \(delivered), lost \(lost)\(lostExamples.isEmpty ? "" : " \(lostExamples)"), "
-                + "duplicates \(duplicates), never acknowledged \(unacknowledged)"
+                + "duplicates \(duplicates)\(duplicateExamples.isEmpty ? "" : " \(duplicateExamples)"), never acknowledged \(unacknowledged)"
         }
     }
 
@@ -261,7 +262,10 @@ struct PartitionClients {
             for p in pubs where include(p.index, s.index) {
                 for seq in p.publishedAt.indices {
                     let copies = seq < s.counts[p.index].count ? Int(s.counts[p.index][seq]) : 0
-                    if copies > 1 { t.duplicates += copies - 1 }
+                    if copies > 1 {
+                        t.duplicates += copies - 1
+                        if t.duplicateExamples.count < 10 { t.duplicateExamples.append("p\(p.index)#\(seq)→s\(s.index)") }
+                    }
                     if p.ackedAt[seq] == 0 {
                         t.unacknowledged += 1
                         continue

@@ -167,4 +167,224 @@ struct PartitionTests {
             #expect(tally.duplicates == 0, "duplicates at subscribers: \(tally)")
         }
     }
+
+    @Test("row 2: a↔c cut, both reach b: a and c detect it, nobody drains, other paths keep their throughput, 0 lost, interest within 1 s")
+    func asymmetricCut() async throws {
+        let cut = scenarioSeconds("MESH_PARTITION_ASYM_S", default: 15)
+        let rate = 200
+        try await withNetnsMesh(["a", "b", "c"]) { mesh in
+            let run = String(UInt32.random(in: 0...UInt32.max), radix: 36)
+            let clients = try PartitionClients(mesh, run: run, publishersOn: ["a", "b", "c"], subscribersOn: ["a", "b", "c"],
+                                               capacity: Int(Double(rate) * (cut + 30)) + 1000)
+            defer { clients.close() }
+            try await clients.connect()
+            let late = try InterestProbe(mesh, run: run, subscriberOn: "c", sendersOn: ["a", "b"])
+            defer { late.close() }
+
+            let tl = Timeline()
+            let sampler = MeshSampler(mesh, timeline: tl)
+            sampler.start()
+            let stream = PacedStream(clients.publishers, rate: rate)
+            try await tl.sleep(until: 5)
+            let tCut = tl.now
+            try await mesh.partition("a", "c")
+            try await tl.sleep(until: tCut + min(5, cut / 3))
+            let tSubscribed = tl.seconds(try await late.subscribe())
+            // b reaches c throughout: it must learn the subscription during the cut.
+            await late.probe(until: .milliseconds(Int64(max(0, tCut + cut - tl.now) * 1000)), only: ["b"])
+            try await tl.sleep(until: tCut + cut)
+            let tHeal = tl.now
+            try await mesh.heal("a", "c")
+            await late.probe(until: .seconds(30))
+            try await tl.sleep(until: tHeal + 5)
+            try await stream.stop()
+            let notes = await clients.settle(timeout: .seconds(60))
+            await sampler.stop()
+
+            let cutPaths = [("a", "c"), ("c", "a")]
+            let keptPaths = [("a", "b"), ("b", "a"), ("b", "c"), ("c", "b")]
+            let detection = cutPaths.map { v, p in
+                (v, p, sampler.first(after: tCut, before: tHeal) { $0.linkUp(v, to: p, in: mesh) == false }.map { $0 - tCut })
+            }
+            let falseAlarms = keptPaths.filter { v, p in sampler.any(from: tCut, to: tHeal) { $0.linkUp(v, to: p, in: mesh) == false } }
+            let reconnect = detection.filter { $0.2 != nil }.map { v, p, _ in
+                (v, p, sampler.first(after: tHeal) { $0.linkUp(v, to: p, in: mesh) == true }.map { $0 - tHeal })
+            }
+            let drained = ["a", "b", "c"].filter { n in sampler.any(from: tCut, to: tHeal) { $0.health[n] == "drain" } }
+            let heldMax = sampler.maximum(from: tCut, to: tHeal) { $0.value("a", "mesh_peer_held_messages", peer: "c", in: mesh) }
+            let linkBackA = sampler.first(after: tHeal) { $0.linkUp("a", to: "c", in: mesh) == true } ?? tHeal
+            let heardA = late.heard(from: "a").map { tl.seconds($0) }
+            let heardB = late.heard(from: "b").map { tl.seconds($0) }
+            // Pairs whose path is not a↔c (publisher index = node index a, b, c; same for subscribers).
+            let uncut: (Int, Int) -> Bool = { p, s in !((p == 0 && s == 2) || (p == 2 && s == 0)) }
+            let before = clients.throughput(tl, from: 1, to: tCut, uncut)
+            let during = clients.throughput(tl, from: tCut + 1, to: tHeal, uncut)
+            let tally = clients.tally { _, _ in true }
+            let dupDropped = mesh.nodes.compactMap { mesh.metrics($0.name)?["mesh_duplicates_dropped_total"] }.reduce(0, +)
+
+            print("""
+            partition[row 2: a↔c cut \(Int(cut)) s, both reach b, 3×\(rate) msg/s QoS 1]:
+              detection (link_up→0): \(detection.map { "\($0)→\($1) \(seconds($2))" }.joined(separator: ", ")) (target ≤ \(Self.peerTimeout) s); paths through b seen down: \(falseAlarms.map { "\($0)→\($1)" })
+              drained during the cut: \(drained) (target: none); a's held for c (max): \(heldMax.map { String(Int($0)) } ?? "n/a")
+              reconnect after heal: \(reconnect.isEmpty ? "no link went down" : reconnect.map { "\($0)→\($1) \(seconds($2))" }.joined(separator: ", ")) (target ≤ \(Self.reconnectWithin) s)
+              subscription on c at +\(String(format: "%.1f", tSubscribed - tCut)) s into the cut: b knew after \(seconds(heardB.map { $0 - tSubscribed })), a after the heal \(seconds(heardA.map { $0 - tHeal })) (link back \(seconds(linkBackA - tHeal)); target ≤ \(Self.interestWithin) s after the link)
+              throughput per pair not crossing a↔c: before \(Int(before)) msg/s, during \(Int(during)) msg/s
+              messages: \(tally); duplicates dropped by agents: \(Int(dupDropped))
+              settle: \(notes.isEmpty ? "ok" : notes.joined(separator: "; "))
+            """)
+
+            for (v, p, d) in detection {
+                #expect(d != nil && d! <= Self.peerTimeout + Self.slack, "\(v) did not detect \(p) down within \(Self.peerTimeout) s: \(seconds(d))")
+            }
+            #expect(falseAlarms.isEmpty, "links that were not cut went down: \(falseAlarms)")
+            #expect(drained.isEmpty, "nodes that still reach a peer answered drain: \(drained)")
+            #expect(heldMax != nil && heldMax! > 0, "a shows no held messages for c (mesh_peer_held_messages)")
+            for (v, p, r) in reconnect {
+                #expect(r != nil && r! <= Self.reconnectWithin + Self.slack, "\(v)→\(p) not back within \(Self.reconnectWithin) s of the heal: \(seconds(r))")
+            }
+            #expect(heardB != nil && heardB! < tHeal && heardB! - tSubscribed <= Self.interestWithin + Self.slack,
+                    "b, which reaches c, did not learn c's subscription within 1 s during the cut: \(seconds(heardB.map { $0 - tSubscribed }))")
+            #expect(heardA != nil && heardA! - linkBackA <= Self.interestWithin + Self.slack, "a did not know c's new subscription within 1 s of the link")
+            #expect(before > 0 && during >= 0.9 * before, "throughput on paths that were not cut fell: \(Int(before)) → \(Int(during)) msg/s")
+            #expect(notes.isEmpty, "did not settle: \(notes)")
+            #expect(tally.acknowledged > 0)
+            #expect(tally.lost == 0, "acknowledged and lost: \(tally)")
+            #expect(tally.duplicates == 0, "duplicates at subscribers: \(tally)")
+        }
+    }
+
+    @Test("row 3: c cut off long at 2000 msg/s: what a holds for c stays within its limits (gauges, RSS), the rest is counted, b keeps its throughput")
+    func longCutMemoryBound() async throws {
+        let cut = scenarioSeconds("MESH_PARTITION_LONG_S", default: 40)
+        let perPublisher = 1000 // two publishers on a: 2000 msg/s
+        let heldMessages = 20_000, heldBytes = 2 * 1_048_576
+        let rssBound = 32.0 * 1_048_576
+        // Until the agent has held limits, --max-pending is its only bound (on what a
+        // connected peer has not acknowledged); 20 000 makes it bite within the cut.
+        let hasHeldLimits = AgentFlags.supports("--max-held-messages") && AgentFlags.supports("--max-held-bytes")
+        let arguments = hasHeldLimits ? ["--max-held-messages", "\(heldMessages)", "--max-held-bytes", "\(heldBytes)"] : ["--max-pending", "\(heldMessages)"]
+        try await withNetnsMesh(["a", "b", "c"], agentArguments: arguments) { mesh in
+            let run = String(UInt32.random(in: 0...UInt32.max), radix: 36)
+            let clients = try PartitionClients(mesh, run: run, publishersOn: ["a", "a"], subscribersOn: ["b", "c"],
+                                               capacity: Int(Double(perPublisher) * (cut + 20)) + 1000)
+            defer { clients.close() }
+            try await clients.connect()
+
+            let tl = Timeline()
+            let sampler = MeshSampler(mesh, interval: 0.25, timeline: tl)
+            sampler.start()
+            let stream = PacedStream(clients.publishers, rate: perPublisher)
+            try await tl.sleep(until: 5)
+            let tCut = tl.now
+            try await mesh.partition("c")
+            try await tl.sleep(until: tCut + cut)
+            let tHeal = tl.now
+            try await mesh.heal("c")
+            try await tl.sleep(until: tHeal + 3)
+            try await stream.stop()
+            let tStop = tl.now
+            let notes = await clients.settle(timeout: .seconds(120))
+            let tSettled = tl.now
+            await sampler.stop()
+
+            let rssBase = sampler.median(from: 1, to: tCut) { $0.rss["a"].map(Double.init) }
+            let rssMax = sampler.maximum(from: tCut, to: tHeal + 1) { $0.rss["a"].map(Double.init) }
+            let growth = rssBase.flatMap { b in rssMax.map { $0 - b } }
+            let heldMax = sampler.maximum(from: tCut, to: tHeal + 1) { $0.value("a", "mesh_peer_held_messages", peer: "c", in: mesh) }
+            let heldBytesMax = sampler.maximum(from: tCut, to: tHeal + 1) { $0.value("a", "mesh_peer_held_bytes", peer: "c", in: mesh) }
+            let pendingMax = sampler.maximum(from: tCut, to: tHeal + 1) { $0.value("a", "mesh_peer_pending_messages", peer: "c", in: mesh) }
+            let detected = sampler.first(after: tCut, before: tHeal) { $0.linkUp("a", to: "c", in: mesh) == false }.map { $0 - tCut }
+            let dropped = mesh.metric("a", "mesh_forward_dropped_total", peer: "c") ?? 0
+            let before = clients.throughput(tl, from: 1, to: tCut) { _, s in s == 0 }
+            let during = clients.throughput(tl, from: tCut + 1, to: tHeal) { _, s in s == 0 }
+            // Throughput to b in 5 s slices of the cut: where it stalls, if it does.
+            let slices = stride(from: tCut, to: tHeal, by: 5).map { t in Int(clients.throughput(tl, from: t, to: min(t + 5, tHeal)) { _, s in s == 0 } * 2) }
+            let toB = clients.tally { _, s in s == 0 }
+            let toC = clients.tally { _, s in s == 1 }
+            let offered = clients.publishers.map(\.publishedCount).reduce(0, +)
+
+            print("""
+            partition[row 3: c cut off \(Int(cut)) s, a publishing \(2 * perPublisher) msg/s QoS 1; agent flags \(arguments.joined(separator: " "))\(hasHeldLimits ? "" : " (no --max-held-* in this agent)")]:
+              a detected c down after \(seconds(detected)); published \(offered) in \(String(format: "%.0f", tStop)) s
+              a's held for c (max): messages \(heldMax.map { String(Int($0)) } ?? "n/a") (limit \(heldMessages)), bytes \(mib(heldBytesMax)) (limit \(mib(Double(heldBytes)))), pending \(pendingMax.map { String(Int($0)) } ?? "n/a"); dropped for c (counted) \(Int(dropped))
+              a's RSS: before \(mib(rssBase)), max during the cut \(mib(rssMax)), growth \(mib(growth)) (bound \(mib(rssBound)))
+              throughput a→b: before \(Int(before * 2)) msg/s, during \(Int(during * 2)) msg/s (per 5 s of the cut: \(slices))
+              to b: \(toB)
+              to c: \(toC)
+              settle: \(notes.isEmpty ? "ok" : notes.joined(separator: "; ")) after \(String(format: "%.1f", tSettled - tStop)) s
+            """)
+
+            #expect(heldMax != nil && heldMax! <= Double(heldMessages), "held messages for c: \(heldMax.map { String(Int($0)) } ?? "no gauge mesh_peer_held_messages") (limit \(heldMessages))")
+            #expect(heldBytesMax != nil && heldBytesMax! <= Double(heldBytes), "held bytes for c: \(heldBytesMax.map { String(Int($0)) } ?? "no gauge mesh_peer_held_bytes") (limit \(heldBytes))")
+            #expect(growth != nil && growth! <= rssBound, "a's RSS grew by \(mib(growth)) during the cut (bound \(mib(rssBound)))")
+            #expect(dropped > 0, "\(2 * perPublisher) msg/s for \(Int(cut)) s offered to c with a limit of \(heldMessages): no drop was counted")
+            #expect(before > 0 && during >= 0.9 * before, "throughput to the healthy peer b fell during the cut: \(Int(before * 2)) → \(Int(during * 2)) msg/s")
+            #expect(notes.isEmpty, "did not settle: \(notes)")
+            #expect(toB.acknowledged > 0 && toB.lost == 0, "lost to b (healthy): \(toB)")
+            #expect(toC.lost <= Int(dropped), "lost to c beyond the counted drops (\(Int(dropped))): \(toC)")
+            #expect(toB.duplicates == 0 && toC.duplicates == 0, "duplicates: b \(toB.duplicates), c \(toC.duplicates)")
+        }
+    }
+
+    @Test("row 4: 10-node mesh, one node killed: survivors detect it, keep their throughput, lose nothing; a survivor's graceful stop is bounded")
+    func tenNodesOneKilled() async throws {
+        let names = (0..<10).map { String(UnicodeScalar(UInt8(ascii: "a") + UInt8($0))) }
+        let victim = "j"
+        let survivors = names.filter { $0 != victim }
+        let rate = 50
+        let stopBound = 12.0 // the agent's drain timeout (10 s) and 2 s to close
+        try await withNetnsMesh(names) { mesh in
+            let run = String(UInt32.random(in: 0...UInt32.max), radix: 36)
+            let clients = try PartitionClients(mesh, run: run, publishersOn: ["a", "b", "c"], subscribersOn: names, capacity: rate * 60 + 1000)
+            defer { clients.close() }
+            try await clients.connect()
+
+            let tl = Timeline()
+            let sampler = MeshSampler(mesh, nodes: survivors, interval: 0.2, timeline: tl)
+            sampler.start()
+            let stream = PacedStream(clients.publishers, rate: rate)
+            try await tl.sleep(until: 4)
+            let tKill = tl.now
+            await mesh.kill(victim)
+            try await tl.sleep(until: tKill + 6)
+            try await stream.stop()
+            let tStop = tl.now
+            let survivorIndices = Array(0..<9) // subscribers are in `names` order; j is last
+            let notes = await clients.settle(timeout: .seconds(30), subscribersToSettle: survivorIndices)
+            await sampler.stop()
+
+            let detection = survivors.map { v in (v, sampler.first(after: tKill) { $0.linkUp(v, to: victim, in: mesh) == false }.map { $0 - tKill }) }
+            let slowest = detection.compactMap(\.1).max()
+            let undetected = detection.filter { $0.1 == nil }.map(\.0)
+            let drained = survivors.filter { n in sampler.any(from: tKill, to: tStop) { $0.health[n].map { !$0.hasPrefix("up") } ?? false } }
+            let toSurvivors: (Int, Int) -> Bool = { _, s in s < 9 }
+            let before = clients.throughput(tl, from: 1, to: tKill, toSurvivors)
+            let during = clients.throughput(tl, from: tKill + 1, to: tStop, toSurvivors)
+            let tally = clients.tally(toSurvivors)
+            let heldForVictim = mesh.metric("a", "mesh_peer_held_messages", peer: victim)
+            let pendingForVictim = mesh.metric("a", "mesh_peer_pending_messages", peer: victim)
+            let (code, took) = await mesh.stopAgent("a")
+            let stopSeconds = Double(took.components.seconds) + Double(took.components.attoseconds) / 1e18
+
+            print("""
+            partition[row 4: 10 nodes, kill -9 of \(victim) (broker and agent), 3×\(rate) msg/s QoS 1 to 10 subscribers]:
+              survivors saw \(victim) down: slowest after \(seconds(slowest)), never: \(undetected) (target ≤ \(Self.peerTimeout) s); survivors not up meanwhile: \(drained)
+              throughput per pair to survivors: before \(Int(before)) msg/s, after the kill \(Int(during)) msg/s
+              messages to survivors: \(tally)
+              graceful stop of a's agent (holding \(heldForVictim.map { String(Int($0)) } ?? "n/a") held / \(pendingForVictim.map { String(Int($0)) } ?? "n/a") pending for \(victim)): exit \(code.map(String.init) ?? "none") after \(String(format: "%.2f", stopSeconds)) s (bound \(stopBound) s)
+              settle: \(notes.isEmpty ? "ok" : notes.joined(separator: "; "))
+            """)
+
+            #expect(undetected.isEmpty, "survivors that never saw \(victim) down: \(undetected)")
+            #expect(slowest != nil && slowest! <= Self.peerTimeout + Self.slack, "slowest detection \(seconds(slowest))")
+            #expect(drained.isEmpty, "survivors that stopped answering up: \(drained)")
+            #expect(before > 0 && during >= 0.9 * before, "throughput to survivors fell after the kill: \(Int(before)) → \(Int(during)) msg/s")
+            #expect(notes.isEmpty, "did not settle: \(notes)")
+            #expect(tally.acknowledged > 0)
+            #expect(tally.lost == 0, "acknowledged and lost to survivors: \(tally)")
+            #expect(tally.duplicates == 0, "duplicates at survivors: \(tally)")
+            #expect(code == 0, "a's agent did not exit 0 on SIGTERM")
+            #expect(stopSeconds <= stopBound, "a's graceful stop took \(String(format: "%.2f", stopSeconds)) s (bound \(stopBound) s)")
+        }
+    }
 }
