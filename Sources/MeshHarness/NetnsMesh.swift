@@ -20,12 +20,14 @@ import Foundation
 /// from the root into the switch, as in examples/ha-netns, would be cut together with the
 /// node and hide both.
 ///
-/// Cutting: this kernel has no `netem` and no `prio` qdisc (nor iptables/nft), so a cut
-/// is a `pfifo limit 0` qdisc (drops every packet it is given) on the node's eth0 and on its
-/// switch port (both directions), and a pairwise cut an HTB class with such a leaf, selected
-/// by a u32 filter on the destination address, on both nodes' eth0. Neighbour entries are
-/// permanent, so no ARP failure turns a cut into a fast "no route to host" on established
-/// connections: packets just stop arriving.
+/// Cutting happens in the switch, never in the nodes (a drop on a host's own egress is
+/// reported to its sockets). This kernel has no `netem` and no `prio` qdisc (nor
+/// iptables/nft), so on each switch port that must not pass some sources an HTB root sends
+/// their packets (u32 filter on the source address) to a class whose queue is
+/// `pfifo limit 0`, which drops everything; other traffic goes straight through. Cutting a
+/// node off drops every source on its port and its address on every other port; a pairwise
+/// cut only the two. Neighbour entries are permanent, so no ARP failure turns a cut into a
+/// fast "no route to host": packets just stop arriving.
 ///
 /// Everything it creates (processes by pid, namespaces, veths) is removed by `stop()`, also
 /// after a failed `start()`; namespaces left by a killed test process (their pid is gone)
@@ -66,11 +68,28 @@ public final class NetnsMesh: Sendable {
     private let agents: [ProcessSlot]
     private let cuts = LockedValue(Cuts())
 
-    /// Which cuts are in place, so that heal and teardown remove exactly those.
+    /// Which cuts are in place, and which drop filters the switch carries for them.
     struct Cuts: Sendable {
+        /// An unordered pair of node indices.
+        struct Pair: Hashable, Sendable {
+            let low: Int, high: Int
+            init(_ a: Int, _ b: Int) { (low, high) = (min(a, b), max(a, b)) }
+        }
         var isolated: Set<Int> = []
-        /// node index → destination node indices its eth0 drops.
-        var pairs: [Int: Set<Int>] = [:]
+        var pairs: Set<Pair> = []
+        /// Switch port (node index) → source node indices whose packets it drops now.
+        var installed: [Int: Set<Int>] = [:]
+
+        /// Port of node j → nodes whose packets must not reach j.
+        func blockedSources(nodes: Int) -> [Int: Set<Int>] {
+            var result: [Int: Set<Int>] = [:]
+            for j in 0..<nodes {
+                for i in 0..<nodes where i != j && (isolated.contains(i) || isolated.contains(j) || pairs.contains(Pair(i, j))) {
+                    result[j, default: []].insert(i)
+                }
+            }
+            return result
+        }
     }
 
     private static let instances = LockedValue(0)
@@ -133,9 +152,10 @@ public final class NetnsMesh: Sendable {
     /// Stops everything and removes the namespaces and veths. Safe to call twice.
     public func stop() async {
         // Heal first: a stopping agent drains what it holds for its peers (bounded).
-        let active = cuts.withLock { c -> Cuts in let old = c; c = Cuts(); return old }
-        for i in active.isolated { await isolate(nodes[i], on: false) }
-        for (i, dests) in active.pairs where !dests.isEmpty { _ = try? await Self.run(tc(nodes[i].namespace, "qdisc", "del", "dev", "eth0", "root")) }
+        cuts.withLock { $0.isolated = []; $0.pairs = [] }
+        if (try? await applyCuts()) == nil {
+            for n in nodes { _ = try? await Self.run(tc(switchNamespace, "qdisc", "del", "dev", n.switchPort, "root")) }
+        }
         await withTaskGroup(of: Void.self) { group in
             for slot in agents { group.addTask { await slot.stop(grace: .seconds(15)) } }
         }
@@ -237,82 +257,64 @@ public final class NetnsMesh: Sendable {
     /// Cuts `name` off from every other node: every packet to and from it on the mesh network
     /// is dropped silently (no reset, no link down). Its access link (clients) stays.
     public func partition(_ name: String) async throws {
-        let n = node(name)
-        guard cuts.withLock({ $0.pairs[n.index, default: []].isEmpty }) else {
-            throw HarnessError("\(name) has pairwise cuts in place: heal them before isolating it")
-        }
-        try await isolateChecked(n)
-        cuts.withLock { _ = $0.isolated.insert(n.index) }
+        let i = node(name).index
+        cuts.withLock { _ = $0.isolated.insert(i) }
+        try await applyCuts()
     }
 
+    /// Ends `partition(name)` (pairwise cuts made separately stay).
     public func heal(_ name: String) async throws {
-        let n = node(name)
-        guard cuts.withLock({ $0.isolated.remove(n.index) != nil }) else { return }
-        try await Self.run(tc(n.namespace, "qdisc", "del", "dev", "eth0", "root"))
-        try await Self.run(tc(switchNamespace, "qdisc", "del", "dev", n.switchPort, "root"))
-    }
-
-    private func isolateChecked(_ n: Node) async throws {
-        // Switch side first (packets to the node), then the node's own egress.
-        try await Self.run(tc(switchNamespace, "qdisc", "replace", "dev", n.switchPort, "root", "pfifo", "limit", "0"))
-        try await Self.run(tc(n.namespace, "qdisc", "replace", "dev", "eth0", "root", "pfifo", "limit", "0"))
-    }
-
-    private func isolate(_ n: Node, on: Bool) async {
-        if on { try? await isolateChecked(n); return }
-        _ = try? await Self.run(tc(n.namespace, "qdisc", "del", "dev", "eth0", "root"))
-        _ = try? await Self.run(tc(switchNamespace, "qdisc", "del", "dev", n.switchPort, "root"))
+        let i = node(name).index
+        cuts.withLock { _ = $0.isolated.remove(i) }
+        try await applyCuts()
     }
 
     /// Cuts only the path between `a` and `b` (both directions); each still reaches every
     /// other node.
     public func partition(_ a: String, _ b: String) async throws {
-        let (x, y) = (node(a), node(b))
-        guard x.index != y.index else { throw HarnessError("cannot cut \(a) from itself") }
-        guard cuts.withLock({ !$0.isolated.contains(x.index) && !$0.isolated.contains(y.index) }) else {
-            throw HarnessError("\(a) or \(b) is isolated: heal it before cutting a single path")
-        }
-        try await dropPath(from: x, to: y)
-        try await dropPath(from: y, to: x)
+        let (x, y) = (node(a).index, node(b).index)
+        guard x != y else { throw HarnessError("cannot cut \(a) from itself") }
+        cuts.withLock { _ = $0.pairs.insert(Cuts.Pair(x, y)) }
+        try await applyCuts()
     }
 
     public func heal(_ a: String, _ b: String) async throws {
-        let (x, y) = (node(a), node(b))
-        try await restorePath(from: x, to: y)
-        try await restorePath(from: y, to: x)
+        let (x, y) = (node(a).index, node(b).index)
+        cuts.withLock { _ = $0.pairs.remove(Cuts.Pair(x, y)) }
+        try await applyCuts()
     }
 
-    /// HTB on `from`'s eth0: unclassified traffic goes straight through (`default 0`); packets
-    /// to `to` are sent to a class whose only queue holds nothing.
-    private func dropPath(from: Node, to: Node) async throws {
-        let already = cuts.withLock { $0.pairs[from.index, default: []] }
-        guard !already.contains(to.index) else { return }
-        let ns = from.namespace
-        if already.isEmpty {
-            try await Self.run(tc(ns, "qdisc", "add", "dev", "eth0", "root", "handle", "1:", "htb", "default", "0"))
-        }
-        let minor = String(to.index + 16, radix: 16)
-        try await Self.run(tc(ns, "class", "add", "dev", "eth0", "parent", "1:", "classid", "1:\(minor)", "htb", "rate", "1mbit"))
-        try await Self.run(tc(ns, "qdisc", "add", "dev", "eth0", "parent", "1:\(minor)", "handle", "\(minor):", "pfifo", "limit", "0"))
-        try await Self.run(tc(ns, "filter", "add", "dev", "eth0", "parent", "1:", "protocol", "ip", "pref", "\(to.index + 16)",
-                              "u32", "match", "ip", "dst", "\(to.meshAddress)/32", "flowid", "1:\(minor)"))
-        cuts.withLock { _ = $0.pairs[from.index, default: []].insert(to.index) }
-    }
-
-    private func restorePath(from: Node, to: Node) async throws {
-        let remaining = cuts.withLock { c -> Set<Int>? in
-            guard c.pairs[from.index]?.remove(to.index) != nil else { return nil }
-            return c.pairs[from.index]
-        }
-        guard let remaining else { return }
-        let ns = from.namespace
-        if remaining.isEmpty {
-            try await Self.run(tc(ns, "qdisc", "del", "dev", "eth0", "root"))
-            cuts.withLock { _ = $0.pairs.removeValue(forKey: from.index) }
-        } else {
-            let minor = String(to.index + 16, radix: 16)
-            try await Self.run(tc(ns, "filter", "del", "dev", "eth0", "parent", "1:", "pref", "\(to.index + 16)"))
-            try await Self.run(tc(ns, "class", "del", "dev", "eth0", "classid", "1:\(minor)"))
+    /// Brings every switch port's filters in line with the cuts: on the port towards node
+    /// `j`, packets from each node `j` must not hear are classified (u32, source address)
+    /// into an HTB class whose only queue is `pfifo limit 0`; everything else takes HTB's
+    /// unshaped direct queue (`default 0`). Dropping in the switch, not in the nodes, keeps a
+    /// cut invisible to both ends' TCP stacks: a qdisc drop on a host's own egress is
+    /// reported to its sockets (a peer link failed with "errno" 8 s into such a cut).
+    private func applyCuts() async throws {
+        let (wanted, installed) = cuts.withLock { c in (c.blockedSources(nodes: nodes.count), c.installed) }
+        for j in nodes.indices {
+            let want = wanted[j, default: []], have = installed[j, default: []]
+            guard want != have else { continue }
+            let port = nodes[j].switchPort
+            if want.isEmpty {
+                try await Self.run(tc(switchNamespace, "qdisc", "del", "dev", port, "root"))
+                cuts.withLock { $0.installed[j] = nil }
+                continue
+            }
+            if have.isEmpty {
+                try await Self.run(tc(switchNamespace, "qdisc", "add", "dev", port, "root", "handle", "1:", "htb", "default", "0"))
+                try await Self.run(tc(switchNamespace, "class", "add", "dev", port, "parent", "1:", "classid", "1:2", "htb", "rate", "1mbit"))
+                try await Self.run(tc(switchNamespace, "qdisc", "add", "dev", port, "parent", "1:2", "handle", "2:", "pfifo", "limit", "0"))
+            }
+            for i in want.subtracting(have).sorted() {
+                try await Self.run(tc(switchNamespace, "filter", "add", "dev", port, "parent", "1:", "protocol", "ip", "pref", "\(10 + i)",
+                                      "u32", "match", "ip", "src", "\(nodes[i].meshAddress)/32", "flowid", "1:2"))
+                cuts.withLock { _ = $0.installed[j, default: []].insert(i) }
+            }
+            for i in have.subtracting(want).sorted() {
+                try await Self.run(tc(switchNamespace, "filter", "del", "dev", port, "parent", "1:", "pref", "\(10 + i)"))
+                cuts.withLock { _ = $0.installed[j]?.remove(i) }
+            }
         }
     }
 
@@ -404,12 +406,15 @@ public final class NetnsMesh: Sendable {
         }
     }
 
-    /// Packets the cut qdiscs dropped so far on `name`'s eth0 (a check that the cut is what dropped them).
-    public func droppedPackets(_ name: String) async -> Int {
-        guard let out = try? await Self.run(["/usr/sbin/tc", "-n", node(name).namespace, "-s", "qdisc", "show", "dev", "eth0"]) else { return 0 }
+    /// Packets the cuts have dropped so far in the switch (a check that a cut is what
+    /// dropped them): the `pfifo limit 0` queues' drop counters.
+    public func droppedPackets() async -> Int {
+        guard let out = try? await Self.run(["/usr/sbin/tc", "-n", switchNamespace, "-s", "qdisc", "show"]) else { return 0 }
         var total = 0
+        var inDropQueue = false
         for line in out.split(separator: "\n") {
-            guard let r = line.range(of: "(dropped ") else { continue }
+            if line.hasPrefix("qdisc") { inDropQueue = line.hasPrefix("qdisc pfifo 2:"); continue }
+            guard inDropQueue, let r = line.range(of: "(dropped ") else { continue }
             total += Int(line[r.upperBound...].prefix { $0.isNumber }) ?? 0
         }
         return total

@@ -20,7 +20,8 @@ func withNetnsMesh(_ nodes: [String], label: String = #function, agentArguments:
         throw error
     }
     await mesh.stop()
-    try? FileManager.default.removeItem(atPath: dir)
+    // MESH_PARTITION_KEEP=1 keeps every broker's and agent's log (the path is printed).
+    if ProcessInfo.processInfo.environment["MESH_PARTITION_KEEP"] != nil { print("logs kept in \(dir)") } else { try? FileManager.default.removeItem(atPath: dir) }
 }
 
 /// A scenario length in seconds, overridable from the environment (a longer cut on a

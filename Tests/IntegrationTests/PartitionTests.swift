@@ -22,7 +22,7 @@ import Testing
 /// without root, `ip netns`, or the qdiscs cuts use. Scenario lengths can be changed with
 /// MESH_PARTITION_CUT_S (row 1, 30), MESH_PARTITION_ASYM_S (row 2, 15) and
 /// MESH_PARTITION_LONG_S (row 3, 40; the issue's row says 120).
-@Suite("partitions (netns)", .serialized, .timeLimit(.minutes(5)),
+@Suite("partitions (netns)", .serialized, .timeLimit(.minutes(10)),
        .enabled(if: NetnsMesh.unavailableReason == nil, "skipped: \(NetnsMesh.unavailableReason ?? "")"))
 struct PartitionTests {
     /// Targets (issue 14) and the slack the measurement itself adds (sampling every 0.1 s,
@@ -52,7 +52,7 @@ struct PartitionTests {
             #expect(back == .timedOut)
             #expect(await mesh.tcpProbe(from: "a", to: "b", port: port) == .connected)
             #expect(await mesh.meshLinkIsUp("c"), "the cut took c's link down")
-            #expect(await mesh.droppedPackets("c") > 0, "c's cut qdisc dropped nothing")
+            #expect(await mesh.droppedPackets() > 0, "the switch's drop queues dropped nothing")
             // Clients stay on c's side of the cut.
             #expect(Network.isListening(host: mesh.node("c").accessAddress, port: port))
 
