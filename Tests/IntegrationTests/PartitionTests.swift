@@ -122,7 +122,11 @@ struct PartitionTests {
             let heldMax = ["a", "b"].map { v in (v, sampler.maximum(from: tCut, to: tHeal) { $0.value(v, "mesh_peer_held_messages", peer: "c", in: mesh) }) }
             let heldBytesMax = ["a", "b"].map { v in (v, sampler.maximum(from: tCut, to: tHeal) { $0.value(v, "mesh_peer_held_bytes", peer: "c", in: mesh) }) }
             let pendingMax = sampler.maximum(from: tCut, to: tHeal) { $0.value("a", "mesh_peer_pending_messages", peer: "c", in: mesh) }
-            let heldAfter = sampler.all.last.flatMap { $0.value("a", "mesh_peer_held_messages", peer: "c", in: mesh) }
+            // Gauges are refreshed periodically: wait (bounded) for a's to come down rather than read one sample.
+            try? await waitUntil(timeout: .seconds(5), "a's held messages for c to be 0") {
+                mesh.metric("a", "mesh_peer_held_messages", peer: "c") == 0
+            }
+            let heldAfter = mesh.metric("a", "mesh_peer_held_messages", peer: "c")
             let linkBackA = sampler.first(after: tHeal) { $0.linkUp("a", to: "c", in: mesh) == true } ?? tHeal
             let linkBackB = sampler.first(after: tHeal) { $0.linkUp("b", to: "c", in: mesh) == true } ?? tHeal
             let heardA = late.heard(from: "a").map { tl.seconds($0) }
