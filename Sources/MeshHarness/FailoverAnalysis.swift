@@ -42,6 +42,7 @@ public struct FailoverAnalysis: Sendable {
         public var longestReconnect: Double?
         public var notBack: [String]
         public var observeLabel: String?
+        public var observeTarget: Double?
         public var observedAfter: Double?
         /// Stick table said the killed broker held these, but their connection did not break (or the reverse).
         public var stickTableMismatch: [String]
@@ -102,7 +103,7 @@ public struct FailoverAnalysis: Sendable {
         for (i, f) in faults.enumerated() {
             let windowEnd = i + 1 < faults.count ? faults[i + 1].at : UInt64.max
             var rec = Recovery(label: f.label, kind: f.kind, atSeconds: Double(f.at - r.startedAt) / nsPerSecond, affected: [],
-                               notBack: [], observeLabel: f.observeLabel,
+                               notBack: [], observeLabel: f.observeLabel, observeTarget: f.observeTarget,
                                observedAfter: f.observedAt.map { Double($0 - f.at) / nsPerSecond }, stickTableMismatch: [])
             var pubBack: [Double] = [], subBack: [Double] = [], reconnects: [Double] = []
             func brokenEpoch(_ epochs: [ConnectionEpoch]) -> Int? {
@@ -138,10 +139,19 @@ public struct FailoverAnalysis: Sendable {
         }
 
         // Phases: "fault" from each fault until its clients were back (+1 s), "after" later.
+        // A partition cuts no client: it is a fault until its heal (the next fault); a heal
+        // until what it observes holds (+1 s).
         var faultWindows: [(UInt64, UInt64)] = []
-        for (f, rec) in zip(faults, recoveries) {
-            let back = rec.clientsBack ?? Double(r.endedAt - f.at) / nsPerSecond
-            faultWindows.append((f.at, f.at + UInt64((back + 1) * nsPerSecond)))
+        for (i, (f, rec)) in zip(faults, recoveries).enumerated() {
+            switch f.kind {
+            case .partition:
+                faultWindows.append((f.at, i + 1 < faults.count ? faults[i + 1].at : r.endedAt))
+            case .heal:
+                faultWindows.append((f.at, (f.observedAt ?? f.at) + UInt64(nsPerSecond)))
+            case .broker, .loadBalancer:
+                let back = rec.clientsBack ?? Double(r.endedAt - f.at) / nsPerSecond
+                faultWindows.append((f.at, f.at + UInt64((back + 1) * nsPerSecond)))
+            }
         }
         func phase(_ t: UInt64) -> String {
             if faultWindows.contains(where: { t >= $0.0 && t < $0.1 }) { return "fault" }

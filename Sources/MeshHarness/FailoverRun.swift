@@ -7,6 +7,11 @@ public struct FailoverFault: Sendable {
         case broker
         /// A load balancer dies: connections through it break, every broker keeps its sessions.
         case loadBalancer = "load balancer"
+        /// A node is cut off from its peers (packets dropped silently); its clients stay
+        /// connected to it. The fault lasts until the next fault (its heal).
+        case partition
+        /// The cut ends.
+        case heal
     }
 
     public var kind: Kind
@@ -23,9 +28,12 @@ public struct FailoverFault: Sendable {
 
     public struct Observation: Sendable {
         public var label: String
+        /// Seconds after the fault within which it should hold (judged by the bench), if any.
+        public var target: Double?
         public var condition: @Sendable () -> Bool
-        public init(label: String, condition: @escaping @Sendable () -> Bool) {
+        public init(label: String, target: Double? = nil, condition: @escaping @Sendable () -> Bool) {
             self.label = label
+            self.target = target
             self.condition = condition
         }
     }
@@ -75,6 +83,7 @@ public struct FaultRecord: Sendable {
     /// Clients HAProxy had stuck to `server` just before the kill (nil: unknown).
     public var clientsOnServer: Set<String>?
     public var observeLabel: String?
+    public var observeTarget: Double?
     public var observedAt: UInt64?
 }
 
@@ -119,6 +128,9 @@ public enum FailoverRunner {
         let start = monotonicNanos()
         let end = start + plan.duration.nanoseconds
         let faultRecords = LockedValue<[FaultRecord]>([])
+        // Observations run beside later faults and past the end of the stream; the run
+        // ends with the stream, and they are awaited (bounded) afterwards.
+        let observers = LockedValue<[Task<Void, Never>]>([])
         try await withThrowingTaskGroup(of: Void.self) { group in
             for p in publishers {
                 group.addTask {
@@ -139,8 +151,6 @@ public enum FailoverRunner {
                 }
             }
             group.addTask {
-                // Observations run beside later faults; awaited before this task ends.
-                var observers: [Task<Void, Never>] = []
                 for fault in plan.faults.sorted(by: { $0.at < $1.at }) {
                     let when = start + fault.at.nanoseconds
                     let now = monotonicNanos()
@@ -154,12 +164,14 @@ public enum FailoverRunner {
                     try await fault.inject()
                     let index = faultRecords.withLock { list -> Int in
                         list.append(FaultRecord(kind: fault.kind, label: fault.label, server: fault.server, at: at,
-                                                clientsOnServer: onServer, observeLabel: fault.observe?.label))
+                                                clientsOnServer: onServer, observeLabel: fault.observe?.label,
+                                                observeTarget: fault.observe?.target))
                         return list.count - 1
                     }
                     if let observe = fault.observe {
-                        observers.append(Task {
-                            let deadline = at + 60_000_000_000
+                        observers.withLock { $0.append(Task {
+                            // Bounded: a minute after the fault, at most 30 s past the stream's end.
+                            let deadline = min(at + 60_000_000_000, end + 30_000_000_000)
                             while monotonicNanos() < deadline {
                                 if observe.condition() {
                                     let seen = monotonicNanos()
@@ -169,14 +181,14 @@ public enum FailoverRunner {
                                 }
                                 try? await Task.sleep(for: .milliseconds(50))
                             }
-                        })
+                        }) }
                     }
                 }
-                for o in observers { await o.value }
             }
             try await group.waitForAll()
         }
         let ended = monotonicNanos()
+        for o in observers.value { await o.value }
         var notes: [String] = []
         // Settle: every QoS 1 message acknowledged (libmosquitto resends the in-flight ones
         // after a reconnect), then an end marker from each publisher reaches every

@@ -10,10 +10,13 @@ public final class HAProxyProcess: Sendable {
         public var port: Int32
         /// The agent's health (agent-check) port; nil for setups without agents.
         public var agentPort: Int32?
-        public init(name: String, port: Int32, agentPort: Int32?) {
+        /// The broker's address (and its agent's): loopback, or a node's address in a network namespace.
+        public var host: String
+        public init(name: String, port: Int32, agentPort: Int32?, host: String = "127.0.0.1") {
             self.name = name
             self.port = port
             self.agentPort = agentPort
+            self.host = host
         }
     }
 
@@ -79,7 +82,7 @@ public final class HAProxyProcess: Sendable {
         }
         lines.append("    default-server check inter 500ms fall 2 rise 2 on-marked-down shutdown-sessions")
         for b in backends {
-            var line = "    server \(b.name) 127.0.0.1:\(b.port)"
+            var line = "    server \(b.name) \(b.host):\(b.port)"
             if let agent = b.agentPort { line += " agent-check agent-port \(agent) agent-inter 500ms" }
             lines.append(line)
         }

@@ -16,12 +16,15 @@ extension MosquittoMesh {
             Network namespaces: examples/ha-netns/run.sh builds two broker hosts, two HAProxy+keepalived hosts
             with a floating IP and a client host, and runs this command with --netns DIR inside the client host;
             it kills a broker at --kill-at and the MASTER load balancer (HAProxy and keepalived, kill -9) at --lb-kill-at.
+            Partition (--partition, root): every broker and agent in a network namespace of its own (NetnsMesh,
+            10.77.0.0/24) behind HAProxy on loopback; at --partition-at node --cut is cut off from its peers (packets
+            dropped silently, its clients stay connected to it), at --heal-at the cut ends.
             Exit status 0 whether or not the targets were met, unless --require-targets.
             """
         )
 
-        @Option(help: "Brokers in the loopback mesh (2-5).")
-        var nodes = 2
+        @Option(help: "Brokers in the loopback mesh (2-5; default 2, with --partition 3).")
+        var nodes: Int?
         @Option(help: "Publishers (each its own MQTT connection).")
         var publishers = 4
         @Option(help: "Persistent-session subscribers, each subscribed to every publisher's topic.")
@@ -48,20 +51,39 @@ extension MosquittoMesh {
         var dir: String?
         @Flag(name: .customLong("require-targets"), help: "Exit 1 when a target is missed.")
         var requireTargets = false
+        @Flag(help: "Partition instead of kills: cut node --cut off from its peers (needs root and ip netns).")
+        var partition = false
+        @Option(name: .customLong("partition-at"), help: "Partition: seconds after the start to cut the node off.")
+        var partitionAt = 6.0
+        @Option(name: .customLong("heal-at"), help: "Partition: seconds after the start to end the cut.")
+        var healAt = 16.0
+        @Option(help: "Partition: node to cut off (default: the last node).")
+        var cut: String?
+
+        private var nodeCount: Int { nodes ?? (partition ? 3 : 2) }
+        private var nodeNames: [String] { (0..<nodeCount).map { String(UnicodeScalar(UInt8(ascii: "a") + UInt8($0))) } }
 
         func validate() throws {
-            guard (2...5).contains(nodes) else { throw ValidationError("invalid --nodes '\(nodes)': expected 2-5") }
+            guard (2...5).contains(nodeCount) else { throw ValidationError("invalid --nodes '\(nodeCount)': expected 2-5") }
             guard (1...50).contains(publishers) else { throw ValidationError("invalid --publishers '\(publishers)': expected 1-50") }
             guard (1...50).contains(subscribers) else { throw ValidationError("invalid --subscribers '\(subscribers)': expected 1-50") }
             guard (1...2000).contains(rate) else { throw ValidationError("invalid --rate '\(rate)': expected 1-2000 msg/s per publisher") }
             guard (2...300).contains(duration) else { throw ValidationError("invalid --duration '\(duration)': expected 2-300 s") }
             // Message ids wrap at 65535 per client; acknowledgements are matched by id.
             guard Double(rate) * duration * 1.1 < 65000 else { throw ValidationError("--rate x --duration '\(Int(Double(rate) * duration))' is too many messages per publisher: keep it under 59000") }
+            if partition {
+                guard netns == nil else { throw ValidationError("--partition builds its own namespaces: drop --netns") }
+                guard partitionAt > 0 && partitionAt < healAt && healAt < duration else {
+                    throw ValidationError("invalid --partition-at '\(partitionAt)' / --heal-at '\(healAt)': expected 0 < partition-at < heal-at < --duration")
+                }
+                guard nodeNames.contains(cut ?? nodeNames.last!) else { throw ValidationError("invalid --cut '\(cut ?? "")': expected one of \(nodeNames.joined(separator: ", "))") }
+                return
+            }
             guard killAt > 0 && killAt < duration else { throw ValidationError("invalid --kill-at '\(killAt)': expected between 0 and --duration") }
             if netns != nil {
                 guard lbKillAt > killAt && lbKillAt < duration else { throw ValidationError("invalid --lb-kill-at '\(lbKillAt)': expected between --kill-at and --duration") }
             } else {
-                let names = (0..<nodes).map { String(UnicodeScalar(UInt8(ascii: "a") + UInt8($0))) }
+                let names = nodeNames
                 guard names.contains(kill) else { throw ValidationError("invalid --kill '\(kill)': expected one of \(names.joined(separator: ", "))") }
             }
         }
@@ -69,7 +91,9 @@ extension MosquittoMesh {
         func run() async throws {
             let analysis: FailoverAnalysis
             let title: String
-            if let netns {
+            if partition {
+                (analysis, title) = try await runPartition()
+            } else if let netns {
                 (analysis, title) = try await runNetns(directory: netns)
             } else {
                 (analysis, title) = try await runLoopback()
@@ -94,7 +118,8 @@ extension MosquittoMesh {
         }
 
         private func runLoopback() async throws -> (FailoverAnalysis, String) {
-            let names = (0..<nodes).map { String(UnicodeScalar(UInt8(ascii: "a") + UInt8($0))) }
+            let names = nodeNames
+            let nodes = nodeCount
             let directory = dir ?? MeshCluster.temporaryDirectory("bench-failover")
             let cluster = MeshCluster(nodes: names, directory: directory)
             let lb = cluster.makeLoadBalancer(balance: "leastconn")
@@ -115,6 +140,58 @@ extension MosquittoMesh {
             } catch {
                 await lb.stop()
                 await cluster.stop()
+                throw error
+            }
+        }
+
+        /// A node cut off from its peers while clients on every node keep publishing and
+        /// subscribing through HAProxy (on loopback, in the root namespace, reaching each
+        /// node over its access link, which the cut leaves alone).
+        private func runPartition() async throws -> (FailoverAnalysis, String) {
+            if let reason = NetnsMesh.unavailableReason { throw ValidationError("--partition: \(reason)") }
+            let names = nodeNames
+            let victim = cut ?? names.last!
+            let directory = dir ?? MeshCluster.temporaryDirectory("bench-partition")
+            let mesh = NetnsMesh(nodes: names, directory: directory)
+            let lb = HAProxyProcess(directory: directory + "/haproxy",
+                                    backends: mesh.nodes.map { .init(name: $0.name, port: NetnsMesh.mqttPort, agentPort: NetnsMesh.healthPort, host: $0.accessAddress) },
+                                    balance: "leastconn")
+            say("partition: \(names.count) nodes in network namespaces (\(directory)) behind HAProxy; cut \(victim) off at \(partitionAt) s, heal at \(healAt) s")
+            do {
+                try await mesh.start()
+                try await lb.start()
+                var plan = basePlan(host: "127.0.0.1", port: lb.port)
+                let admin = lb.admin
+                plan.locate = { try admin.stuckClients(backend: HAProxyProcess.backendName) }
+                let others = names.filter { $0 != victim }
+                // After the heal: every link to and from the node is up and nothing is
+                // pending or held for it any more (the backlog has crossed).
+                let backlogDelivered: @Sendable () -> Bool = {
+                    others.allSatisfy { o in
+                        let m = mesh.metrics(o) ?? [:]
+                        let label = "{peer=\"\(mesh.node(victim).peerLabel)\"}"
+                        return m["mesh_peer_link_up" + label] == 1 && (m["mesh_peer_pending_messages" + label] ?? 0) == 0
+                            && (m["mesh_peer_held_messages" + label] ?? 0) == 0
+                    } && (mesh.metrics(victim).map { m in others.allSatisfy { m["mesh_peer_link_up{peer=\"\(mesh.node($0).peerLabel)\"}"] == 1 } } ?? false)
+                }
+                plan.faults = [
+                    FailoverFault(kind: .partition, label: "cut \(victim) off", at: .milliseconds(Int64(partitionAt * 1000)),
+                                  observe: .init(label: "\(victim) answers drain", target: 5) { mesh.health(victim) == "drain" }) {
+                        try await mesh.partition(victim)
+                    },
+                    FailoverFault(kind: .heal, label: "heal \(victim)", at: .milliseconds(Int64(healAt * 1000)),
+                                  observe: .init(label: "links up, backlog for \(victim) delivered", condition: backlogDelivered)) {
+                        try await mesh.heal(victim)
+                    },
+                ]
+                let recording = try await FailoverRunner.run(plan) { say($0) }
+                await lb.stop()
+                await mesh.stop()
+                return (FailoverAnalysis(recording),
+                        "mosquitto-mesh failover, netns partition: \(names.count) brokers behind HAProxy, \(victim) cut off \(Int(partitionAt))–\(Int(healAt)) s, \(publishers)×\(rate) msg/s QoS 1")
+            } catch {
+                await lb.stop()
+                await mesh.stop()
                 throw error
             }
         }

@@ -27,7 +27,10 @@ enum FailoverOutput {
         for (name, l) in [("before", a.latencyBefore), ("fault", a.latencyDuring), ("after", a.latencyAfter)] {
             lines.append("latency \(name): p50 \(f(l.p50)) ms, p99 \(f(l.p99)) ms, max \(f(l.max)) ms (\(l.count) deliveries)")
         }
-        for r in a.recoveries {
+        for r in a.recoveries where r.kind == .partition || r.kind == .heal {
+            lines.append("\(r.label) at \(f(r.atSeconds)) s: \(r.observeLabel ?? "observed") after \(f(r.observedAfter, 2)) s; \(r.affected.count) client connections broke")
+        }
+        for r in a.recoveries where r.kind == .broker || r.kind == .loadBalancer {
             var line = "\(r.label) at \(f(r.atSeconds)) s: \(r.affected.count) clients cut; back and publishing after \(f(r.publishersBack, 2)) s, subscribed again after \(f(r.subscribersBack, 2)) s, longest reconnect \(f(r.longestReconnect, 2)) s"
             if let label = r.observeLabel { line += "; \(label) after \(f(r.observedAfter, 2)) s" }
             if !r.notBack.isEmpty { line += "; NOT BACK: \(r.notBack.joined(separator: ", "))" }
@@ -47,9 +50,14 @@ enum FailoverOutput {
             met = met && ok
         }
         for r in a.recoveries {
-            let limit = r.kind == .broker ? 3.0 : 5.0
-            let back = r.notBack.isEmpty ? r.clientsBack : nil
-            judge((back ?? .infinity) <= limit, "\(r.label): clients back and publishing in \(f(back, 2)) s (target ≤ \(Int(limit)) s)")
+            if r.kind == .broker || r.kind == .loadBalancer {
+                let limit = r.kind == .broker ? 3.0 : 5.0
+                let back = r.notBack.isEmpty ? r.clientsBack : nil
+                judge((back ?? .infinity) <= limit, "\(r.label): clients back and publishing in \(f(back, 2)) s (target ≤ \(Int(limit)) s)")
+            }
+            if let label = r.observeLabel, let target = r.observeTarget {
+                judge((r.observedAfter ?? .infinity) <= target, "\(r.label): \(label) after \(f(r.observedAfter, 2)) s (target ≤ \(f(target, 0)) s)")
+            }
         }
         judge(a.lostAcknowledged == 0, "QoS 1 messages acknowledged by a surviving broker and lost: \(a.lostAcknowledged) (target 0)")
         return ("targets:\n" + lines.joined(separator: "\n") + "\n", met)
@@ -74,6 +82,7 @@ enum FailoverOutput {
             if let v = r.longestReconnect { d["longest_reconnect_s"] = v }
             if let v = r.observedAfter { d["observed_after_s"] = v }
             if let v = r.observeLabel { d["observed"] = v }
+            if let v = r.observeTarget { d["observed_target_s"] = v }
             return d
         }
         let summary: [String: Any] = [
@@ -139,7 +148,9 @@ enum FailoverOutput {
         for r in a.recoveries {
             let xx = x(r.atSeconds)
             s += "<line x1=\"\(fmt(xx))\" x2=\"\(fmt(xx))\" y1=\"\(top1 - 8)\" y2=\"\(fmt(top2 + h2))\" stroke=\"red\" stroke-width=\"2\" stroke-dasharray=\"6,3\"/>\n"
-            s += "<text x=\"\(fmt(xx + 4))\" y=\"\(top1 - 10)\" fill=\"red\">\(escape(r.label)) (back in \(f(r.clientsBack, 1)) s)</text>\n"
+            let note = r.kind == .broker || r.kind == .loadBalancer ? "back in \(f(r.clientsBack, 1)) s"
+                : r.observeLabel.map { "\($0): \(f(r.observedAfter, 1)) s" } ?? ""
+            s += "<text x=\"\(fmt(xx + 4))\" y=\"\(top1 - 10)\" fill=\"red\">\(escape(r.label))\(note.isEmpty ? "" : " (\(escape(note)))")</text>\n"
         }
         // Legends.
         let legend1: [(String, String)] = [("#1f77b4", "acknowledged/s (publishers)"), ("#2ca02c", "delivered/s (subscribers)")]
@@ -150,7 +161,7 @@ enum FailoverOutput {
         for (i, (color, text)) in legend2.enumerated() {
             s += "<rect x=\"\(fmt(left + 10 + Double(i) * 240))\" y=\"\(top2 + 8)\" width=\"14\" height=\"4\" fill=\"\(color)\"/><text x=\"\(fmt(left + 28 + Double(i) * 240))\" y=\"\(top2 + 14)\">\(text)</text>\n"
         }
-        s += "<text x=\"\(left)\" y=\"\(fmt(height - 8))\" fill=\"#555\">shaded: fault until every cut client is back (+1 s); red dots: QoS 1 messages acknowledged by a surviving broker and lost (\(a.lostAcknowledged))</text>\n"
+        s += "<text x=\"\(left)\" y=\"\(fmt(height - 8))\" fill=\"#555\">shaded: fault until every cut client is back (+1 s), a partition until its heal; red dots: QoS 1 messages acknowledged by a surviving broker and lost (\(a.lostAcknowledged))</text>\n"
         s += "</svg>\n"
         return s
     }
