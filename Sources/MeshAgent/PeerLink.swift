@@ -45,7 +45,12 @@ final class PeerLink: Sendable {
     /// heartbeat sent; the link's loop thread checks them at every turn.
     private let lastHeard = Atomic<Int64>(0)
     private let lastHeartbeat = Atomic<Int64>(0)
-    private let peerTimeoutNanos: Int64
+    /// Silence after which the link is declared down: the timeout less one heartbeat interval
+    /// and one loop turn, so that the link is down within `--peer-timeout` of the moment the
+    /// peer went silent (the last heartbeat heard may be an interval old by then, and the
+    /// check runs once per turn). At the default 3 s: 2.25 s, four heartbeats missed.
+    private let silenceLimitNanos: Int64
+    private let heartbeatIntervalNanos: Int64
     private let heartbeatTopic: String
     /// When the link went down (seconds since 1970, bit pattern; 0: up or never connected).
     private let downSinceBits = Atomic<UInt64>(0)
@@ -108,7 +113,9 @@ final class PeerLink: Sendable {
         self.onClients = onClients
         configuredAliases = configuration.topicAliasesPerPeer
         forwardPrefix = configuration.forwardPrefix
-        peerTimeoutNanos = Int64(configuration.peerTimeout * 1e9)
+        let turn = max(50, min(250, configuration.peerTimeout * 1000 / 8))
+        heartbeatIntervalNanos = Int64(configuration.peerTimeout * 1e9 / 6)
+        silenceLimitNanos = Int64(configuration.peerTimeout * 1e9) - heartbeatIntervalNanos - Int64(turn * 1e6)
         heartbeatTopic = ControlTopic.heartbeat(node: configuration.nodeID)
         sequenceSource = "\(configuration.nodeID).\(configuration.runID):"
         var log = logger
@@ -127,7 +134,7 @@ final class PeerLink: Sendable {
         // attempts are non-blocking, started over every second until one is answered.
         cc.connectTimeout = min(1.5, configuration.peerTimeout)
         cc.reconnectDelay = (1, 1)
-        cc.loopTurnInterval = Int32(max(50, min(250, configuration.peerTimeout * 1000 / 8)))
+        cc.loopTurnInterval = Int32(turn)
         let box = WeakBox<PeerLink>()
         var events = ClientEvents()
         events.connected = { rc, _ in box.value?.connected(rc) }
@@ -216,7 +223,7 @@ final class PeerLink: Sendable {
         guard client.isConnected else { return }
         let now = Self.monotonicNanos()
         let heard = lastHeard.load(ordering: .relaxed)
-        if now - heard > peerTimeoutNanos {
+        if now - heard > silenceLimitNanos {
             metrics.silentDrops.increment()
             let (log, n) = silenceThrottle.shouldLog()
             if log {
@@ -227,7 +234,7 @@ final class PeerLink: Sendable {
             client.dropConnection()
             return
         }
-        if now - lastHeartbeat.load(ordering: .relaxed) >= peerTimeoutNanos / 6 {
+        if now - lastHeartbeat.load(ordering: .relaxed) >= heartbeatIntervalNanos {
             lastHeartbeat.store(now, ordering: .relaxed)
             _ = heartbeatTopic.withCString { topic in
                 client.publish(topic: topic, payload: UnsafeRawBufferPointer(start: nil, count: 0), qos: 0, retain: false, properties: nil)

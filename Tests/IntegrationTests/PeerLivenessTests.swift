@@ -78,7 +78,7 @@ struct PeerLivenessTests {
             let duplicatesC = subC.messages.count - Set(subC.messages.map(\.text)).count
             let dropped = mesh.metric(agent: "b", "mesh_duplicates_dropped_total") ?? -1
             print("silent peer: detected in \(detected) s, link back \(back) s after the heal, C received \(cRate) of the stream during the cut, \(total) sent, duplicates at B \(duplicatesB) (agent b dropped \(dropped) resent copies), at C \(duplicatesC)")
-            #expect(detected <= 3 + 1.5, "detection took \(detected) s")
+            #expect(detected <= 3.2, "detection took \(detected) s (the link must be down within --peer-timeout; 0.2 s for reading metrics)")
             #expect(back <= 2.5, "reconnect took \(back) s after the heal")
             #expect(cRate >= 0.9, "the healthy peer got \(cRate) of the stream during the cut")
             #expect(duplicatesB == 0)
