@@ -172,7 +172,7 @@ struct PartitionTests {
         }
     }
 
-    @Test("row 2: a↔c cut, both reach b: a and c detect it, nobody drains, other paths keep their throughput, 0 lost, interest within 1 s")
+    @Test("row 2: a↔c cut, both reach b: a and c detect it and report it as asymmetric, nobody drains, other paths keep their throughput, 0 lost, interest within 1 s")
     func asymmetricCut() async throws {
         let cut = scenarioSeconds("MESH_PARTITION_ASYM_S", default: 15)
         let rate = 200
@@ -216,6 +216,10 @@ struct PartitionTests {
             }
             let drained = ["a", "b", "c"].filter { n in sampler.any(from: tCut, to: tHeal) { $0.health[n] == "drain" } }
             let heldMax = sampler.maximum(from: tCut, to: tHeal) { $0.value("a", "mesh_peer_pending_messages", peer: "c", in: mesh) }
+            // Reported as asymmetric: a cannot reach c, b reports its own link to c up.
+            let asymmetricSeen = ["a", "c"].map { v in
+                (v, sampler.first(after: tCut, before: tHeal) { $0.value(v, "mesh_peer_asymmetric_partition", peer: v == "a" ? "c" : "a", in: mesh) == 1 }.map { $0 - tCut })
+            }
             let linkBackA = sampler.first(after: tHeal) { $0.linkUp("a", to: "c", in: mesh) == true } ?? tHeal
             let heardA = late.heard(from: "a").map { tl.seconds($0) }
             let heardB = late.heard(from: "b").map { tl.seconds($0) }
@@ -230,6 +234,7 @@ struct PartitionTests {
             partition[row 2: a↔c cut \(Int(cut)) s, both reach b, 3×\(rate) msg/s QoS 1]:
               detection (link_up→0): \(detection.map { "\($0)→\($1) \(seconds($2))" }.joined(separator: ", ")) (target ≤ \(Self.peerTimeout) s); paths through b seen down: \(falseAlarms.map { "\($0)→\($1)" })
               drained during the cut: \(drained) (target: none); a's held for c (max): \(heldMax.map { String(Int($0)) } ?? "n/a")
+              reported as asymmetric (mesh_peer_asymmetric_partition = 1): \(asymmetricSeen.map { "\($0) after \(seconds($1))" }.joined(separator: ", "))
               reconnect after heal: \(reconnect.isEmpty ? "no link went down" : reconnect.map { "\($0)→\($1) \(seconds($2))" }.joined(separator: ", ")) (target ≤ \(Self.reconnectWithin) s)
               subscription on c at +\(String(format: "%.1f", tSubscribed - tCut)) s into the cut: b knew after \(seconds(heardB.map { $0 - tSubscribed })), a after the heal \(seconds(heardA.map { $0 - tHeal })) (link back \(seconds(linkBackA - tHeal)); target ≤ \(Self.interestWithin) s after the link)
               throughput per pair not crossing a↔c: before \(Int(before)) msg/s, during \(Int(during)) msg/s
@@ -242,6 +247,7 @@ struct PartitionTests {
             }
             #expect(falseAlarms.isEmpty, "links that were not cut went down: \(falseAlarms)")
             #expect(drained.isEmpty, "nodes that still reach a peer answered drain: \(drained)")
+            for (v, t) in asymmetricSeen { #expect(t != nil && t! <= Self.peerTimeout + 2, "\(v) did not report the a↔c cut as asymmetric: \(seconds(t))") }
             #expect(heldMax != nil && heldMax! > 0, "a shows no held messages for c (mesh_peer_pending_messages)")
             for (v, p, r) in reconnect {
                 #expect(r != nil && r! <= Self.reconnectWithin + Self.slack, "\(v)→\(p) not back within \(Self.reconnectWithin) s of the heal: \(seconds(r))")
