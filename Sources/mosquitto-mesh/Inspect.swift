@@ -146,6 +146,17 @@ extension MosquittoMesh {
             }
             printTable(["NODE", "STATUS", "SEQ", "FILTERS", "SUBSCRIPTIONS", "CLIENTS", "SOURCE", "UPDATED"], rows)
             print("(CLIENTS: connected + offline sessions)")
+            let down = picture.nodes.keys.sorted().flatMap { name in
+                (picture.nodes[name]?.links ?? []).filter { !$0.connected }.map { link -> String in
+                    let since = link.downSince.map { " for \(max(0, Int(now - $0)))s" } ?? ""
+                    let via = link.reachableVia.map { " — reachable from \($0.joined(separator: ", ")): asymmetric partition" } ?? ""
+                    return "  \(name) → \(link.endpoint): down\(since)\(via)"
+                }
+            }
+            if !down.isEmpty {
+                print("\npeer links down (from each node's view):")
+                for line in down { print(line) }
+            }
             print("\nsubscription tree (node:count; + and # are wildcards, [share g] a shared subscription)")
             printTree(picture)
             if let route {

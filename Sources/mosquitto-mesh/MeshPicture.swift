@@ -1,4 +1,5 @@
 import Foundation
+import MeshAgent
 import MeshCore
 
 /// The mesh as one broker's retained `$mesh/…` topics describe it: each node's own
@@ -15,6 +16,17 @@ struct MeshPicture: Sendable {
         var peersConnected: Int?
         /// The node's presence snapshot (`$mesh/<node>/presence`), own or mirrored.
         var presence: Presence?
+        /// The node's peer links as its view (`$mesh/<node>/view`) states them.
+        var links: [Link]?
+    }
+
+    struct Link: Sendable, Codable, Equatable {
+        var endpoint: String
+        var connected: Bool
+        /// Seconds since 1970 when it went down (nil: up).
+        var downSince: Double?
+        /// Nodes whose own link to that peer is up while this one is down (asymmetric cut).
+        var reachableVia: [String]?
     }
 
     struct Presence: Sendable, Codable, Equatable {
@@ -68,9 +80,13 @@ struct MeshPicture: Sendable {
                     rejected.append("\(topic): \(error.reason)")
                 }
             case "view":
-                if let o = try? JSONSerialization.jsonObject(with: Data(payload)) as? [String: Any],
-                   let t = (o["time"] as? NSNumber)?.doubleValue {
-                    noteUpdate(owner, t)
+                guard let view = try? JSONDecoder().decode(MeshView.self, from: Data(payload)) else {
+                    if !payload.isEmpty { rejected.append("\(topic): view does not decode") }
+                    return
+                }
+                if let t = view.time { noteUpdate(owner, t) }
+                nodes[owner, default: Node()].links = view.peers.map {
+                    Link(endpoint: $0.endpoint, connected: $0.connected, downSince: $0.downSince, reachableVia: $0.reachableVia)
                 }
             default:
                 return

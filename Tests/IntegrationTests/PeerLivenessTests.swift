@@ -57,6 +57,13 @@ struct PeerLivenessTests {
                 Self.linkUp(mesh, agent: "a", peer: "b") == 0
             }
             let detected = Self.now() - cut
+            // The operator sees it: inspect on A's broker lists A's link to B as down, since when.
+            // (The view is republished within a second of a change: poll, bounded.)
+            let downLine = "a → \(mesh.brokers[mesh.index(of: "b")].endpoint): down for"
+            var picture = ""
+            for _ in 0..<20 where !picture.contains(downLine) {
+                picture = try await OperationsTests.cli(["inspect", "--broker", mesh.brokers[mesh.index(of: "a")].endpoint]).1
+            }
             // Isolation: C keeps receiving at the stream's rate while B is silent.
             try await waitUntil(timeout: .seconds(5), "a second more of stream") { sent.load(ordering: .relaxed) > sentAtCut + 400 }
             let cRate = Double(subC.messages.count - cAtCut) / Double(sent.load(ordering: .relaxed) - sentAtCut)
@@ -78,6 +85,7 @@ struct PeerLivenessTests {
             let duplicatesC = subC.messages.count - Set(subC.messages.map(\.text)).count
             let dropped = mesh.metric(agent: "b", "mesh_duplicates_dropped_total") ?? -1
             print("silent peer: detected in \(detected) s, link back \(back) s after the heal, C received \(cRate) of the stream during the cut, \(total) sent, duplicates at B \(duplicatesB) (agent b dropped \(dropped) resent copies), at C \(duplicatesC)")
+            #expect(picture.contains(downLine), "inspect does not show the link down:\n\(picture)")
             #expect(detected <= 3.2, "detection took \(detected) s (the link must be down within --peer-timeout; 0.2 s for reading metrics)")
             #expect(back <= 2.5, "reconnect took \(back) s after the heal")
             #expect(cRate >= 0.9, "the healthy peer got \(cRate) of the stream during the cut")
