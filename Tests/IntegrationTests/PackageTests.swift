@@ -60,6 +60,13 @@ struct PackageTests {
         #expect(!fields.contains("swift"), "the package must not depend on a Swift toolchain: \(fields)")
         #expect(fields.contains("libmosquitto1"))
 
+        if FileManager.default.isExecutableFile(atPath: "/usr/bin/lintian") {
+            // Clean at --pedantic but for the tags explained in deploy/debian/lintian-overrides.
+            let lint = try await Self.run(["/usr/bin/lintian", "--pedantic", deb], timeout: .seconds(120))
+            let tags = lint.output.split(separator: "\n").filter { $0.range(of: #"^[EWIPX]: "#, options: .regularExpression) != nil }
+            #expect(tags.isEmpty, "lintian: \(tags.joined(separator: "\n"))")
+        }
+
         if try await Self.run(["/usr/bin/dpkg-query", "-W", "-f=${Status}", "mosquitto-mesh"]).output.contains("installed") {
             // Left over by an interrupted run of this test: start from a clean machine.
             print("package: mosquitto-mesh was installed already; purging it first")
