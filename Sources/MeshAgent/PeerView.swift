@@ -1,9 +1,10 @@
 import MeshCore
 
 /// What one agent knows of the mesh, published retained on `$mesh/<node>/view` of its own
-/// broker: any broker then shows the whole mesh to an operator (`inspect`), and tests can
-/// wait until an interest change has reached a given agent. Peers never read it (they
-/// read only `$mesh/+/subscriptions`), so it cannot confuse them about whose broker it is.
+/// broker: any broker then shows the whole mesh to an operator (`inspect`), tests can wait
+/// until an interest change has reached a given agent, and peers with discovery learn from
+/// it which nodes this one links to (`DiscoveryCodec.decodeView` reads only `advertise` and
+/// each peer's endpoint, connected flag and node ids).
 public struct MeshView: Codable, Sendable, Equatable {
     public var node: String
     public var seq: UInt64
