@@ -171,7 +171,7 @@ struct PackageTests {
             var crossed = false
             for probe in 0..<150 where !crossed {
                 try pub.publish("pkg/probe", "\(probe)", qos: 1)
-                try? await sub.waitForMessages(1, timeout: .milliseconds(100), where: { $0.topic == "pkg/probe" })
+                _ = try? await sub.waitForMessages(1, timeout: .milliseconds(100), where: { $0.topic == "pkg/probe" })
                 crossed = sub.messages.contains { $0.topic == "pkg/probe" }
             }
             try #require(crossed, "nothing crossed the installed mesh: \(agents.map { $0.logTail() })")
