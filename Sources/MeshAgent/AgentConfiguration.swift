@@ -131,6 +131,18 @@ public struct AgentConfiguration: Sendable {
     public var sharedBalance: SharedBalance = .roundRobin
     /// swift-log level name; applied by the CLI.
     public var logLevel: String = "info"
+    /// Learn the rest of the mesh from the peers' views and the hellos other nodes' links
+    /// publish here, and link to every node learned (`Discovery`); the configured peers are
+    /// the seeds. Off: exactly the configured peers, as before discovery existed.
+    public var discovery: Bool = true
+    /// Seconds a discovered node is kept without evidence that it lives (a hello from it, a
+    /// link to it that is up, a peer's view listing it connected); then its link closes.
+    public var discoveryExpiry: Double = 300
+    /// Where other brokers reach the local broker (`host:port`), published in the view and in
+    /// every link's hello. Nil: `local` — unless that is a loopback address, which means
+    /// nothing on another host; then each link announces the address its own socket uses
+    /// towards that peer, with `local`'s port.
+    public var advertiseAddress: Endpoint?
 
     public init(nodeID: String, local: Endpoint, peers: [Endpoint]) {
         self.nodeID = nodeID
@@ -184,6 +196,8 @@ public struct AgentConfiguration: Sendable {
         cc.reconnectDelay = (1, 2)
         return cc
     }
+    /// The connection that reads other nodes' hellos on the local broker (discovery).
+    public var discoveryClientID: String { "\(clientIDPrefix)\(nodeID)/discovery" }
     /// The agent's client id on a peer broker.
     public func peerClientID(_ peer: Endpoint) -> String { "\(clientIDPrefix)\(nodeID)/peer/\(peer)" }
 }

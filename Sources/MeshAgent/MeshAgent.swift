@@ -30,6 +30,8 @@ public final class MeshAgent: Service, Sendable {
     private let agentBox = WeakBox<MeshAgent>()
     /// One client id, one connection, across the mesh.
     private let takeover: TakeoverService
+    /// Links to every node learned from the peers (nil with `--discovery off`).
+    private let discovery: DiscoveryService?
 
     public init(configuration: AgentConfiguration, logger: Logger) throws {
         try configuration.validate()
@@ -98,6 +100,10 @@ public final class MeshAgent: Service, Sendable {
         } else {
             saver = nil
         }
+        discovery = configuration.discovery
+            ? try DiscoveryService(configuration: configuration, links: peerLinks, remembered: savedPeerInterest, logger: logger,
+                                   apply: { [agentBox] peers in try await agentBox.value?.updatePeers(peers) })
+            : nil
         for endpoint in configuration.peers {
             let link = try makePeerLink(endpoint)
             peerLinks.links.withLock { $0[endpoint] = link }
@@ -115,8 +121,9 @@ public final class MeshAgent: Service, Sendable {
                          guard localLink.client.isConnected else { return }
                          localLink.publishControl(topic: topic, payload: payload, retain: true)
                      },
-                     onClients: { [takeover] kind, node, payload, metrics in
+                     onClients: { [takeover, discovery] kind, node, payload, metrics in
                          switch kind {
+                         case .view: return discovery?.observeView(via: endpoint, node: node, payload: payload) ?? false
                          case .connected: return takeover.handleAnnouncement(node: node, payload: payload, peerMetrics: metrics)
                          case .presence: return takeover.handlePresence(node: node, payload: payload, peerMetrics: metrics)
                          default: return false
@@ -163,6 +170,17 @@ public final class MeshAgent: Service, Sendable {
         signal()
     }
 
+    /// A new list of configured peers (SIGHUP). With discovery they are its seeds and the
+    /// discovered links stay; without, they are the peer set.
+    public func updateSeeds(_ endpoints: [Endpoint]) async throws {
+        guard let discovery else { return try await updatePeers(endpoints) }
+        var check = configuration
+        check.peers = endpoints
+        try check.validate()
+        discovery.setSeeds(endpoints)
+        discovery.step()
+    }
+
     /// The agent-check answer for HAProxy: whether clients should be sent to this broker.
     public var health: HealthState {
         if stopping.load(ordering: .relaxed) { return .down }
@@ -193,6 +211,8 @@ public final class MeshAgent: Service, Sendable {
         // The local broker's shared groups as restored, before the first message is routed.
         routing.setLocalInterest(interest.sharedFilters)
         localLink.start()
+        // After the forwarding link: every connection of the agent's is in the log being read.
+        discovery?.start()
 
         var health: HealthEndpoint?
         if let listen = configuration.healthListen {
@@ -204,6 +224,7 @@ public final class MeshAgent: Service, Sendable {
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.advertLoop() }
             group.addTask { await self.statsLoop() }
+            if let discovery { group.addTask { await discovery.run() } }
             group.addTask { [localLink, takeover, configuration] in
                 await takeover.announceLoop { payload in
                     // QoS 1: held by libmosquitto while the link is down, sent after the reconnect.
@@ -271,7 +292,7 @@ public final class MeshAgent: Service, Sendable {
     private func publishViewIfChanged() {
         guard localLink.client.isConnected else { return }
         let view = MeshView(node: configuration.nodeID, seq: interest.snapshot.seq, peers: peers.map(\.view),
-                            time: Date().timeIntervalSince1970)
+                            time: Date().timeIntervalSince1970, advertise: discovery?.viewAdvertise)
         let changed = lastView.withLock { last in
             if view.sameContent(as: last) { return false }
             last = view
@@ -345,6 +366,7 @@ public final class MeshAgent: Service, Sendable {
     private func drainAndStop() async {
         stopping.store(true, ordering: .relaxed)
         takeover.finish()
+        discovery?.close()
         logger.info("stopping: draining")
         let clock = ContinuousClock()
         let deadline = clock.now.advanced(by: configuration.drainTimeout)

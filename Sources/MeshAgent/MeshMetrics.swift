@@ -64,6 +64,8 @@ public final class PeerMetrics: Sendable {
     public let silentDrops: MeshCounter
     public let heldBytes: MeshGauge
     public let asymmetric: MeshGauge
+    /// Advert entries a node sent that this agent could not use as written (`ControlFormat`).
+    public let advertEntriesWidened: MeshCounter
 
     init(peer: String) {
         self.peer = peer
@@ -83,6 +85,7 @@ public final class PeerMetrics: Sendable {
         silentDrops = MeshCounter("mesh_peer_silent_total", help: "Times this peer link heard nothing, not even its own heartbeat, for --peer-timeout and was dropped and reconnected (a partition that drops packets silently).", dimensions: d)
         asymmetric = MeshGauge("mesh_peer_asymmetric_partition", help: "1 while this node's link to the peer is down and another node reports its own link to that peer up (an asymmetric partition).", dimensions: d)
         heldBytes = MeshGauge("mesh_peer_pending_bytes", help: "Payload bytes of the forwards counted in mesh_peer_pending_messages (limit --max-pending-bytes).", dimensions: d)
+        advertEntriesWidened = MeshCounter("mesh_advert_entries_widened_total", help: "Entries of this peer's adverts this agent could not use as written (a filter it cannot parse, an odd count, a format it does not read): the interest was widened to cover them, never narrowed. Logged, throttled.", dimensions: d)
         replayed = MeshCounter("mesh_replayed_messages_total", help: "Messages sent to this peer again because its advert of a new filter came after they passed (the subscribe race); also counted in mesh_forwarded_messages_total or mesh_forward_held_total.", dimensions: d)
     }
 }

@@ -254,10 +254,11 @@ final class PeerLink: Sendable {
         setUpAliases()
         logger.info("peer link up", metadata: ["topic_aliases": "\(aliases.withLock { $0.table.capacity })"])
         do {
+            // First, so that discovery knows which node this broker is before its advert routes.
+            try client.subscribe("\(ControlTopic.root)/+/\(ControlTopic.Kind.view.rawValue)", qos: 0)
             try client.subscribe("\(ControlTopic.root)/+/\(ControlTopic.Kind.subscriptions.rawValue)", qos: 1)
             try client.subscribe("\(ControlTopic.root)/+/\(ControlTopic.Kind.status.rawValue)", qos: 1)
             try client.subscribe(heartbeatTopic, qos: 0)
-            try client.subscribe("\(ControlTopic.root)/+/\(ControlTopic.Kind.view.rawValue)", qos: 0)
             try client.subscribe("\(ControlTopic.root)/+/\(ControlTopic.Kind.connected.rawValue)", qos: 1)
             try client.subscribe("\(ControlTopic.root)/+/\(ControlTopic.Kind.presence.rawValue)", qos: 1)
             // Retained messages for the subscriptions above are queued before this SUBACK,
@@ -361,6 +362,7 @@ final class PeerLink: Sendable {
         if topic == heartbeatTopic { return }
         guard let (node, kind) = ControlTopic.parse(topic) else { return }
         if node == ownNodeID {
+            if kind == .view { _ = onClients(kind, node, m.payload, metrics) }
             let (log, _) = selfThrottle.shouldLog()
             if log {
                 logger.error("peer broker carries this node's own control topics: --peer points at the local broker, or two agents share node id '\(node)'")
@@ -383,7 +385,9 @@ final class PeerLink: Sendable {
             }
             let advert: InterestAdvert
             do {
-                advert = try InterestAdvertCodec.decode(m.payload, expectedNode: node)
+                let reading = try InterestAdvertCodec.read(m.payload, expectedNode: node)
+                advert = reading.advert
+                if !reading.widened.isEmpty { widened(node: node, reading) }
             } catch {
                 metrics.advertsRejected.increment()
                 let (log, n) = rejectThrottle.shouldLog()
@@ -450,7 +454,7 @@ final class PeerLink: Sendable {
                     _ = try? client.subscribe("\(ControlTopic.root)/\(ownNodeID)/sync-barrier", qos: 0)
                 }
             }
-        case .stats:
+        case .stats, .hello:
             break
         case .view:
             // Which peers that node's links reach: tells an asymmetric partition (our link to a
@@ -462,6 +466,7 @@ final class PeerLink: Sendable {
                 reached = [:]
             }
             peerLinksSeen.withLock { $0[node] = reached }
+            _ = onClients(kind, node, m.payload, metrics)
         case .connected:
             _ = onClients(kind, node, m.payload, metrics)
         case .presence:
@@ -471,6 +476,18 @@ final class PeerLink: Sendable {
             } else if onClients(kind, node, m.payload, metrics) {
                 setMirror(topic, m.payloadBytes)
             }
+        }
+    }
+
+    /// An advert with entries this agent could not use (a newer release's, or a broken one):
+    /// applied with those entries widened, counted and logged.
+    private func widened(node: String, _ reading: AdvertReading) {
+        metrics.advertEntriesWidened.increment(by: max(1, reading.widened.count))
+        let (log, n) = rejectThrottle.shouldLog()
+        if log {
+            logger.warning("advert entries this agent cannot use were widened (interest over-estimated, never narrowed)", metadata: [
+                "node": "\(node)", "format": "\(reading.format)", "entries": "\(reading.widened.prefix(3).joined(separator: "; "))", "occurrence": "\(n)",
+            ])
         }
     }
 

@@ -1,20 +1,34 @@
 import MeshCore
 
 /// What one agent knows of the mesh, published retained on `$mesh/<node>/view` of its own
-/// broker: any broker then shows the whole mesh to an operator (`inspect`), and tests can
-/// wait until an interest change has reached a given agent. Peers never read it (they
-/// read only `$mesh/+/subscriptions`), so it cannot confuse them about whose broker it is.
+/// broker: any broker then shows the whole mesh to an operator (`inspect`), tests can wait
+/// until an interest change has reached a given agent, and peers with discovery learn from
+/// it which nodes this one links to (`DiscoveryCodec.decodeView` reads only `advertise` and
+/// each peer's endpoint, connected flag and node ids).
 public struct MeshView: Codable, Sendable, Equatable {
     public var node: String
     public var seq: UInt64
     public var peers: [PeerView]
     /// When this view was published (seconds since 1970), for "last update" in `inspect`.
     public var time: Double?
+    /// Where other brokers reach this node's broker (`--advertise-address`, or `--local` when it
+    /// is not loopback); read by discovery. Absent in views of releases before 0.3.
+    public var advertise: String?
+    /// `ControlFormat` of the payload (absent: format 1, releases up to 0.2.0).
+    public var format: Int? = ControlFormat.current
+
+    public init(node: String, seq: UInt64, peers: [PeerView], time: Double? = nil, advertise: String? = nil) {
+        self.node = node
+        self.seq = seq
+        self.peers = peers
+        self.time = time
+        self.advertise = advertise
+    }
 
     /// Equal apart from the time stamp: whether a new view needs publishing.
     func sameContent(as other: MeshView?) -> Bool {
         guard let other else { return false }
-        return node == other.node && seq == other.seq && peers == other.peers
+        return node == other.node && seq == other.seq && peers == other.peers && advertise == other.advertise
     }
 }
 

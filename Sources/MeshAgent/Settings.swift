@@ -16,6 +16,7 @@ public enum SettingKey: String, CaseIterable, Sendable {
     case maxPendingBytes = "max-pending-bytes", peerTimeout = "peer-timeout"
     case replayWindow = "replay-window", replayMargin = "replay-margin", replayMaxBytes = "replay-max-bytes"
     case sharedBalance = "shared-balance"
+    case discovery, discoveryExpiry = "discovery-expiry", advertiseAddress = "advertise-address"
 
     /// `MESH_NODE_ID`, …; the peer list is `MESH_PEERS=host:port,host:port`.
     public var environmentName: String {
@@ -148,6 +149,15 @@ extension AgentConfiguration {
             }
             sharedBalance = b
         }
+        if let d = settings[.discovery]?.value {
+            switch d.lowercased() {
+            case "on", "true", "yes", "1": discovery = true
+            case "off", "false", "no", "0": discovery = false
+            default: throw fail(.discovery, "expected on or off")
+            }
+        }
+        if let v = try number(.discoveryExpiry, 1...31_536_000) { discoveryExpiry = v }
+        if let a = settings[.advertiseAddress]?.value { advertiseAddress = try endpoint(.advertiseAddress, a) }
         if let level = settings[.logLevel]?.value {
             guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(level.lowercased()) else {
                 throw fail(.logLevel, "expected trace, debug, info, notice, warning, error or critical")

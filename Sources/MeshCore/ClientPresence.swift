@@ -51,6 +51,7 @@ public enum ConnectAnnouncementCodec {
     public static func encode(_ announcement: ConnectAnnouncement) -> [UInt8] {
         var w = JSONWriter(reservingCapacity: 32 + announcement.connects.count * 48)
         w.beginObject()
+        w.key(ControlFormat.key); w.int(ControlFormat.current)
         w.key("node"); w.string(announcement.node)
         w.key("connects")
         w.beginArray()
@@ -101,6 +102,7 @@ public enum ConnectAnnouncementCodec {
             throw AdvertDecodeError(reason: "not JSON: \(error.reason) at byte \(error.offset)")
         }
         guard case .object(let members) = value else { throw AdvertDecodeError(reason: "top level is not a JSON object") }
+        try ControlFormat.requireUnderstood(members)
         func member(_ name: String, in members: [(key: String, value: JSONValue)]) -> JSONValue? { members.first { $0.key == name }?.value }
         guard case .string(let node) = member("node", in: members) else { throw AdvertDecodeError(reason: "missing or ill-typed 'node'") }
         do { try NodeID.validate(node) } catch { throw AdvertDecodeError(reason: "'node' is not a valid node id: \(error.reason)") }
@@ -469,6 +471,7 @@ public enum PresenceSnapshotCodec {
     public static func encode(_ s: PresenceSnapshot) -> [UInt8] {
         var w = JSONWriter(reservingCapacity: 96 + s.online.count * 40)
         w.beginObject()
+        w.key(ControlFormat.key); w.int(ControlFormat.current)
         w.key("node"); w.string(s.node)
         w.key("time"); w.int(Int(s.time))
         w.key("offline"); w.int(s.offline)
@@ -498,6 +501,7 @@ public enum PresenceSnapshotCodec {
             throw AdvertDecodeError(reason: "not JSON: \(error.reason) at byte \(error.offset)")
         }
         guard case .object(let members) = value else { throw AdvertDecodeError(reason: "top level is not a JSON object") }
+        try ControlFormat.requireUnderstood(members)
         func member(_ name: String) -> JSONValue? { members.first { $0.key == name }?.value }
         func count(_ name: String) throws(AdvertDecodeError) -> Int {
             guard case .number(let text, true) = member(name), let n = Int(text), n >= 0 else {

@@ -75,7 +75,12 @@ public enum ControlTopic {
     public static func presence(node: String) -> String { "\(root)/\(node)/presence" }
 
     public enum Kind: String, Sendable, CaseIterable {
-        case subscriptions, status, stats, connected, presence, view
+        case subscriptions, status, stats, connected, presence
+        /// What a node's agent knows of the mesh (`MeshView`): read for asymmetric partitions
+        /// and by discovery.
+        case view
+        /// A node's link announcing itself on a peer broker (`DiscoveryHello`).
+        case hello
     }
 
     /// The node and kind of a control topic; nil for anything else, including

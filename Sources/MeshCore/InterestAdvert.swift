@@ -29,27 +29,52 @@ public struct AdvertDecodeError: Error, Equatable, Sendable {
     }
 }
 
-/// JSON form of `InterestAdvert`: `{"node":"a","seq":3,"filters":{"a/+/c":1}}`, with
-/// `"since":{"a/+/c":1764450000123}` after `filters` when filters are new (agents that do not
-/// know `since` ignore it, as every unknown top-level key).
+
+/// What reading one advert gave: the advert as this agent applies it, and what it had to
+/// widen to get there.
+public struct AdvertReading: Equatable, Sendable {
+    /// The interest to apply: every filter the payload named that this agent can use, a
+    /// covering filter for each one it cannot (`InterestAdvertCodec.covering`).
+    public var advert: InterestAdvert
+    /// The payload's format (`ControlFormat`; 1 when it carries none).
+    public var format: Int
+    /// One line per entry this agent could not use as written, saying what it did instead
+    /// (widened to a covering filter, count taken as 1, `since` ignored). Empty for an advert
+    /// read exactly as written.
+    public var widened: [String]
+    /// The payload's format is outside `ControlFormat.understood`: its filters were not
+    /// read at all and the node is taken to want everything (`#`).
+    public var foreignFormat: Bool { !ControlFormat.isUnderstood(format) }
+}
+
+/// JSON form of `InterestAdvert`:
+/// `{"format":2,"node":"a","seq":3,"filters":{"a/+/c":1}}`, with
+/// `"since":{"a/+/c":1764450000123}` after `filters` when filters are new.
 ///
-/// Hand-written rather than `JSONDecoder` so that the rules are exact and
-/// portable: integers are told from floats by their text (`1.0` is not a
-/// count), nesting depth and size are bounded before any work, duplicate
-/// keys are refused, and nothing here can trap on hostile input.
+/// Hand-written rather than `JSONDecoder` so that the rules are exact and portable:
+/// integers are told from floats by their text (`1.0` is not a count), nesting depth and
+/// size are bounded before any work, duplicate keys are refused, and nothing here can trap
+/// on hostile input.
+///
+/// Reading follows `ControlFormat`'s contract: a payload whose frame is unusable (not a JSON
+/// object, no valid `node` or `seq`, the wrong node, no `filters` object) is rejected and
+/// the last good interest stays; inside the frame, an entry this agent cannot use widens
+/// the interest instead of losing the advert — one odd filter never costs a node every
+/// other filter it advertised.
 public enum InterestAdvertCodec {
     /// Larger payloads are rejected before parsing (a 1M-filter advert is ~30 MB at most).
     public static let maximumPayloadBytes = 32 * 1024 * 1024
-    /// Largest accepted count: a count is a number of sessions, never near this.
+    /// Largest count kept as written: a count is a number of sessions, never near this.
     public static let maximumCount = Int(Int32.max)
 
-    /// Compact JSON in a fixed layout: `node`, `seq`, `filters`, with filter
+    /// Compact JSON in a fixed layout: `format`, `node`, `seq`, `filters`, with filter
     /// keys sorted by UTF-8 bytes so equal adverts are byte-identical (and a
     /// retained republish of unchanged interest is recognisable).
     public static func encode(_ advert: InterestAdvert) -> [UInt8] {
         var out: [UInt8] = []
-        out.reserveCapacity(32 + advert.node.utf8.count + advert.filters.count * 24)
-        out.append(contentsOf: #"{"node":"#.utf8)
+        out.reserveCapacity(44 + advert.node.utf8.count + advert.filters.count * 24)
+        ControlFormat.appendOpening(to: &out)
+        out.append(contentsOf: #""node":"#.utf8)
         appendString(advert.node, to: &out)
         out.append(contentsOf: #","seq":"#.utf8)
         out.append(contentsOf: String(advert.seq).utf8)
@@ -97,14 +122,20 @@ public enum InterestAdvertCodec {
         out.append(UInt8(ascii: "\""))
     }
 
-    /// Decodes and validates an advert. Hostile input is expected (peers,
-    /// operators, attackers): never crashes; rejects with a reason when the
-    /// payload is too large, not UTF-8, not JSON, not an object, has a
-    /// missing/ill-typed `node`/`seq`/`filters`, an invalid node id, a node
-    /// other than `expectedNode` (when given), a filter that is not a valid
-    /// `TopicFilter`, or a count that is not an integer in 1...Int32.max.
-    /// Unknown top-level keys are ignored, for forward compatibility.
+    /// The advert as this agent applies it (see `read`); entries it cannot use are widened.
     public static func decode(_ payload: some Collection<UInt8>, expectedNode: String?) throws(AdvertDecodeError) -> InterestAdvert {
+        try read(payload, expectedNode: expectedNode).advert
+    }
+
+    /// Decodes an advert. Hostile input is expected (peers, operators, attackers): never
+    /// crashes. Rejects, with a reason, a payload that is too large, not UTF-8, not JSON, not
+    /// an object, has an ill-typed `format`, a missing or ill-typed `node`/`seq`/`filters`, an
+    /// invalid node id or a node other than `expectedNode` (when given). Everything else is
+    /// read: unknown keys are ignored; a filter that is not a valid `TopicFilter` is replaced
+    /// by a filter covering it, a count that is not an integer in 1...Int32.max is taken as
+    /// 1 (or the maximum), a `since` entry that does not fit is ignored — each noted in
+    /// `widened`. An advert in a format this release does not read is taken as `#`.
+    public static func read(_ payload: some Collection<UInt8>, expectedNode: String?) throws(AdvertDecodeError) -> AdvertReading {
         let size = payload.count
         guard size <= maximumPayloadBytes else {
             throw AdvertDecodeError(reason: "payload of \(size) bytes exceeds \(maximumPayloadBytes)")
@@ -125,6 +156,7 @@ public enum InterestAdvertCodec {
         }
         func member(_ name: String) -> JSONValue? { members.first { $0.key == name }?.value }
 
+        let format = try ControlFormat.version(of: members)
         guard let nodeValue = member("node") else { throw AdvertDecodeError(reason: "missing 'node'") }
         guard case .string(let node) = nodeValue else { throw AdvertDecodeError(reason: "'node' is not a string") }
         do {
@@ -141,45 +173,90 @@ public enum InterestAdvertCodec {
             throw AdvertDecodeError(reason: "'seq' is not an unsigned 64-bit integer")
         }
 
+        guard ControlFormat.isUnderstood(format) else {
+            // A format this release cannot read: whatever it says, the node may want anything.
+            return AdvertReading(advert: InterestAdvert(node: node, seq: seq, filters: ["#": 1]), format: format,
+                                 widened: ["format \(format) is not one this agent reads (\(ControlFormat.understood)): taken as '#'"])
+        }
+
         guard let filtersValue = member("filters") else { throw AdvertDecodeError(reason: "missing 'filters'") }
         guard case .object(let filterMembers) = filtersValue else {
             throw AdvertDecodeError(reason: "'filters' is not an object")
         }
+        var widened: [String] = []
+        func note(_ text: String) {
+            // Bounded: a hostile advert with a million odd entries must not cost a million lines.
+            if widened.count < 20 { widened.append(text) } else if widened.count == 20 { widened.append("…") }
+        }
         var filters: [String: Int] = [:]
         filters.reserveCapacity(filterMembers.count)
-        for (filter, countValue) in filterMembers {
-            do {
-                _ = try TopicFilter(validating: filter)
-            } catch {
-                throw AdvertDecodeError(reason: "filter \(quoted(filter)) is invalid: \(error)")
+        for (text, countValue) in filterMembers {
+            var filter = text
+            if (try? TopicFilter(validating: text)) == nil {
+                filter = covering(text)
+                note("filter \(quoted(text)) is not one this agent can use: widened to \(quoted(filter))")
             }
-            guard case .number(let text, let isInteger) = countValue, isInteger,
-                  let count = Int(text), count >= 1, count <= maximumCount else {
-                throw AdvertDecodeError(reason: "count of filter \(quoted(filter)) is not an integer in 1...\(maximumCount)")
+            var count = 1
+            if case .number(let digits, true) = countValue, let n = Int(digits), n >= 1 {
+                count = min(n, maximumCount)
+                if n > maximumCount { note("count of \(quoted(text)) above \(maximumCount): taken as \(maximumCount)") }
+            } else {
+                note("count of \(quoted(text)) is not a positive integer: taken as 1")
             }
-            guard filters.updateValue(count, forKey: filter) == nil else {
-                // Canonically-equal keys differing in bytes: ambiguous, refuse.
-                throw AdvertDecodeError(reason: "filter \(quoted(filter)) appears twice")
+            if let index = filters.index(forKey: filter) {
+                let stored = filters[index].key
+                if !stored.utf8.elementsEqual(filter.utf8) {
+                    // Canonically equal to a filter already read but other bytes: the dictionary
+                    // holds only one of them, and the subscription trie matches bytes. Cover both.
+                    filters["#"] = max(filters["#"] ?? 0, 1)
+                    note("filter \(quoted(text)) is canonically equal to another with other bytes: '#' added")
+                }
+                filters[stored] = max(filters[index].value, count)
+            } else {
+                filters[filter] = count
             }
         }
         var since: [String: UInt64] = [:]
         if let sinceValue = member("since") {
-            guard case .object(let sinceMembers) = sinceValue else {
-                throw AdvertDecodeError(reason: "'since' is not an object")
-            }
-            for (filter, timeValue) in sinceMembers {
-                guard filters[filter] != nil else {
-                    throw AdvertDecodeError(reason: "'since' names \(quoted(filter)), which is not among the filters")
+            if case .object(let sinceMembers) = sinceValue {
+                for (filter, timeValue) in sinceMembers {
+                    guard let index = filters.index(forKey: filter), filters[index].key.utf8.elementsEqual(filter.utf8) else {
+                        note("'since' names \(quoted(filter)), which is not among the filters: ignored")
+                        continue
+                    }
+                    guard case .number(let text, true) = timeValue, let millis = UInt64(text) else {
+                        note("'since' of \(quoted(filter)) is not an unsigned 64-bit integer: ignored")
+                        continue
+                    }
+                    if since[filter] == nil { since[filter] = millis }
                 }
-                guard case .number(let text, let isInteger) = timeValue, isInteger, let millis = UInt64(text) else {
-                    throw AdvertDecodeError(reason: "'since' of filter \(quoted(filter)) is not an unsigned 64-bit integer")
-                }
-                guard since.updateValue(millis, forKey: filter) == nil else {
-                    throw AdvertDecodeError(reason: "'since' names \(quoted(filter)) twice")
-                }
+            } else {
+                note("'since' is not an object: ignored")
             }
         }
-        return InterestAdvert(node: node, seq: seq, filters: filters, since: since)
+        return AdvertReading(advert: InterestAdvert(node: node, seq: seq, filters: filters, since: since), format: format, widened: widened)
+    }
+
+    /// A valid filter matching at least every topic `text` could be meant to match: its
+    /// leading levels up to the first one this agent cannot read, then `#` (`a/b+/c` →
+    /// `a/#`); a shared subscription's group is dropped first (interest in the topics is
+    /// what routes); `#` when nothing is left.
+    public static func covering(_ text: String) -> String {
+        var levels = text.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        if levels.first == TopicFilter.shareLevel { levels.removeFirst(min(2, levels.count)) }
+        var kept: [String] = []
+        for level in levels {
+            if level.utf8.contains(where: { $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "#") || $0 == 0 }) { break }
+            kept.append(level)
+        }
+        // The last level may be the one that made it unusable only by what follows: drop
+        // it as well when nothing was cut, so `covering` never returns `text` unchanged.
+        if kept.count == levels.count, !kept.isEmpty { kept.removeLast() }
+        let candidate = (kept + ["#"]).joined(separator: "/")
+        guard candidate.utf8.count <= Topic.maximumLengthInBytes, (try? TopicFilter(validating: candidate)) != nil else { return "#" }
+        // `$share/#` and the like are not interest in topics: fall back to everything.
+        guard (try? TopicFilter(validating: candidate))?.shareGroup == nil else { return "#" }
+        return candidate
     }
 
     /// A short, printable rendering of untrusted text for error reasons.

@@ -10,11 +10,15 @@ public final class AgentProcess: Sendable {
     /// Where the agent serves Prometheus metrics (`GET /metrics`).
     public let metricsPort: Int32
     public let extraArguments: [String]
+    /// The binary this agent runs; nil: `binaryPath()` (another release's, for upgrades).
+    public let executable: String?
     private let process = ProcessSlot()
 
     public var logPath: String { stateDirectory + "/agent.log" }
 
-    public init(nodeID: String, local: BrokerProcess, peers: [String], stateDirectory: String, extraArguments: [String] = []) {
+    public init(nodeID: String, local: BrokerProcess, peers: [String], stateDirectory: String, extraArguments: [String] = [],
+                executable: String? = nil) {
+        self.executable = executable
         self.nodeID = nodeID
         self.local = local
         self.peers = peers
@@ -55,7 +59,7 @@ public final class AgentProcess: Sendable {
     }
 
     public func start() throws {
-        let child = try ChildProcess(executable: try Self.binaryPath(), arguments: arguments, logPath: logPath)
+        let child = try ChildProcess(executable: try executable ?? Self.binaryPath(), arguments: arguments, logPath: logPath)
         process.hold(child)
     }
 

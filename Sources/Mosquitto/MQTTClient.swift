@@ -1,4 +1,7 @@
 import CMosquitto
+#if canImport(Glibc)
+import Glibc
+#endif
 import Synchronization
 
 /// What a client reports back. Every closure runs on the client's own libmosquitto loop
@@ -158,6 +161,33 @@ public final class MQTTClient: @unchecked Sendable {
 
     /// Whether the last CONNACK succeeded and no disconnect has been seen since.
     public var isConnected: Bool { connectedFlag.load(ordering: .acquiring) }
+
+    /// The local IP address of this client's socket — the address this host uses on the route
+    /// to the broker — or nil without a socket. Read afresh each time (a reconnect may take
+    /// another route); the socket number is read without libmosquitto's lock, so a reconnect
+    /// in the same instant can give nil or a stale answer: callers retry later.
+    public var socketLocalHost: String? {
+        let fd = mosquitto_socket(handle)
+        guard fd >= 0 else { return nil }
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let ok = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) == 0 }
+        }
+        guard ok else { return nil }
+        var text = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN) + 1)
+        switch Int32(storage.ss_family) {
+        case AF_INET:
+            var a = withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee.sin_addr } }
+            guard inet_ntop(AF_INET, &a, &text, socklen_t(text.count)) != nil else { return nil }
+        case AF_INET6:
+            var a = withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { $0.pointee.sin6_addr } }
+            guard inet_ntop(AF_INET6, &a, &text, socklen_t(text.count)) != nil else { return nil }
+        default:
+            return nil
+        }
+        return String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
 
     /// How many topic aliases the broker accepts from this client (its last CONNACK's Topic
     /// Alias Maximum; 0 if it sent none). Valid from the `connected` event on.

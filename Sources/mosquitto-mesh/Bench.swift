@@ -16,7 +16,7 @@ extension MosquittoMesh {
             subcommands: [BenchSeedCommand.self, BenchCrossCommand.self, BenchScaleCommand.self,
                           BenchLocalityCommand.self, BenchChurnCommand.self, BenchTreeCommand.self,
                           BenchLogLinesCommand.self, BenchAllCommand.self, BenchChurnMemoryCommand.self, BenchFailover.self,
-                          BenchInteropCommand.self]
+                          BenchInteropCommand.self, BenchUpgradeCommand.self]
         )
     }
 }

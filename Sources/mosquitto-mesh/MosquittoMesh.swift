@@ -15,7 +15,7 @@ struct MosquittoMesh: AsyncParsableCommand {
         Every option of `run` can also come from the environment (MESH_NODE_ID, MESH_LOCAL, MESH_PEERS=host:port,host:port, …);
         flags override the environment. See `mosquitto-mesh run --help`.
         """,
-        version: "0.1.0",
+        version: "0.3.0",
         subcommands: [Run.self, Inspect.self, LocalCluster.self, Bench.self],
         defaultSubcommand: nil
     )

@@ -88,6 +88,12 @@ extension MosquittoMesh {
         var replayMaxBytes: String?
         @Option(name: .customLong("shared-balance"), help: "round-robin or topic-hash: which broker delivers a message to a $share group with members only on other brokers (default round-robin).")
         var sharedBalance: String?
+        @Option(name: .customLong("discovery"), help: "on or off: learn the other nodes from the peers' views and from the nodes that link here, and link to each; the configured peers are seeds (default on).")
+        var discovery: String?
+        @Option(name: .customLong("discovery-expiry"), help: "Seconds a discovered node is kept without sign of life before its link closes (default 300).")
+        var discoveryExpiry: String?
+        @Option(name: .customLong("advertise-address"), help: "HOST:PORT at which other brokers reach the local broker, announced to them (default: --local, or if that is loopback the address each link's socket uses, with --local's port).")
+        var advertiseAddress: String?
 
         /// The flags given, as settings.
         var flagSettings: Settings {
@@ -100,7 +106,8 @@ extension MosquittoMesh {
                 (.maxPending, maxPending), (.maxPendingBytes, maxPendingBytes), (.peerTimeout, peerTimeout), (.statsInterval, statsInterval), (.peerSyncTimeout, peerSyncTimeout),
                 (.topicAliases, topicAliases), (.sessionGrace, sessionGrace), (.maxUncertainSessions, maxUncertainSessions),
                 (.replayWindow, replayWindow), (.replayMargin, replayMargin), (.replayMaxBytes, replayMaxBytes),
-                (.sharedBalance, sharedBalance),
+                (.sharedBalance, sharedBalance), (.discovery, discovery), (.discoveryExpiry, discoveryExpiry),
+                (.advertiseAddress, advertiseAddress),
             ]
             var s: Settings = [:]
             for (key, value) in pairs { if let value { s[key] = SettingValue(values: [value], origin: "--\(key.rawValue)") } }
@@ -159,10 +166,13 @@ extension MosquittoMesh {
                     logger.notice("SIGHUP: configuration reloaded", metadata: ["peers": "\(fresh.peers.map(\.description))"])
                     for (name, changed) in [("node-id", fresh.nodeID != configuration.nodeID), ("local", fresh.local != configuration.local),
                                             ("state-dir", fresh.stateDirectory != configuration.stateDirectory),
-                                            ("forward-prefix", fresh.forwardPrefix != configuration.forwardPrefix)] where changed {
+                                            ("forward-prefix", fresh.forwardPrefix != configuration.forwardPrefix),
+                                            ("discovery", fresh.discovery != configuration.discovery),
+                                            ("discovery-expiry", fresh.discoveryExpiry != configuration.discoveryExpiry),
+                                            ("advertise-address", fresh.advertiseAddress != configuration.advertiseAddress)] where changed {
                         logger.warning("SIGHUP: '\(name)' changed; it takes effect only after a restart")
                     }
-                    try await agent.updatePeers(fresh.peers)
+                    try await agent.updateSeeds(fresh.peers)
                 } catch {
                     logger.error("SIGHUP: configuration rejected, keeping the current one: \(error)")
                 }
