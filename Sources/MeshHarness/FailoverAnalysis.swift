@@ -22,6 +22,9 @@ public struct FailoverAnalysis: Sendable {
         public var duplicates = 0
         public var lostAcknowledged = 0
         public var missedOther = 0
+        /// Of `missedOther`: deliveries published between a subscriber's broker's death and the
+        /// adoption of its session (the adoption's loss window).
+        public var adoptionGap = 0
         public var clientsConnected = 0
         public var latencyP50: Double?
         public var latencyP99: Double?
@@ -261,6 +264,7 @@ public struct FailoverAnalysis: Sendable {
                         noSession += 1
                         if let gap = adoptionGaps.first(where: { t >= $0.0 && t < $0.1 }) {
                             adoptionGap += 1
+                            bucket(t) { $0.adoptionGap += 1 }
                             if let k = faults.firstIndex(where: { $0.at == gap.0 }) { recoveries[k].lostInAdoptionWindow += 1 }
                         }
                         bucket(t) { $0.missedOther += 1 }
