@@ -283,7 +283,7 @@ final class AdoptionService: Sendable {
         let (hold, release) = state.withLock { s -> ([(String, [String], Int64)], [String]) in
             var hold: [(String, [String], Int64)] = []
             if verdict.majority {
-                for (node, since) in verdict.unreachable where s.held[node] == nil {
+                for (node, since) in verdict.agreed where s.held[node] == nil {
                     let ids = s.remote.sessions(of: node).filter(\.adoptable).map(\.clientID)
                     s.held[node] = ids
                     guard !ids.isEmpty else { continue }
@@ -294,7 +294,7 @@ final class AdoptionService: Sendable {
                 }
             }
             var release: [String] = []
-            for (node, ids) in s.held where verdict.unreachable[node] == nil {
+            for (node, ids) in s.held where verdict.agreed[node] == nil {
                 s.held[node] = nil
                 release += ids.filter { s.rounds[node]?.done.contains($0) != true }
             }
@@ -302,13 +302,13 @@ final class AdoptionService: Sendable {
         }
         for (node, ids, until) in hold {
             metrics.sessionsHeld.increment(by: ids.count)
-            logger.notice("peer broker unreachable: holding its clients with persistent sessions at HAProxy until they are adopted",
+            logger.notice("peer broker unreachable from every live agent: holding its clients with persistent sessions at HAProxy until their sessions are adopted",
                           metadata: ["node": "\(node)", "clients": "\(ids.count)", "until": "\(until)"])
             runCommands(ids.compactMap { HAProxyRuntime.escapedKey($0) }.map { key in { (r: HAProxyRuntime) in [r.holdCommand(key: key, until: until)] } },
                         what: "hold")
         }
         if !release.isEmpty {
-            logger.notice("peer broker reachable again: its clients are no longer held", metadata: ["clients": "\(release.count)"])
+            logger.notice("peer broker reachable again (or no longer unreachable from every live agent): its clients are no longer held", metadata: ["clients": "\(release.count)"])
             runCommands(release.compactMap { HAProxyRuntime.escapedKey($0) }.map { key in { (r: HAProxyRuntime) in [r.holdCommand(key: key, until: 0)] } },
                         what: "unhold")
         }

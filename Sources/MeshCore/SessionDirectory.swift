@@ -471,6 +471,9 @@ public enum AdoptionRule {
         public var majority = false
         /// Nodes whose broker this agent cannot reach (link down), with since when.
         public var unreachable: [String: Double] = [:]
+        /// Of those, the ones every live peer reports unreachable too (however briefly): their
+        /// clients are held at the load balancer until adopted or back.
+        public var agreed: [String: Double] = [:]
         /// Nodes lost: unreachable here for `adoptAfter`, and reported unreachable by every live
         /// peer.
         public var lost: [String] = []
@@ -498,8 +501,10 @@ public enum AdoptionRule {
             }
         }
         guard v.majority else { return v }
-        for (node, since) in v.unreachable.sorted(by: { $0.key < $1.key }) where now - since >= adoptAfter {
+        for (node, since) in v.unreachable.sorted(by: { $0.key < $1.key }) {
             let agreed = v.live.allSatisfy { other in other == selfNode || reach[other]?.down[node] != nil }
+            if agreed { v.agreed[node] = since }
+            guard now - since >= adoptAfter else { continue }
             if agreed { v.lost.append(node) } else { v.disputed.append(node) }
         }
         return v

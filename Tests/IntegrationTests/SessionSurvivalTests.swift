@@ -288,6 +288,21 @@ struct SessionSurvivalTests {
     }
 }
 
+@Suite("session hold in the shipped HAProxy configuration")
+struct ShippedSessionHoldTests {
+    @Test("deploy/haproxy/haproxy.cfg carries the harness's session-hold rules, stores gpt0 and opens a runtime API at level operator")
+    func shippedConfigHoldsSessions() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let shipped = try String(contentsOf: root.appendingPathComponent("deploy/haproxy/haproxy.cfg"), encoding: .utf8)
+        let lines = shipped.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.hasPrefix("#") }
+        for rule in HAProxyProcess.sessionHoldRules(backend: "mosquitto") {
+            #expect(lines.contains(rule.trimmingCharacters(in: .whitespaces)), "missing in deploy/haproxy/haproxy.cfg: \(rule)")
+        }
+        #expect(lines.contains { $0.hasPrefix("stick-table ") && $0.contains(" store gpt0") })
+        #expect(lines.contains { $0.hasPrefix("stats socket ipv4@") && $0.hasSuffix("level operator") })
+    }
+}
+
 extension ControlReader {
     /// Every session a node's own directory lists on this broker (retained shards).
     func directory(of node: String) -> [SharedSession] {

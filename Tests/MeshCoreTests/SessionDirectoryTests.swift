@@ -164,15 +164,17 @@ struct SessionDirectoryTests {
         #expect(v.live == ["a", "b"])
         #expect(v.majority)
         #expect(v.lost == ["c"])
-        // Too early.
+        // Too early: not lost yet, but agreed unreachable (its clients are held).
         v = AdoptionRule.judge(selfNode: "a", selfUp: true, peers: peers, configuredNodes: 3, reach: ["b": reachB], adoptAfter: 10, now: now)
         #expect(v.lost.isEmpty)
         #expect(v.unreachable["c"] == now - 6)
+        #expect(v.agreed["c"] == now - 6)
         // b still reaches c (a link cut between a and c only), or has not said yet.
         for reach in [["b": ReachReport(node: "b", time: 0, down: [:])], [:]] {
             v = AdoptionRule.judge(selfNode: "a", selfUp: true, peers: peers, configuredNodes: 3, reach: reach, adoptAfter: 5, now: now)
             #expect(v.lost.isEmpty)
             #expect(v.disputed == ["c"])
+            #expect(v.agreed.isEmpty)
         }
         // a is the one cut off: no majority, nothing held or adopted.
         let alone = [AdoptionRule.Peer(nodes: ["b"], linkUp: false, downSince: now - 60), AdoptionRule.Peer(nodes: ["c"], linkUp: false, downSince: now - 60)]
