@@ -107,6 +107,25 @@ struct SessionSurvivalTests {
             for c in stayed { try await c.waitForMessages(1, timeout: .seconds(10)) { $0.text == "after" } }
             #expect(adopted() == onVictim.count, "adopted \(adopted()) for \(onVictim.count) sessions: each must be adopted exactly once")
             for s in survivors { #expect((mesh.metric(agent: s, "mesh_session_adoption_failures_total") ?? 0) == 0) }
+            // inspect, from one survivor's broker, shows both adopters' rounds (own and mirrored)
+            // and, for a client adopted there, where its session lives now.
+            let adopter = try #require(survivors.first { (mesh.metric(agent: $0, "mesh_sessions_adopted_total") ?? 0) > 0 })
+            let adoptedThere = try await SessionDirectoryProbe.adoptions(from: victim, ports: [mesh.brokers[mesh.index(of: adopter)].port])
+            let someID = try #require(adoptedThere.keys.sorted().first)
+            let (code, out) = try await OperationsTests.cli(["inspect", "--broker", mesh.brokers[mesh.index(of: adopter)].endpoint, "--json", "--client", someID])
+            #expect(code == 0)
+            let json = try #require(try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any])
+            let nodes = try #require(json["nodes"] as? [String: [String: Any]])
+            var roundsAdopted = 0
+            for s in survivors {
+                let rounds = (nodes[s]?["adoptions"] as? [String: Any])?["rounds"] as? [String: [String: Any]]
+                roundsAdopted += (rounds?[victim]?["adopted"] as? Int) ?? 0
+            }
+            #expect(roundsAdopted == onVictim.count, "inspect shows \(roundsAdopted) adoptions: \(out.prefix(2000))")
+            let session = (json["client"] as? [String: Any])?["persistent_session"] as? [String: Any]
+            #expect(session?["node"] as? String == adopter && session?["adopted_from"] as? String == victim, "\(out.prefix(2000))")
+            let (_, text) = try await OperationsTests.cli(["inspect", "--broker", mesh.brokers[mesh.index(of: adopter)].endpoint, "--client", someID])
+            print(text.split(separator: "\n").filter { $0.contains("adopt") || $0.contains("from ") || $0.contains("persistent session") }.joined(separator: "\n"))
 
             // The killed broker comes back with its old sessions. The returned clients' copies go
             // the takeover way (the agent read their connects on the adopters); the sleeper's only
