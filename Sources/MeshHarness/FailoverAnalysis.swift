@@ -200,14 +200,14 @@ public struct FailoverAnalysis: Sendable {
         // Subscriber sessions: intervals [start, end) during which the subscriber's
         // subscription existed on a broker; `endedByKill` marks a session that died with a
         // killed broker (it ends at the kill, not at the client's disconnect).
-        struct Session { var start: UInt64; var end: UInt64; var endedByKill: Bool }
+        struct Session { var start: UInt64; var end: UInt64; var endedByKill: Bool; var adopted = false }
         func sessions(_ s: SubscriberRecord) -> [Session] {
             var list: [Session] = []
             for (i, e) in s.epochs.enumerated() {
                 if e.sessionPresent, let adopted = r.adoptions[s.clientID], let last = list.last, last.endedByKill, adopted >= last.end {
                     // Resumed on a survivor that had adopted the session: it existed (and queued)
                     // from the adoption on.
-                    list.append(Session(start: adopted, end: .max, endedByKill: false))
+                    list.append(Session(start: adopted, end: .max, endedByKill: false, adopted: true))
                 }
                 if !e.sessionPresent {
                     if var last = list.popLast() {
@@ -229,7 +229,7 @@ public struct FailoverAnalysis: Sendable {
         // Pairs.
         // Between a killed session and its adoption, per subscriber: (kill, adoption, fault index).
         func gaps(_ list: [Session]) -> [(UInt64, UInt64)] {
-            zip(list, list.dropFirst()).compactMap { a, b in a.endedByKill && b.start != .max && b.start >= a.end ? (a.end, b.start) : nil }
+            zip(list, list.dropFirst()).compactMap { a, b in a.endedByKill && b.adopted && b.start >= a.end ? (a.end, b.start) : nil }
         }
         for s in r.subscribers {
             let sess = sessions(s)
