@@ -95,6 +95,10 @@ final class AdoptionService: Sendable {
     private let failureThrottle = LogThrottle()
     /// Set once the directory service exists (it reads adoption records from here).
     let directory = Mutex<SessionDirectoryService?>(nil)
+    /// The agent is stopping: adoption passes under way stop at their next batch.
+    private let stopping = Atomic<Bool>(false)
+
+    func finish() { stopping.store(true, ordering: .relaxed) }
 
     init(configuration: AgentConfiguration, interest: NodeInterest, takeover: TakeoverService, metrics: MeshMetrics, logger: Logger) {
         self.configuration = configuration
@@ -211,9 +215,23 @@ final class AdoptionService: Sendable {
             return s.reach
         }
         publishReachIfChanged(down, access)
-        guard configuration.adoptAfter > 0 else { return }
+        if configuration.adoptAfter > 0 {
+            adoptIfLost(access, peers: rulePeers, selfUp: selfUp, reach: reach, now: now)
+        }
+        if slow {
+            // Only against a reachable broker whose restart the table has taken in (a session
+            // the table still thinks online is left for the next turn).
+            if selfUp { releaseWhatWasAdoptedElsewhere() }
+            forgetEndedAdoptions()
+            saveIfNeeded()
+            publishAdoptionsIfChanged(access, now: now)
+        }
+    }
+
+    /// Holds and adoption rounds, from the verdict of `AdoptionRule`.
+    private func adoptIfLost(_ access: Access, peers rulePeers: [AdoptionRule.Peer], selfUp: Bool, reach: [String: ReachReport], now: Double) {
         let verdict = AdoptionRule.judge(selfNode: configuration.nodeID, selfUp: selfUp, peers: rulePeers,
-                                         configuredNodes: peers.count + 1, reach: reach, adoptAfter: configuration.adoptAfter, now: now)
+                                         configuredNodes: rulePeers.count + 1, reach: reach, adoptAfter: configuration.adoptAfter, now: now)
         updateHolds(verdict, now: now)
         // Rounds: a node reachable again is no longer being adopted.
         let passes = state.withLock { s -> [(String, [String])] in
@@ -253,14 +271,8 @@ final class AdoptionService: Sendable {
             }
             return passes
         }
-        for (node, ids) in passes {
+        for (node, ids) in passes where !stopping.load(ordering: .relaxed) {
             Task { await self.pass(node: node, ids: ids, access) }
-        }
-        if slow {
-            releaseWhatWasAdoptedElsewhere()
-            forgetEndedAdoptions()
-            saveIfNeeded()
-            publishAdoptionsIfChanged(access, now: now)
         }
     }
 
@@ -370,7 +382,7 @@ final class AdoptionService: Sendable {
         if ready { ready = await takeover.logBarrier(access.control) }
         if ready {
             var index = 0
-            while index < ids.count && !Task.isCancelled {
+            while index < ids.count && !Task.isCancelled && !stopping.load(ordering: .relaxed) {
                 let batch = Array(ids[index..<min(ids.count, index + Self.concurrency)])
                 index += batch.count
                 let results = await withTaskGroup(of: (String, Outcome).self) { group in

@@ -372,6 +372,7 @@ public final class MeshAgent: Service, Sendable {
     private func drainAndStop() async {
         stopping.store(true, ordering: .relaxed)
         takeover.finish()
+        adoption.finish()
         logger.info("stopping: draining")
         let clock = ContinuousClock()
         let deadline = clock.now.advanced(by: configuration.drainTimeout)
