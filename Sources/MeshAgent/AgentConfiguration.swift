@@ -143,6 +143,21 @@ public struct AgentConfiguration: Sendable {
     /// nothing on another host; then each link announces the address its own socket uses
     /// towards that peer, with `local`'s port.
     public var advertiseAddress: Endpoint?
+    /// Seconds a node's broker must be unreachable (from this agent and, as they report, from
+    /// every live agent) before the survivors adopt its persistent sessions; 0: never adopt.
+    /// Longer than a broker restart, or a restart's sessions would be adopted and then ended.
+    public var adoptAfter: Double = 5
+    /// Session expiry interval (s) of an adopted MQTT 5 session: its real one is never in the
+    /// broker's log, so it is over-estimated.
+    public var adoptedSessionExpiry: UInt32 = 86_400
+    /// HAProxy runtime API addresses (`stats socket ipv4@host:port level operator`), one per
+    /// load balancer: the agent holds a lost node's clients there until their sessions are
+    /// adopted and points their stick-table entries at the adopting broker.
+    public var haproxyRuntime: [Endpoint] = []
+    /// This broker's `server` name in HAProxy's backend (needed with `haproxyRuntime`).
+    public var haproxyServer: String?
+    /// The HAProxy backend holding the client-id stick table.
+    public var haproxyBackend: String = "mosquitto"
 
     public init(nodeID: String, local: Endpoint, peers: [Endpoint]) {
         self.nodeID = nodeID
@@ -167,6 +182,14 @@ public struct AgentConfiguration: Sendable {
             if peer == local {
                 throw ConfigurationError(key: "peer", value: peer.description, reason: "is the local broker")
             }
+        }
+        if !haproxyRuntime.isEmpty && (haproxyServer ?? "").isEmpty {
+            throw ConfigurationError(key: "haproxy-server", value: haproxyServer ?? "",
+                                     reason: "needed with haproxy-runtime: this broker's server name in HAProxy's backend")
+        }
+        for name in [haproxyServer ?? "x", haproxyBackend] where name.isEmpty || name.contains(where: { $0.isWhitespace || $0 == ";" || $0 == "\\" }) {
+            throw ConfigurationError(key: name == haproxyBackend ? "haproxy-backend" : "haproxy-server", value: name,
+                                     reason: "must be a non-empty HAProxy name without spaces, ';' or '\\'")
         }
         guard maxPendingPerPeer > 0, maxPendingPerPeer <= Self.maximumPendingPerPeer else {
             throw ConfigurationError(key: "max-pending", value: String(maxPendingPerPeer),

@@ -32,6 +32,9 @@ public final class MeshAgent: Service, Sendable {
     private let takeover: TakeoverService
     /// Links to every node learned from the peers (nil with `--discovery off`).
     private let discovery: DiscoveryService?
+    /// Persistent sessions shared with the peers, and adopted from a lost node.
+    private let directory: SessionDirectoryService
+    private let adoption: AdoptionService
 
     public init(configuration: AgentConfiguration, logger: Logger) throws {
         try configuration.validate()
@@ -53,12 +56,23 @@ public final class MeshAgent: Service, Sendable {
         }
         let table = restored?.sessions ?? SessionTable(excludedClientIDPrefix: configuration.clientIDPrefix)
         let takeoverBox = WeakBox<TakeoverService>()
+        let directoryBox = WeakBox<SessionDirectoryService>()
         interest = NodeInterest(table: table, seq: restored?.seq ?? 0, metrics: metrics, logger: logger,
                                 grace: configuration.sessionGrace, uncertainLimit: configuration.maxUncertainSessions,
                                 appearanceHorizon: configuration.replayWindow,
-                                onEvent: { event, line in takeoverBox.value?.observeLocal(event, line: line) })
+                                onEvent: { event, line in
+                                    takeoverBox.value?.observeLocal(event, line: line)
+                                    directoryBox.value?.observe(event)
+                                })
         takeover = TakeoverService(configuration: configuration, interest: interest, metrics: metrics, logger: logger)
         takeoverBox.value = takeover
+        adoption = AdoptionService(configuration: configuration, interest: interest, takeover: takeover, metrics: metrics, logger: logger)
+        let adopter = adoption
+        let sharer = SessionDirectoryService(node: configuration.nodeID, interest: interest, metrics: metrics, logger: logger,
+                                             adoption: { adopter.adoption(of: $0) })
+        directory = sharer
+        adopter.directory.withLock { $0 = sharer }
+        directoryBox.value = sharer
         let linesMayBeLost = restored?.linesMayBeLost(now: Date().timeIntervalSince1970, lineLifetime: ControlLink.lineLifetime) ?? false
         if let r = restored {
             logger.info("state restored", metadata: ["sessions": "\(r.sessions.sessions.count)", "filters": "\(r.sessions.interest.count)", "seq": "\(r.seq)"])
@@ -74,12 +88,16 @@ public final class MeshAgent: Service, Sendable {
         let links = peerLinks
         let interest = interest
         let takeover = takeover
+        let directory = directory
+        let adoption = adoption
         localLink = try LocalLink(configuration: configuration, routing: routing, metrics: metrics, logger: logger,
                                   onInterestChange: signal,
                                   onConnected: { [signal, takeover] in
                                       // The broker may have lost retained messages: republish the advert, presence and mirrors.
                                       interest.markDirty()
                                       takeover.markPresenceDirty()
+                                      directory.markRepublish()
+                                      adoption.markRepublish()
                                       for link in links.links.withLock({ Array($0.values) }) { link.republishMirrors() }
                                       signal()
                                   })
@@ -121,13 +139,17 @@ public final class MeshAgent: Service, Sendable {
                          guard localLink.client.isConnected else { return }
                          localLink.publishControl(topic: topic, payload: payload, retain: true)
                      },
-                     onClients: { [takeover, discovery] kind, node, payload, metrics in
+                     onClients: { [takeover, discovery, adoption] kind, node, payload, metrics in
                          switch kind {
                          case .view: return discovery?.observeView(via: endpoint, node: node, payload: payload) ?? false
                          case .connected: return takeover.handleAnnouncement(node: node, payload: payload, peerMetrics: metrics)
                          case .presence: return takeover.handlePresence(node: node, payload: payload, peerMetrics: metrics)
+                         case .reach: return adoption.handleReach(node: node, payload: payload, peerMetrics: metrics)
                          default: return false
                          }
+                     },
+                     onSessionShard: { [adoption] node, shard, payload, metrics in
+                         adoption.handleShard(node: node, shard: shard, payload: payload, peerMetrics: metrics)
                      })
     }
 
@@ -244,6 +266,32 @@ public final class MeshAgent: Service, Sendable {
                     localLink.publishControl(topic: ControlTopic.presence(node: configuration.nodeID), payload: payload, retain: true)
                     return true
                 }
+            }
+            group.addTask { [localLink, directory] in
+                await directory.publishLoop { topic, payload in
+                    guard localLink.client.isConnected else { return false }
+                    localLink.publishControl(topic: topic, payload: payload, retain: true)
+                    return true
+                }
+            }
+            group.addTask { [localLink, controlLink, adoption, peerLinks] in
+                let control = controlLink.client
+                await adoption.loop(.init(
+                    peers: {
+                        peerLinks.links.withLock { Array($0.values) }.map { link in
+                            let view = link.view
+                            return AdoptionService.PeerState(endpoint: view.endpoint, nodes: Array(view.nodes.keys), up: view.connected, downSince: view.downSince)
+                        }
+                    },
+                    control: .init(
+                        localLinkUp: { localLink.client.isConnected },
+                        subscribe: { (try? control.subscribe($0, qos: 0)) != nil },
+                        unsubscribe: { _ = try? control.unsubscribe($0) }),
+                    publish: { topic, payload in
+                        guard localLink.client.isConnected else { return false }
+                        localLink.publishControl(topic: topic, payload: payload, retain: true)
+                        return true
+                    }))
             }
             try? await gracefulShutdown()
             group.cancelAll()
@@ -367,6 +415,7 @@ public final class MeshAgent: Service, Sendable {
         stopping.store(true, ordering: .relaxed)
         takeover.finish()
         discovery?.close()
+        adoption.finish()
         logger.info("stopping: draining")
         let clock = ContinuousClock()
         let deadline = clock.now.advanced(by: configuration.drainTimeout)

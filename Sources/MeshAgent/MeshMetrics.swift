@@ -147,6 +147,14 @@ public final class MeshMetrics: Sendable {
     public let clientPresenceTakeovers = MeshCounter("mesh_client_presence_takeovers_total", help: "Takeovers started from a peer's presence snapshot rather than an announcement: the connect there had not been announced to this agent (link down, agent restart).")
     public let clientsOnline = MeshGauge("mesh_clients_online", help: "Client connections on this broker as last published in $mesh/<node>/presence.")
     public let clientConnectsReceived = MeshCounter("mesh_client_connects_received_total", help: "Client connects announced by peers and judged against this broker's clients.")
+    public let sessionsAdopted = MeshCounter("mesh_sessions_adopted_total", help: "Persistent sessions of a lost node created on this broker (clean start 0, the lost node's filters at their QoS) so that their clients find them here (one log line per adoption batch).")
+    public let sessionsReleased = MeshCounter("mesh_sessions_released_total", help: "Offline sessions on this broker ended after it came back because another node had adopted them while it was lost (what was queued for them here is discarded; logged).")
+    public let sessionAdoptionFailures = MeshCounter("mesh_session_adoption_failures_total", help: "Sessions this node should have adopted and could not (local broker refused or unreachable, a subscription refused, the client raced in; logged).")
+    public let sessionAdoptionsSkipped = MeshCounter("mesh_session_adoptions_skipped_total", help: "Adoptions not done because the client was connected, or had a session, on a live node (never taken over; tried again for a while).")
+    public let sessionsHeld = MeshCounter("mesh_sessions_held_total", help: "Client ids of a lost node held at HAProxy (stick-table gpt0) until their sessions are adopted.")
+    public let haproxyRuntimeFailures = MeshCounter("mesh_haproxy_runtime_failures_total", help: "Commands to an HAProxy runtime API that failed or were refused (logged).")
+    public let directorySessions = MeshGauge("mesh_session_directory_sessions", help: "Persistent sessions this node shares on $mesh/<node>/sessions/<shard>.")
+    public let directoryShardsPublished = MeshCounter("mesh_session_directory_shards_published_total", help: "Shards of this node's session directory published (a shard is republished only when it changed, at most once a second).")
     private let peerTable = Mutex<[String: PeerMetrics]>([:])
 
     public init() {}
@@ -190,6 +198,9 @@ public final class MeshMetrics: Sendable {
             "client_takeovers": clientTakeovers.current,
             "client_sessions_ended": clientSessionsEnded.current,
             "client_takeover_failures": clientTakeoverFailures.current,
+            "sessions_adopted": sessionsAdopted.current,
+            "sessions_released": sessionsReleased.current,
+            "session_adoption_failures": sessionAdoptionFailures.current,
         ]
         var forwarded = 0, forwardedBytes = 0, dropped = 0, rejected = 0, stale = 0, reconnects = 0, replayed = 0
         for p in peers {

@@ -32,6 +32,9 @@ final class PeerLink: Sendable {
     /// A node's client connects (`.connected`) or presence (`.presence`) read on this peer
     /// broker (`TakeoverService`); returns whether the payload was usable.
     private let onClients: @Sendable (_ kind: ControlTopic.Kind, _ node: String, _ payload: UnsafeRawBufferPointer, _ metrics: PeerMetrics) -> Bool
+    /// One shard of a node's session directory (`$mesh/<node>/sessions/<shard>`), or its
+    /// deletion (empty payload): `AdoptionService`.
+    private let onSessionShard: @Sendable (_ node: String, _ shard: Int, _ payload: UnsafeRawBufferPointer, _ metrics: PeerMetrics) -> Void
     /// Mirrored topic → payload, kept so a reconnected local broker gets them again. Published
     /// under this lock so two updates of one topic cannot overtake each other.
     private let mirrors = Mutex<[String: [UInt8]]>([:])
@@ -102,7 +105,8 @@ final class PeerLink: Sendable {
          metrics: PeerMetrics, initialNodes: [String: [String: Int]], logger: Logger,
          onInterestChange: @escaping @Sendable () -> Void,
          mirror: @escaping @Sendable (_ topic: String, _ payload: [UInt8]) -> Void,
-         onClients: @escaping @Sendable (_ kind: ControlTopic.Kind, _ node: String, _ payload: UnsafeRawBufferPointer, _ metrics: PeerMetrics) -> Bool = { _, _, _, _ in false }) throws(MosquittoError) {
+         onClients: @escaping @Sendable (_ kind: ControlTopic.Kind, _ node: String, _ payload: UnsafeRawBufferPointer, _ metrics: PeerMetrics) -> Bool = { _, _, _, _ in false },
+         onSessionShard: @escaping @Sendable (_ node: String, _ shard: Int, _ payload: UnsafeRawBufferPointer, _ metrics: PeerMetrics) -> Void = { _, _, _, _ in }) throws(MosquittoError) {
         self.index = index
         self.endpoint = endpoint
         self.routing = routing
@@ -111,6 +115,7 @@ final class PeerLink: Sendable {
         self.onInterestChange = onInterestChange
         self.mirror = mirror
         self.onClients = onClients
+        self.onSessionShard = onSessionShard
         configuredAliases = configuration.topicAliasesPerPeer
         forwardPrefix = configuration.forwardPrefix
         let turn = max(50, min(250, configuration.peerTimeout * 1000 / 8))
@@ -261,6 +266,9 @@ final class PeerLink: Sendable {
             try client.subscribe(heartbeatTopic, qos: 0)
             try client.subscribe("\(ControlTopic.root)/+/\(ControlTopic.Kind.connected.rawValue)", qos: 1)
             try client.subscribe("\(ControlTopic.root)/+/\(ControlTopic.Kind.presence.rawValue)", qos: 1)
+            try client.subscribe("\(ControlTopic.root)/+/\(ControlTopic.Kind.reach.rawValue)", qos: 1)
+            try client.subscribe("\(ControlTopic.root)/+/\(ControlTopic.Kind.adoptions.rawValue)", qos: 1)
+            try client.subscribe("\(ControlTopic.root)/+/\(SessionDirectory.kind)/+", qos: 1)
             // Retained messages for the subscriptions above are queued before this SUBACK,
             // so its arrival means the peer's current interest has been read.
             let mid = try client.subscribe("\(ControlTopic.root)/\(ownNodeID)/sync-barrier", qos: 0)
@@ -360,6 +368,10 @@ final class PeerLink: Sendable {
         lastHeard.store(Self.monotonicNanos(), ordering: .relaxed)
         let topic = m.topic
         if topic == heartbeatTopic { return }
+        if let (node, shard) = SessionDirectory.parseTopic(topic) {
+            if node != ownNodeID { onSessionShard(node, shard, m.payload, metrics) }
+            return
+        }
         guard let (node, kind) = ControlTopic.parse(topic) else { return }
         if node == ownNodeID {
             if kind == .view { _ = onClients(kind, node, m.payload, metrics) }
@@ -467,8 +479,10 @@ final class PeerLink: Sendable {
             }
             peerLinksSeen.withLock { $0[node] = reached }
             _ = onClients(kind, node, m.payload, metrics)
-        case .connected:
+        case .connected, .reach:
             _ = onClients(kind, node, m.payload, metrics)
+        case .adoptions:
+            setMirror(ControlTopic.mirror(of: ownNodeID, node: node, kind: .adoptions), m.payloadBytes)
         case .presence:
             let topic = ControlTopic.mirror(of: ownNodeID, node: node, kind: .presence)
             if m.payload.isEmpty {

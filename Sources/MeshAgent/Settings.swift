@@ -17,6 +17,8 @@ public enum SettingKey: String, CaseIterable, Sendable {
     case replayWindow = "replay-window", replayMargin = "replay-margin", replayMaxBytes = "replay-max-bytes"
     case sharedBalance = "shared-balance"
     case discovery, discoveryExpiry = "discovery-expiry", advertiseAddress = "advertise-address"
+    case adoptAfter = "adopt-after", adoptedSessionExpiry = "adopted-session-expiry"
+    case haproxyRuntime = "haproxy-runtime", haproxyServer = "haproxy-server", haproxyBackend = "haproxy-backend"
 
     /// `MESH_NODE_ID`, …; the peer list is `MESH_PEERS=host:port,host:port`.
     public var environmentName: String {
@@ -24,7 +26,7 @@ public enum SettingKey: String, CaseIterable, Sendable {
     }
 
     /// Settings that may be given several times (one peer per line or flag).
-    public var isList: Bool { self == .peer }
+    public var isList: Bool { self == .peer || self == .haproxyRuntime }
 }
 
 /// A setting's value and where it came from, so an error can point at the line to fix.
@@ -143,6 +145,11 @@ extension AgentConfiguration {
         if let v = try number(.replayWindow, 0...60) { replayWindow = v }
         if let v = try number(.replayMargin, 0...10) { replayMargin = v }
         if let v = try number(.replayMaxBytes, 0...17_179_869_184) { replayMaxBytes = Int(v) }
+        if let v = try number(.adoptAfter, 0...86_400) { adoptAfter = v }
+        if let v = try number(.adoptedSessionExpiry, 1...Double(UInt32.max)) { adoptedSessionExpiry = UInt32(v) }
+        for text in settings[.haproxyRuntime]?.values ?? [] { haproxyRuntime.append(try endpoint(.haproxyRuntime, text)) }
+        if let v = settings[.haproxyServer]?.value { haproxyServer = v }
+        if let v = settings[.haproxyBackend]?.value { haproxyBackend = v }
         if let balance = settings[.sharedBalance]?.value {
             guard let b = SharedBalance(rawValue: balance.lowercased()) else {
                 throw fail(.sharedBalance, "expected \(SharedBalance.allCases.map(\.rawValue).joined(separator: " or "))")

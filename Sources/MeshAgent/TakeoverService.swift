@@ -40,6 +40,9 @@ final class TakeoverService: Sendable {
         var connect: ClientConnect
         var node: String
         var queuedAt: ContinuousClock.Instant
+        /// Not a takeover: the offline session here was adopted on `node` while this node was
+        /// lost (`AdoptionService`); ended if it is still offline, counted as released.
+        var release = false
     }
 
     private let configuration: AgentConfiguration
@@ -58,6 +61,10 @@ final class TakeoverService: Sendable {
     private let failureThrottle = LogThrottle()
     private let rejectThrottle = LogThrottle()
     private let overflowThrottle = LogThrottle()
+    private let releaseThrottle = LogThrottle()
+    /// The client ids each peer's latest presence snapshot lists as connected (for adoption:
+    /// a client connected anywhere is never taken over).
+    private let peerPresence = Mutex<[String: Set<String>]>([:])
 
     init(configuration: AgentConfiguration, interest: NodeInterest, metrics: MeshMetrics, logger: Logger) {
         self.configuration = configuration
@@ -188,6 +195,8 @@ final class TakeoverService: Sendable {
                 }
             }
         }
+        let online = Set(snapshot.online.keys)
+        peerPresence.withLock { $0[node] = online }
         if !takeovers.isEmpty {
             metrics.clientPresenceTakeovers.increment(by: takeovers.count)
             logger.notice("a peer's presence names clients connected there later than here (their connects were not announced to this agent): ending them here",
@@ -274,7 +283,7 @@ final class TakeoverService: Sendable {
     /// now: it subscribes a fresh filter on the control connection and waits for that
     /// subscribe's own log line. Only then is the session table as new as the broker, so a
     /// client that came back here (a newer connection) is not taken for the old one.
-    private func logBarrier(_ control: ControlAccess) async -> Bool {
+    func logBarrier(_ control: ControlAccess) async -> Bool {
         let n = barriers.withLock { b -> UInt64 in
             b.next += 1
             return b.next
@@ -346,6 +355,10 @@ final class TakeoverService: Sendable {
     private func run(_ job: Job) async {
         let id = job.connect.clientID
         defer { presence.withLock { $0.finishEnding(id, at: Self.now()) } }
+        if job.release {
+            await runRelease(job)
+            return
+        }
         // The client may have come back here since (a newer connection): judge again.
         let decision = interest.withTable { table, _ in
             presence.withLock { p in
@@ -377,6 +390,56 @@ final class TakeoverService: Sendable {
     }
 
     enum Outcome: Sendable { case success, failure(String) }
+
+    // MARK: sessions adopted elsewhere (AdoptionService)
+
+    /// Whether `id` is connected on a peer, other than `excluding`: listed in its latest presence
+    /// snapshot, or announced lately. Returns that node.
+    func connectedElsewhere(_ id: String, excluding: Set<String>) -> String? {
+        if let r = presence.withLock({ $0.recentlyConnected(id) }), !excluding.contains(r.node) { return r.node }
+        return peerPresence.withLock { p in p.first { !excluding.contains($0.key) && $0.value.contains(id) }?.key }
+    }
+
+    /// When `id` last connected here (ms; nil: not read by this agent run).
+    func localConnectedAt(_ id: String) -> Int64? {
+        presence.withLock { p in p.clients[id].flatMap { $0.connectedAt > 0 ? $0.connectedAt : nil } }
+    }
+
+    /// The next connect of `id` here is the agent's own adoption (`ClientPresence.beginAdopting`).
+    func beginAdopting(_ id: String) {
+        presence.withLock { $0.beginAdopting(id, deadline: Self.now() + 60_000) }
+    }
+
+    /// Ends this broker's offline session of `id`, which `node` adopted while this node was lost
+    /// (the client will be sent there). Not if it is being ended already.
+    func release(_ id: String, adoptedBy node: String, at time: Int64) {
+        guard presence.withLock({ $0.beginEnding(id, at: Self.now()) }) else { return }
+        enqueue(Job(connect: ClientConnect(clientID: id, time: time, cleanStart: false, protocolLevel: 0), node: node,
+                    queuedAt: .now, release: true))
+    }
+
+    private func runRelease(_ job: Job) async {
+        let id = job.connect.clientID
+        // Only an offline session: a client that came back here is newer than the adoption, and
+        // its connect (announced) ends the adopted copy instead.
+        let offline = interest.withTable { table, _ in table.sessions[id].map { !$0.online && !$0.excluded } ?? false }
+        guard offline else {
+            logger.info("adopted session not released here: the client is connected here, or its session is gone", metadata: ["client_id": "\(id.prefix(200))", "node": "\(job.node)"])
+            return
+        }
+        switch await endLocally(id) {
+        case .success:
+            metrics.sessionsReleased.increment()
+            let (log, n) = releaseThrottle.shouldLog()
+            if log {
+                logger.notice("session released: it was adopted on another node while this node was lost (what was queued for it here is discarded)", metadata: [
+                    "client_id": "\(id.prefix(200))", "adopted_by": "\(job.node)", "adopted_at_ms": "\(job.connect.time)", "occurrence": "\(n)",
+                ])
+            }
+        case .failure(let reason):
+            failed(job, reason: reason)
+        }
+    }
 
     /// Connects to the local broker as `id` (MQTT 3.1.1, clean session: Mosquitto closes the
     /// old connection, discards the session, sends its Will) and disconnects.

@@ -297,6 +297,13 @@ public struct ClientPresence: Sendable {
     public private(set) var version: UInt64 = 0
     private(set) var ending: [String: Ending] = [:]
     private(set) var recentRemote: [String: Remote] = [:]
+    /// Adoptions under way (`SessionDirectory`): client id → deadline (ms). The adopting agent
+    /// connects with the client's id and clean start 0 to create the session here; that connect
+    /// must not be announced (peers would end the client's real connection elsewhere).
+    private(set) var adopting: [String: Int64] = [:]
+    /// The adoption connection's keepalive: with clean start 0 and the agent's username, how its
+    /// connect line is told from the client's own.
+    public static let adoptionKeepalive = 53
 
     public init(localNode: String, fingerprint: Fingerprint, margin: Int64 = TakeoverRule.defaultMargin) {
         self.localNode = localNode
@@ -333,6 +340,13 @@ public struct ClientPresence: Sendable {
         switch event {
         case .connected(let id, let level, let cleanStart, let keepalive, let username):
             guard !isMeshClient(id) else { return LocalOutcome() }
+            if adopting[id] != nil, !cleanStart, keepalive == Self.adoptionKeepalive, username == fingerprint.username {
+                // The agent's own adoption: the session it creates here is older than any real
+                // connect of this id (time 0), so the client connecting anywhere wins over it.
+                adopting[id] = nil
+                clients[id] = Entry(connectedAt: 0, online: true, endsAtDisconnect: false)
+                return LocalOutcome(ownConnection: true)
+            }
             if var e = ending[id], !e.connectSeen,
                fingerprint.matches(level: level, cleanStart: cleanStart, keepalive: keepalive, username: username) {
                 // The agent's own connection: the client's session is replaced by a clean one
@@ -408,6 +422,26 @@ public struct ClientPresence: Sendable {
     /// line is still awaited).
     public func isEnding(_ id: String) -> Bool { ending[id] != nil }
 
+    /// The agent is about to end `id` for a reason of its own (a session adopted elsewhere while
+    /// this node was lost): its takeover connection is recognised like an announced takeover's.
+    /// False if it is being ended already.
+    public mutating func beginEnding(_ id: String, at now: Int64) -> Bool {
+        guard ending[id] == nil else { return false }
+        ending[id] = Ending(deadline: now + 60_000)
+        return true
+    }
+
+    /// The agent is about to adopt `id` (connect with its id, clean start 0): that connect line
+    /// is its own. Kept until the line is read or `deadline` (ms) passes.
+    public mutating func beginAdopting(_ id: String, deadline: Int64) {
+        adopting[id] = deadline
+    }
+
+    /// The most recent connect of `id` a peer announced (kept `remoteMemory`).
+    public func recentlyConnected(_ id: String) -> (node: String, time: Int64)? {
+        recentRemote[id].map { ($0.node, $0.connect.time) }
+    }
+
     /// The takeover job of `id` ended (done or given up): its connect line is awaited a little
     /// longer, since the broker logged it before the CONNACK the job waited for.
     public mutating func finishEnding(_ id: String, at now: Int64) {
@@ -426,6 +460,7 @@ public struct ClientPresence: Sendable {
     public mutating func prune(now: Int64, hasSession: (String) -> Bool) {
         // Keys collected first: removing only what goes keeps a large table in place.
         for id in ending.compactMap({ $0.value.deadline < now ? $0.key : nil }) { ending[id] = nil }
+        for id in adopting.compactMap({ $0.value < now ? $0.key : nil }) { adopting[id] = nil }
         let cutoff = now - Self.remoteMemory
         for id in recentRemote.compactMap({ $0.value.receivedAt < cutoff ? $0.key : nil }) { recentRemote[id] = nil }
         if recentRemote.count > Self.remoteLimit {

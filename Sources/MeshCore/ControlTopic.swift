@@ -74,8 +74,13 @@ public enum ControlTopic {
     /// The clients connected on `node`'s broker, retained (see `PresenceSnapshot`).
     public static func presence(node: String) -> String { "\(root)/\(node)/presence" }
 
+    /// Which peer brokers `node`'s agent cannot reach, retained (see `ReachReport`).
+    public static func reach(node: String) -> String { "\(root)/\(node)/reach" }
+    /// What `node`'s agent adopted from lost nodes, retained (for operators and `inspect`).
+    public static func adoptions(node: String) -> String { "\(root)/\(node)/adoptions" }
+
     public enum Kind: String, Sendable, CaseIterable {
-        case subscriptions, status, stats, connected, presence
+        case subscriptions, status, stats, connected, presence, reach, adoptions
         /// What a node's agent knows of the mesh (`MeshView`): read for asymmetric partitions
         /// and by discovery.
         case view

@@ -76,6 +76,12 @@ public final class BrokerProcess: Sendable {
         }
     }
 
+    /// When the broker last wrote its persistence file (`autosave_interval 1`: about every
+    /// second while it runs); nil before the first write.
+    public var databaseModified: Date? {
+        (try? FileManager.default.attributesOfItem(atPath: directory + "/mosquitto.db"))?[.modificationDate] as? Date
+    }
+
     /// kill -9: no clean shutdown, no final persistence write.
     public func kill9() async { await process.kill9() }
 

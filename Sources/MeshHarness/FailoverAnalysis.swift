@@ -22,6 +22,9 @@ public struct FailoverAnalysis: Sendable {
         public var duplicates = 0
         public var lostAcknowledged = 0
         public var missedOther = 0
+        /// Of `missedOther`: deliveries published between a subscriber's broker's death and the
+        /// adoption of its session (the adoption's loss window).
+        public var adoptionGap = 0
         public var clientsConnected = 0
         public var latencyP50: Double?
         public var latencyP99: Double?
@@ -47,6 +50,18 @@ public struct FailoverAnalysis: Sendable {
         /// Stick table said the killed broker held these, but their connection did not break (or the reverse).
         public var stickTableMismatch: [String]
         public var clientsBack: Double? { [publishersBack, subscribersBack].compactMap { $0 }.max() }
+        /// Affected subscribers whose session the mesh adopted, and the loss window: fault →
+        /// adoption completed (shortest, longest).
+        public var adopted = 0
+        public var adoptionWindow: (min: Double, max: Double)?
+        /// Affected subscribers that came back with session present / without it.
+        public var resumed = 0
+        public var notResumed: [String] = []
+        /// Deliveries that had no session to go to because they were published between the
+        /// fault and the adoption of the subscriber's session (not promised).
+        public var lostInAdoptionWindow = 0
+        /// Duplicate deliveries at or after this fault.
+        public var duplicatesAfter = 0
     }
 
     public struct Latency: Sendable {
@@ -67,6 +82,9 @@ public struct FailoverAnalysis: Sendable {
     public var lostAcknowledged = 0
     public var withKilledBroker = 0
     public var noSession = 0
+    /// Of `noSession`: published between a subscriber's broker's death and the adoption of its
+    /// session on a survivor (the loss window of adoption).
+    public var adoptionGap = 0
     public var unacknowledged = 0
     public var unmatchedAcks = 0
     public var latencyBefore = Latency()
@@ -120,18 +138,28 @@ public struct FailoverAnalysis: Sendable {
                 let firstAck = p.ackedAt.indices.filter { p.ackEpoch[$0] > Int32(e) }.map { p.ackedAt[$0] }.min()
                 if let firstAck { pubBack.append(Double(firstAck - f.at) / nsPerSecond) } else { rec.notBack.append(p.clientID) }
             }
+            var windows: [Double] = []
             for s in r.subscribers {
+                rec.duplicatesAfter += s.deliveries.filter { $0.duplicate && $0.at >= f.at && $0.at < windowEnd }.count
                 guard let e = brokenEpoch(s.epochs) else {
                     if f.clientsOnServer?.contains(s.clientID) == true { rec.stickTableMismatch.append(s.clientID) }
                     continue
                 }
                 rec.affected.append(s.clientID)
+                if f.kind == .broker, e + 1 < s.epochs.count {
+                    if s.epochs[e + 1].sessionPresent { rec.resumed += 1 } else { rec.notResumed.append(s.clientID) }
+                }
+                if f.kind == .broker, let adopted = r.adoptions[s.clientID], adopted >= f.at {
+                    rec.adopted += 1
+                    windows.append(Double(adopted - f.at) / nsPerSecond)
+                }
                 if f.kind == .broker, let set = f.clientsOnServer, !set.contains(s.clientID) { rec.stickTableMismatch.append(s.clientID) }
                 if e + 1 < s.epochs.count { reconnects.append(Double(s.epochs[e + 1].connectedAt - s.epochs[e].disconnectedAt!) / nsPerSecond) }
                 if let back = s.epochs[(e + 1)...].compactMap(\.subscribedAt).first {
                     subBack.append(Double(back - f.at) / nsPerSecond)
                 } else { rec.notBack.append(s.clientID) }
             }
+            if let lo = windows.min(), let hi = windows.max() { rec.adoptionWindow = (lo, hi) }
             rec.publishersBack = pubBack.max()
             rec.subscribersBack = subBack.max()
             rec.longestReconnect = reconnects.max()
@@ -148,7 +176,7 @@ public struct FailoverAnalysis: Sendable {
                 faultWindows.append((f.at, i + 1 < faults.count ? faults[i + 1].at : r.endedAt))
             case .heal:
                 faultWindows.append((f.at, (f.observedAt ?? f.at) + UInt64(nsPerSecond)))
-            case .broker, .loadBalancer:
+            case .broker, .loadBalancer, .restart:
                 let back = rec.clientsBack ?? Double(r.endedAt - f.at) / nsPerSecond
                 faultWindows.append((f.at, f.at + UInt64((back + 1) * nsPerSecond)))
             }
@@ -182,10 +210,15 @@ public struct FailoverAnalysis: Sendable {
         // Subscriber sessions: intervals [start, end) during which the subscriber's
         // subscription existed on a broker; `endedByKill` marks a session that died with a
         // killed broker (it ends at the kill, not at the client's disconnect).
-        struct Session { var start: UInt64; var end: UInt64; var endedByKill: Bool }
+        struct Session { var start: UInt64; var end: UInt64; var endedByKill: Bool; var adopted = false }
         func sessions(_ s: SubscriberRecord) -> [Session] {
             var list: [Session] = []
             for (i, e) in s.epochs.enumerated() {
+                if e.sessionPresent, let adopted = r.adoptions[s.clientID], let last = list.last, last.endedByKill, adopted >= last.end {
+                    // Resumed on a survivor that had adopted the session: it existed (and queued)
+                    // from the adoption on.
+                    list.append(Session(start: adopted, end: .max, endedByKill: false, adopted: true))
+                }
                 if !e.sessionPresent {
                     if var last = list.popLast() {
                         if !last.endedByKill, i > 0, let d = s.epochs[i - 1].disconnectedAt { last.end = min(last.end, d) }
@@ -204,8 +237,13 @@ public struct FailoverAnalysis: Sendable {
         }
 
         // Pairs.
+        // Between a killed session and its adoption, per subscriber: (kill, adoption, fault index).
+        func gaps(_ list: [Session]) -> [(UInt64, UInt64)] {
+            zip(list, list.dropFirst()).compactMap { a, b in a.endedByKill && b.adopted && b.start >= a.end ? (a.end, b.start) : nil }
+        }
         for s in r.subscribers {
             let sess = sessions(s)
+            let adoptionGaps = gaps(sess)
             for p in r.publishers {
                 let killedEpochs: [Int] = faults.compactMap { f in
                     onKilledBroker(p.clientID, p.epochs, f) ? epochIndex(at: f.at, p.epochs) : nil
@@ -234,6 +272,11 @@ public struct FailoverAnalysis: Sendable {
                         bucket(t) { $0.missedOther += 1 }
                     } else if session == nil {
                         noSession += 1
+                        if let gap = adoptionGaps.first(where: { t >= $0.0 && t < $0.1 }) {
+                            adoptionGap += 1
+                            bucket(t) { $0.adoptionGap += 1 }
+                            if let k = faults.firstIndex(where: { $0.at == gap.0 }) { recoveries[k].lostInAdoptionWindow += 1 }
+                        }
                         bucket(t) { $0.missedOther += 1 }
                     } else {
                         lostAcknowledged += 1

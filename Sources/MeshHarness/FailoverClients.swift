@@ -139,13 +139,16 @@ public final class FailoverPublisher: Sendable {
 
 /// A subscriber with a persistent session (clean start false, long session expiry). When
 /// the broker answers a reconnect without its session (it landed on another broker
-/// because its own died), it subscribes again, from the CONNACK callback.
+/// because its own died), it subscribes again, from the CONNACK callback — unless
+/// `resubscribe` is false: then, like many real clients, it subscribes on its first connect
+/// only and relies on its session ever after.
 public final class FailoverSubscriber: Sendable {
     public let index: Int
     public let clientID: String
     public let filter: String
     let client: MQTTClient
     private let publishers: Int
+    private let resubscribe: Bool
 
     struct State {
         var epochs: [ConnectionEpoch] = []
@@ -155,18 +158,24 @@ public final class FailoverSubscriber: Sendable {
         var firstAt: [[UInt64]]
         var deliveries: [Delivery] = []
         var extras: [String] = []
+        var subscribedOnce = false
     }
     let state: Mutex<State>
 
-    public init(index: Int, clientID: String, filter: String, host: String, port: Int32, publishers: Int, capacity: Int) throws {
+    /// - Parameters:
+    ///   - protocolVersion: MQTT 5 (clean start 0, session expiry 1 h) or 3.1.1 (clean session 0).
+    public init(index: Int, clientID: String, filter: String, host: String, port: Int32, publishers: Int, capacity: Int,
+                resubscribe: Bool = true, protocolVersion: ClientConfiguration.ProtocolVersion = .v5) throws {
         self.index = index
         self.clientID = clientID
         self.filter = filter
         self.publishers = publishers
+        self.resubscribe = resubscribe
         state = Mutex(State(counts: Array(repeating: [], count: publishers), firstAt: Array(repeating: [], count: publishers)))
         var c = ClientConfiguration(clientID: clientID, host: host, port: port)
         c.cleanStart = false
-        c.sessionExpiry = 3600
+        c.protocolVersion = protocolVersion
+        c.sessionExpiry = protocolVersion == .v5 ? 3600 : 0
         c.reconnectDelay = (1, 1)
         c.keepalive = 10
         let box = HarnessBox<FailoverSubscriber>()
@@ -206,12 +215,16 @@ public final class FailoverSubscriber: Sendable {
             s.epochs.append(ConnectionEpoch(connectedAt: now, sessionPresent: sessionPresent, subscribedAt: sessionPresent ? now : nil))
         }
         guard !sessionPresent else { return }
+        guard resubscribe || !state.withLock({ $0.subscribedOnce }) else { return }
         // The session is new (first connect, or its broker died): subscribe again. Allowed
         // from libmosquitto's own callback thread.
         // The SUBACK is handled on this same thread after we return, so storing the id
         // afterwards cannot race with it.
         let mid = try? client.subscribe(filter, qos: 1)
-        state.withLock { $0.pendingSubscribe = mid }
+        state.withLock {
+            $0.pendingSubscribe = mid
+            $0.subscribedOnce = true
+        }
     }
 
     private func received(topic: String, payload: [UInt8]) {
@@ -248,7 +261,8 @@ public final class FailoverSubscriber: Sendable {
 
     public var record: SubscriberRecord {
         state.withLock { s in
-            SubscriberRecord(index: index, clientID: clientID, epochs: s.epochs, counts: s.counts, firstAt: s.firstAt, deliveries: s.deliveries)
+            SubscriberRecord(index: index, clientID: clientID, epochs: s.epochs, counts: s.counts, firstAt: s.firstAt, deliveries: s.deliveries,
+                             resubscribes: resubscribe)
         }
     }
 }
@@ -278,4 +292,6 @@ public struct SubscriberRecord: Sendable {
     public var counts: [[UInt16]]
     public var firstAt: [[UInt64]]
     public var deliveries: [Delivery]
+    /// Whether it subscribes again on a connect without its session (false: first connect only).
+    public var resubscribes = true
 }

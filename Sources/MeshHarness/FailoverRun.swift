@@ -12,6 +12,8 @@ public struct FailoverFault: Sendable {
         case partition
         /// The cut ends.
         case heal
+        /// A killed broker starts again from its persistence (its old sessions come back).
+        case restart = "broker restart"
     }
 
     public var kind: Kind
@@ -64,6 +66,12 @@ public struct FailoverPlan: Sendable {
     public var locate: (@Sendable () throws -> [String: String])?
     /// How long the end of the run waits for outstanding acknowledgements and end markers.
     public var settleTimeout: Duration = .seconds(30)
+    /// Subscribers subscribe on their first connect only and never again (half MQTT 3.1.1,
+    /// half MQTT 5): what survives a broker's death is then only what the mesh adopts.
+    public var persistentSessions = false
+    /// Where the mesh adopted each subscriber's session (client id → when the adoption
+    /// completed, ms since 1970), read at the end of the run.
+    public var adoptions: (@Sendable () async throws -> [String: Int64])?
     public var runID = String(UInt32.random(in: 0...UInt32.max), radix: 36)
 
     public init(host: String, port: Int32) {
@@ -97,6 +105,8 @@ public struct FailoverRecording: Sendable {
     public var subscribers: [SubscriberRecord]
     /// Problems at the end of the run (acknowledgements or markers that did not come).
     public var notes: [String]
+    /// Subscribers whose session the mesh adopted → when (monotonic ns, as the other times).
+    public var adoptions: [String: UInt64] = [:]
 }
 
 extension Duration {
@@ -110,7 +120,9 @@ public enum FailoverRunner {
         let base = "failover/\(plan.runID)"
         let subscribers = try (0..<plan.subscribers).map {
             try FailoverSubscriber(index: $0, clientID: "fo-\(plan.runID)-sub-\($0)", filter: base + "/#", host: plan.host,
-                                   port: plan.port, publishers: plan.publishers, capacity: plan.capacity)
+                                   port: plan.port, publishers: plan.publishers, capacity: plan.capacity,
+                                   resubscribe: !plan.persistentSessions,
+                                   protocolVersion: plan.persistentSessions && $0 % 2 == 0 ? .v311 : .v5)
         }
         let publishers = try (0..<plan.publishers).map {
             try FailoverPublisher(index: $0, clientID: "fo-\(plan.runID)-pub-\($0)", topic: "\(base)/p\($0)", host: plan.host,
@@ -204,8 +216,20 @@ public enum FailoverRunner {
                 subscribers.allSatisfy { s in publishers.allSatisfy { s.hasExtra("marker p\($0.index)") } }
             }
         } catch { notes.append("\(error)") }
+        var adoptions: [String: UInt64] = [:]
+        if let read = plan.adoptions {
+            do {
+                // Wall-clock milliseconds (the adopting agent's clock, this machine's) to monotonic.
+                var ts = timespec()
+                clock_gettime(CLOCK_REALTIME, &ts)
+                let wallNs = Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
+                let offset = wallNs - Int64(monotonicNanos())
+                for (id, ms) in try await read() { adoptions[id] = UInt64(max(0, ms * 1_000_000 - offset)) }
+            } catch { notes.append("adoption times not read: \(error)") }
+        }
         return FailoverRecording(rate: plan.rate, startedAt: start, endedAt: ended, faults: faultRecords.value,
-                                 publishers: publishers.map(\.record), subscribers: subscribers.map(\.record), notes: notes)
+                                 publishers: publishers.map(\.record), subscribers: subscribers.map(\.record), notes: notes,
+                                 adoptions: adoptions)
     }
 
     /// Waits until every subscriber receives a probe from every publisher: the mesh has

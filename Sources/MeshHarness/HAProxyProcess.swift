@@ -21,6 +21,10 @@ public final class HAProxyProcess: Sendable {
     }
 
     public let port: Int32
+    /// The runtime API on TCP, level operator (`stats socket ipv4@…`), as agents reach it
+    /// (`--haproxy-runtime`).
+    public let runtimePort: Int32
+    public var runtimeEndpoint: String { "127.0.0.1:\(runtimePort)" }
     public let directory: String
     public let backends: [Backend]
     public let balance: String
@@ -41,12 +45,26 @@ public final class HAProxyProcess: Sendable {
         "    tcp-request content reject if mesh_client_id",
     ]
 
-    public init(directory: String, backends: [Backend], balance: String = "roundrobin", sticky: Bool = true, port: Int32? = nil) {
+    /// The frontend lines that hold a client id whose stick-table `gpt0` is an epoch second
+    /// still to come (set by an agent while that client's session is being adopted: it must not
+    /// start over with an empty session elsewhere first), as in deploy/haproxy/haproxy.cfg with
+    /// its backend name.
+    public static func sessionHoldRules(backend: String) -> [String] {
+        [
+            "    tcp-request content set-var(sess.now) date()",
+            "    tcp-request content set-var(sess.hold) req.payload(0,0),mqtt_field_value(connect,client_identifier),table_gpt0(\(backend))",
+            "    tcp-request content reject if { var(sess.hold),sub(sess.now) gt 0 }",
+        ]
+    }
+
+    public init(directory: String, backends: [Backend], balance: String = "roundrobin", sticky: Bool = true, port: Int32? = nil,
+                runtimePort: Int32? = nil) {
         self.directory = directory
         self.backends = backends
         self.balance = balance
         self.sticky = sticky
         self.port = port ?? Network.freePort()
+        self.runtimePort = runtimePort ?? Network.freePort()
         try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     }
 
@@ -56,6 +74,7 @@ public final class HAProxyProcess: Sendable {
             "global",
             "    maxconn 4096",
             "    stats socket \(directory)/admin.sock mode 600 level admin",
+            "    stats socket ipv4@127.0.0.1:\(runtimePort) level operator",
             "defaults",
             "    mode tcp",
             "    timeout connect 2s",
@@ -69,6 +88,7 @@ public final class HAProxyProcess: Sendable {
             "    tcp-request content reject unless { req.payload(0,0),mqtt_is_valid }",
         ]
         lines += Self.meshClientIDRejection
+        if sticky { lines += Self.sessionHoldRules(backend: Self.backendName) }
         lines += [
             "    default_backend brokers",
             "backend brokers",
@@ -76,7 +96,7 @@ public final class HAProxyProcess: Sendable {
         ]
         if sticky {
             lines += [
-                "    stick-table type string len 128 size 100k expire 30m",
+                "    stick-table type string len 128 size 100k expire 30m store gpt0",
                 "    stick on req.payload(0,0),mqtt_field_value(connect,client_identifier) if { req.payload(0,0),mqtt_field_value(connect,client_identifier) -m len gt 0 }",
             ]
         }

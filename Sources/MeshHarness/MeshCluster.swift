@@ -10,8 +10,9 @@ public final class MeshCluster: Sendable {
     /// - Parameters:
     ///   - nodes: node ids, e.g. ["a", "b", "c"].
     ///   - basePort: when given, broker i listens on basePort + i (stable ports for demos).
+    ///   - nodeArguments: extra agent arguments for one node (after `agentArguments`).
     public init(nodes: [String], directory: String, brokerOptions: BrokerProcess.Options = .init(), agentArguments: [String] = [],
-                basePort: Int32? = nil) {
+                basePort: Int32? = nil, nodeArguments: [String: [String]] = [:]) {
         self.directory = directory
         let brokers = nodes.enumerated().map { i, node in
             var options = brokerOptions
@@ -22,7 +23,7 @@ public final class MeshCluster: Sendable {
         agents = nodes.indices.map { i in
             AgentProcess(nodeID: nodes[i], local: brokers[i],
                          peers: brokers.indices.filter { $0 != i }.map { brokers[$0].endpoint },
-                         stateDirectory: "\(directory)/agent-\(nodes[i])", extraArguments: agentArguments)
+                         stateDirectory: "\(directory)/agent-\(nodes[i])", extraArguments: agentArguments + (nodeArguments[nodes[i]] ?? []))
         }
     }
 
@@ -33,11 +34,21 @@ public final class MeshCluster: Sendable {
         for a in agents { try await a.waitUntilUp() }
     }
 
-    /// HAProxy in front of every broker, with agent-check against each agent.
-    public func makeLoadBalancer(port: Int32? = nil, balance: String = "roundrobin") -> HAProxyProcess {
+    /// HAProxy in front of every broker, with agent-check against each agent. Its servers are
+    /// named after the nodes.
+    public func makeLoadBalancer(port: Int32? = nil, balance: String = "roundrobin", runtimePort: Int32? = nil) -> HAProxyProcess {
         HAProxyProcess(directory: directory + "/haproxy",
                        backends: agents.map { .init(name: $0.nodeID, port: $0.local.port, agentPort: $0.healthPort) },
-                       balance: balance, port: port)
+                       balance: balance, port: port, runtimePort: runtimePort)
+    }
+
+    /// Per-node agent arguments for session adoption behind the harness's HAProxy (whose runtime
+    /// API will listen on `runtimePort`): pass as `nodeArguments`, then `makeLoadBalancer(runtimePort:)`.
+    public static func adoptionArguments(nodes: [String], runtimePort: Int32, adoptAfter: Double) -> [String: [String]] {
+        Dictionary(uniqueKeysWithValues: nodes.map { node in
+            (node, ["--haproxy-runtime", "127.0.0.1:\(runtimePort)", "--haproxy-server", node,
+                    "--haproxy-backend", HAProxyProcess.backendName, "--adopt-after", String(adoptAfter)])
+        })
     }
 
     /// Selects the agent ↔ peer-broker connections (agent i's process → broker j's port,

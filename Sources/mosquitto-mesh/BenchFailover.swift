@@ -19,6 +19,9 @@ extension MosquittoMesh {
             Partition (--partition, root): every broker and agent in a network namespace of its own (NetnsMesh,
             10.77.0.0/24) behind HAProxy on loopback; at --partition-at node --cut is cut off from its peers (packets
             dropped silently, its clients stay connected to it), at --heal-at the cut ends.
+            --persistent-sessions (loopback, 3+ nodes): subscribers subscribe on their first connect only (half MQTT 3.1.1,
+            half 5) and the agents adopt the killed broker's sessions (--adopt-after, HAProxy runtime API); the table adds the
+            loss window kill → adoption. --restart-at restarts the killed broker from its persistence.
             Exit status 0 whether or not the targets were met, unless --require-targets.
             """
         )
@@ -62,6 +65,12 @@ extension MosquittoMesh {
 
         private var nodeCount: Int { nodes ?? (partition ? 3 : 2) }
         private var nodeNames: [String] { (0..<nodeCount).map { String(UnicodeScalar(UInt8(ascii: "a") + UInt8($0))) } }
+        @Flag(name: .customLong("persistent-sessions"), help: "Loopback: subscribers subscribe once and rely on their session; the agents adopt the killed broker's sessions (needs --nodes 3 or more).")
+        var persistentSessions = false
+        @Option(name: .customLong("adopt-after"), help: "With --persistent-sessions: the agents' --adopt-after, seconds.")
+        var adoptAfter = 5.0
+        @Option(name: .customLong("restart-at"), help: "Loopback: seconds after the start to restart the killed broker from its persistence.")
+        var restartAt: Double?
 
         func validate() throws {
             guard (2...5).contains(nodeCount) else { throw ValidationError("invalid --nodes '\(nodeCount)': expected 2-5") }
@@ -80,6 +89,14 @@ extension MosquittoMesh {
                 return
             }
             guard killAt > 0 && killAt < duration else { throw ValidationError("invalid --kill-at '\(killAt)': expected between 0 and --duration") }
+            if persistentSessions {
+                guard netns == nil else { throw ValidationError("--persistent-sessions runs on loopback only") }
+                guard nodeCount >= 3 else { throw ValidationError("invalid --nodes '\(nodeCount)': --persistent-sessions needs 3 or more (the survivors must be a majority to adopt)") }
+                guard adoptAfter > 0 && adoptAfter < 60 else { throw ValidationError("invalid --adopt-after '\(adoptAfter)': expected 0-60 s") }
+            }
+            if let restartAt {
+                guard netns == nil, restartAt > killAt, restartAt < duration else { throw ValidationError("invalid --restart-at '\(restartAt)': expected between --kill-at and --duration (loopback)") }
+            }
             if netns != nil {
                 guard lbKillAt > killAt && lbKillAt < duration else { throw ValidationError("invalid --lb-kill-at '\(lbKillAt)': expected between --kill-at and --duration") }
             } else {
@@ -121,9 +138,12 @@ extension MosquittoMesh {
             let names = nodeNames
             let nodes = nodeCount
             let directory = dir ?? MeshCluster.temporaryDirectory("bench-failover")
-            let cluster = MeshCluster(nodes: names, directory: directory)
-            let lb = cluster.makeLoadBalancer(balance: "leastconn")
-            say("loopback: \(nodes) brokers + agents + HAProxy (leastconn, client-id stickiness, agent-check) in \(directory)")
+            let runtime = Network.freePort()
+            let cluster = MeshCluster(nodes: names, directory: directory,
+                                      nodeArguments: persistentSessions ? MeshCluster.adoptionArguments(nodes: names, runtimePort: runtime, adoptAfter: adoptAfter) : [:])
+            let lb = cluster.makeLoadBalancer(balance: "leastconn", runtimePort: runtime)
+            say("loopback: \(nodes) brokers + agents + HAProxy (leastconn, client-id stickiness, agent-check) in \(directory)"
+                + (persistentSessions ? "; persistent sessions (subscribe once), adoption after \(adoptAfter) s" : ""))
             do {
                 try await cluster.start()
                 try await lb.start()
@@ -133,10 +153,22 @@ extension MosquittoMesh {
                 plan.locate = { try admin.stuckClients(backend: HAProxyProcess.backendName) }
                 plan.faults = [FailoverFault(kind: .broker, label: "kill -9 broker \(kill)", at: .milliseconds(Int64(killAt * 1000)),
                                              server: kill) { await victim.kill9() }]
+                if let restartAt {
+                    plan.faults.append(FailoverFault(kind: .restart, label: "restart broker \(kill)", at: .milliseconds(Int64(restartAt * 1000))) {
+                        try await victim.start()
+                    })
+                }
+                if persistentSessions {
+                    plan.persistentSessions = true
+                    let survivorPorts = cluster.brokers.filter { $0 !== victim }.map(\.port)
+                    let lost = kill
+                    plan.adoptions = { try await SessionDirectoryProbe.adoptions(from: lost, ports: survivorPorts).mapValues(\.time) }
+                }
                 let recording = try await FailoverRunner.run(plan) { say($0) }
                 await lb.stop()
                 await cluster.stop()
-                return (FailoverAnalysis(recording), "mosquitto-mesh failover, loopback: \(nodes) brokers behind HAProxy, \(publishers)×\(rate) msg/s QoS 1")
+                return (FailoverAnalysis(recording), "mosquitto-mesh failover, loopback: \(nodes) brokers behind HAProxy, \(publishers)×\(rate) msg/s QoS 1"
+                        + (persistentSessions ? ", \(subscribers) persistent sessions (subscribe once), adoption after \(adoptAfter) s" : ""))
             } catch {
                 await lb.stop()
                 await cluster.stop()

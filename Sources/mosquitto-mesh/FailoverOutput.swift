@@ -7,14 +7,18 @@ enum FailoverOutput {
     static func f(_ v: Double?, _ digits: Int = 1) -> String { v.map { String(format: "%.\(digits)f", $0) } ?? "-" }
 
     static func table(_ a: FailoverAnalysis, clients: Int) -> String {
-        var out = "  s  phase   publ   ack/s  deliv/s  dup  lost-ack  missed  clients  lat p50  lat p99  lat max (ms)\n"
+        // The adoption gap column only when sessions were adopted (persistent-session runs).
+        let gap = a.recoveries.contains { $0.adopted > 0 }
+        var out = "  s  phase   publ   ack/s  deliv/s  dup  lost-ack  missed" + (gap ? "  (gap)" : "") + "  clients  lat p50  lat p99  lat max (ms)\n"
         for s in a.seconds {
             func pad(_ t: String, _ w: Int) -> String { String(repeating: " ", count: max(0, w - t.count)) + t }
             let phase = s.phase.padding(toLength: 6, withPad: " ", startingAt: 0)
-            out += String(format: "%3d  ", s.second) + phase + String(format: " %5d  %6d  %7d  %3d  %8d  %6d  %3d/%-3d", s.published,
-                          s.acknowledged, s.delivered, s.duplicates, s.lostAcknowledged, s.missedOther, s.clientsConnected, clients)
+            out += String(format: "%3d  ", s.second) + phase + String(format: " %5d  %6d  %7d  %3d  %8d  %6d", s.published,
+                          s.acknowledged, s.delivered, s.duplicates, s.lostAcknowledged, s.missedOther)
+                + (gap ? String(format: "  %5d", s.adoptionGap) : "") + String(format: "  %3d/%-3d", s.clientsConnected, clients)
                 + "  " + pad(f(s.latencyP50), 7) + "  " + pad(f(s.latencyP99), 7) + "  " + pad(f(s.latencyMax), 7) + "\n"
         }
+        if gap { out += "(gap: deliveries published between the kill and the adoption of the subscriber's session, included in missed)\n" }
         return out
     }
 
@@ -36,6 +40,12 @@ enum FailoverOutput {
             if !r.notBack.isEmpty { line += "; NOT BACK: \(r.notBack.joined(separator: ", "))" }
             if !r.stickTableMismatch.isEmpty { line += "; stick table disagreed about \(r.stickTableMismatch.joined(separator: ", "))" }
             lines.append(line)
+            if r.kind == .broker && (r.adopted > 0 || r.resumed > 0 || !r.notResumed.isEmpty) {
+                lines.append("  sessions: \(r.resumed) subscribers came back with session present, \(r.notResumed.count) without; \(r.adopted) adopted; "
+                             + "loss window kill → adoption \(r.adoptionWindow.map { "\(f($0.min, 2))–\(f($0.max, 2)) s" } ?? "-"), "
+                             + "deliveries published in it (lost) \(r.lostInAdoptionWindow)")
+            }
+            if r.kind == .restart { lines.append("  duplicates after it: \(r.duplicatesAfter)") }
         }
         for n in a.notes { lines.append("note: \(n)") }
         return lines.joined(separator: "\n") + "\n"
@@ -49,24 +59,36 @@ enum FailoverOutput {
             lines.append((ok ? "  [ok]   " : "  [MISS] ") + text)
             met = met && ok
         }
-        for r in a.recoveries {
+        for r in a.recoveries where r.kind != .restart {
             if r.kind == .broker || r.kind == .loadBalancer {
                 let limit = r.kind == .broker ? 3.0 : 5.0
-                let back = r.notBack.isEmpty ? r.clientsBack : nil
-                judge((back ?? .infinity) <= limit, "\(r.label): clients back and publishing in \(f(back, 2)) s (target ≤ \(Int(limit)) s)")
+                if r.adopted > 0 {
+                    // Persistent-session subscribers are held at HAProxy until their session is
+                    // adopted (by design: otherwise they would start over with an empty session);
+                    // the time target applies to the others.
+                    let back = r.notBack.isEmpty ? r.publishersBack : nil
+                    judge((back ?? .infinity) <= limit, "\(r.label): publishers back and publishing in \(f(back, 2)) s (target ≤ \(Int(limit)) s)")
+                    lines.append("         subscribers held until their sessions were adopted, back with them in \(f(r.subscribersBack, 2)) s")
+                } else {
+                    let back = r.notBack.isEmpty ? r.clientsBack : nil
+                    judge((back ?? .infinity) <= limit, "\(r.label): clients back and publishing in \(f(back, 2)) s (target ≤ \(Int(limit)) s)")
+                }
             }
             if let label = r.observeLabel, let target = r.observeTarget {
                 judge((r.observedAfter ?? .infinity) <= target, "\(r.label): \(label) after \(f(r.observedAfter, 2)) s (target ≤ \(f(target, 0)) s)")
             }
+        }
+        for r in a.recoveries where r.kind == .broker && (r.adopted > 0 || !r.notResumed.isEmpty) {
+            judge(r.notResumed.isEmpty, "\(r.label): subscribers back with their session \(r.resumed) of \(r.resumed + r.notResumed.count) (target all)")
         }
         judge(a.lostAcknowledged == 0, "QoS 1 messages acknowledged by a surviving broker and lost: \(a.lostAcknowledged) (target 0)")
         return ("targets:\n" + lines.joined(separator: "\n") + "\n", met)
     }
 
     static func csv(_ a: FailoverAnalysis) -> String {
-        var out = "second,phase,published,acknowledged,delivered,duplicates,lost_acknowledged,missed_not_promised,clients_connected,latency_p50_ms,latency_p99_ms,latency_max_ms\n"
+        var out = "second,phase,published,acknowledged,delivered,duplicates,lost_acknowledged,missed_not_promised,adoption_gap,clients_connected,latency_p50_ms,latency_p99_ms,latency_max_ms\n"
         for s in a.seconds {
-            out += "\(s.second),\(s.phase),\(s.published),\(s.acknowledged),\(s.delivered),\(s.duplicates),\(s.lostAcknowledged),\(s.missedOther),\(s.clientsConnected),\(f(s.latencyP50, 2)),\(f(s.latencyP99, 2)),\(f(s.latencyMax, 2))\n"
+            out += "\(s.second),\(s.phase),\(s.published),\(s.acknowledged),\(s.delivered),\(s.duplicates),\(s.lostAcknowledged),\(s.missedOther),\(s.adoptionGap),\(s.clientsConnected),\(f(s.latencyP50, 2)),\(f(s.latencyP99, 2)),\(f(s.latencyMax, 2))\n"
         }
         return out
     }
@@ -83,11 +105,19 @@ enum FailoverOutput {
             if let v = r.observedAfter { d["observed_after_s"] = v }
             if let v = r.observeLabel { d["observed"] = v }
             if let v = r.observeTarget { d["observed_target_s"] = v }
+            if r.kind == .broker {
+                d["sessions_resumed"] = r.resumed
+                d["sessions_not_resumed"] = r.notResumed
+                d["sessions_adopted"] = r.adopted
+                d["lost_in_adoption_window"] = r.lostInAdoptionWindow
+                if let w = r.adoptionWindow { d["adoption_window_s"] = [w.min, w.max] }
+            }
+            if r.kind == .restart { d["duplicates_after"] = r.duplicatesAfter }
             return d
         }
         let summary: [String: Any] = [
             "published": a.published, "acknowledged": a.acknowledged, "expected_deliveries": a.expectedPairs,
-            "lost_acknowledged": a.lostAcknowledged, "with_killed_broker": a.withKilledBroker, "no_session": a.noSession,
+            "lost_acknowledged": a.lostAcknowledged, "with_killed_broker": a.withKilledBroker, "no_session": a.noSession, "adoption_gap": a.adoptionGap,
             "unacknowledged": a.unacknowledged, "duplicates": a.duplicates, "unmatched_acks": a.unmatchedAcks,
             "latency_before_p99_ms": a.latencyBefore.p99 ?? -1, "latency_after_p99_ms": a.latencyAfter.p99 ?? -1,
             "faults": recoveries, "notes": a.notes,
@@ -143,6 +173,14 @@ enum FailoverOutput {
         // Lost acknowledged messages.
         for sec in a.seconds where sec.lostAcknowledged > 0 {
             s += "<circle cx=\"\(fmt(x(Double(sec.second) + 0.5)))\" cy=\"\(fmt(top1 + h1))\" r=\"5\" fill=\"red\"><title>\(sec.lostAcknowledged) lost</title></circle>\n"
+        }
+        // Where the mesh adopted the killed broker's sessions: the loss window, shaded orange.
+        for r in a.recoveries {
+            guard let w = r.adoptionWindow else { continue }
+            let x0 = x(r.atSeconds), x1 = x(r.atSeconds + w.max)
+            s += "<rect x=\"\(fmt(x0))\" y=\"\(top1)\" width=\"\(fmt(max(1, x1 - x0)))\" height=\"\(fmt(h1))\" fill=\"#ff7f0e\" fill-opacity=\"0.18\"/>\n"
+            s += "<line x1=\"\(fmt(x1))\" x2=\"\(fmt(x1))\" y1=\"\(top1)\" y2=\"\(fmt(top1 + h1))\" stroke=\"#ff7f0e\" stroke-width=\"2\"/>\n"
+            s += "<text x=\"\(fmt(x1 + 4))\" y=\"\(fmt(top1 + h1 - 8))\" fill=\"#c25a00\">\(r.adopted) sessions adopted after \(f(w.max, 2)) s (\(r.lostInAdoptionWindow) deliveries lost in the window)</text>\n"
         }
         // Fault markers.
         for r in a.recoveries {

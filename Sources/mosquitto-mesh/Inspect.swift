@@ -112,9 +112,26 @@ extension MosquittoMesh {
                 if let p = n.presence {
                     d["clients"] = ["online": p.onlineCount, "offline": p.offline, "unlisted": p.unlisted, "time": p.time, "source": p.source]
                 }
+                if let a = n.adoptions {
+                    d["adoptions"] = ["adopted_sessions": a.adoptedSessions, "source": a.source, "rounds": a.rounds.mapValues { r -> [String: Any] in
+                        var x: [String: Any] = ["unreachable_since": r.unreachableSince, "lost_at": r.lostAt, "adopted": r.adopted,
+                                                "skipped": r.skipped, "failed": r.failed, "finished": r.finished]
+                        if let t = r.lastAdoption { x["last_adoption"] = t }
+                        return x
+                    }]
+                }
                 return d
             }]
-            if let clientID { o["client"] = ["id": clientID, "connected": picture.whereConnected(clientID)] }
+            if let local = picture.localNode { o["sessions_shared"] = [local: picture.sharedSessions.count] }
+            if let clientID {
+                var c: [String: Any] = ["id": clientID, "connected": picture.whereConnected(clientID)]
+                if let s = picture.sharedSessions[clientID], let local = picture.localNode {
+                    var session: [String: Any] = ["node": local, "filters": s.filters, "protocol": s.protocolLevel]
+                    if let a = s.adopted { session["adopted_from"] = a.from; session["adopted_at_ms"] = a.time }
+                    c["persistent_session"] = session
+                }
+                o["client"] = c
+            }
             if let local = picture.localNode {
                 o["node"] = local
                 o["agent"] = picture.nodes[local]?.status ?? "unknown"
@@ -157,6 +174,7 @@ extension MosquittoMesh {
                 print("\npeer links down (from each node's view):")
                 for line in down { print(line) }
             }
+            printAdoptions(picture, now: now)
             print("\nsubscription tree (node:count; + and # are wildcards, [share g] a shared subscription)")
             printTree(picture)
             if let route {
@@ -168,9 +186,29 @@ extension MosquittoMesh {
             for r in picture.rejected { print("rejected: \(r)") }
         }
 
+        /// Sessions adopted from lost nodes, as each adopter reports it (own or mirrored).
+        private func printAdoptions(_ picture: MeshPicture, now: Double) {
+            let adopters = picture.nodes.keys.sorted().filter { !(picture.nodes[$0]?.adoptions?.rounds.isEmpty ?? true) || (picture.nodes[$0]?.adoptions?.adoptedSessions ?? 0) > 0 }
+            guard !adopters.isEmpty else { return }
+            print("\nsessions adopted from lost nodes")
+            for node in adopters {
+                let a = picture.nodes[node]!.adoptions!
+                print("  \(node) holds \(a.adoptedSessions) adopted session(s)" + (a.source == "own" ? "" : " (mirrored by \(a.source))"))
+                for lost in a.rounds.keys.sorted() {
+                    let r = a.rounds[lost]!
+                    let window = r.lastAdoption.map { String(format: ", the last %.1f s after it became unreachable", $0 - r.unreachableSince) } ?? ""
+                    print("    from \(lost), lost \(max(0, Int(now - r.lostAt)))s ago: \(r.adopted) adopted\(window); \(r.skipped) skipped (client connected or with a session elsewhere), \(r.failed) failed" + (r.finished ? "" : " — under way"))
+                }
+            }
+        }
+
         private func printClient(_ id: String, _ picture: MeshPicture, now: Double) {
             let found = picture.whereConnected(id)
             let quoted = "'\(id)'"
+            if let s = picture.sharedSessions[id], let local = picture.localNode {
+                let from = s.adopted.map { " (adopted from \($0.from) \(max(0, Int(now - Double($0.time) / 1000)))s ago)" } ?? ""
+                print("\nclient \(quoted) has a persistent session on \(local)\(from): \(s.filters.keys.sorted().joined(separator: ", "))")
+            }
             if found.isEmpty {
                 let partial = picture.nodes.filter { ($0.value.presence?.unlisted ?? 0) > 0 }.keys.sorted()
                 print("\nclient \(quoted) is not connected on any node" + (partial.isEmpty ? "" : " listed (\(partial.joined(separator: ", ")) list only part of their clients)"))

@@ -18,6 +18,8 @@ struct MeshPicture: Sendable {
         var presence: Presence?
         /// The node's peer links as its view (`$mesh/<node>/view`) states them.
         var links: [Link]?
+        /// What the node adopted from lost nodes (`$mesh/<node>/adoptions`), own or mirrored.
+        var adoptions: Adoptions?
     }
 
     struct Link: Sendable, Codable, Equatable {
@@ -28,6 +30,27 @@ struct MeshPicture: Sendable {
         /// Nodes whose own link to that peer is up while this one is down (asymmetric cut).
         var reachableVia: [String]?
     }
+
+    struct Adoptions: Sendable, Codable, Equatable {
+        struct Round: Sendable, Codable, Equatable {
+            var unreachableSince: Double
+            var lostAt: Double
+            var adopted: Int
+            var skipped: Int
+            var failed: Int
+            var lastAdoption: Double?
+            var finished: Bool
+        }
+        /// Sessions it holds now that it adopted.
+        var adoptedSessions: Int
+        /// Lost node → its last adoption round here.
+        var rounds: [String: Round]
+        var source: String
+    }
+
+    /// The persistent sessions the local node shares (its retained directory shards on this
+    /// broker), by client id.
+    var sharedSessions: [String: SharedSession] = [:]
 
     struct Presence: Sendable, Codable, Equatable {
         /// Connected client id → connect time (ms; 0: before the agent's knowledge).
@@ -50,8 +73,19 @@ struct MeshPicture: Sendable {
         let levels = topic.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
         guard levels.count >= 3, levels[0] == ControlTopic.root else { return }
         let owner = levels[1]
+        if let (node, shard) = SessionDirectory.parseTopic(topic) {
+            guard !payload.isEmpty else { return }
+            do {
+                for s in try SessionShardCodec.decode(payload, expectedNode: node, expectedShard: shard).sessions { sharedSessions[s.clientID] = s }
+            } catch {
+                rejected.append("\(topic): \(error.reason)")
+            }
+            return
+        }
         if levels.count == 3 {
             switch levels[2] {
+            case "adoptions":
+                if let a = Self.adoptions(payload, source: "own") { nodes[owner, default: Node()].adoptions = a }
             case "subscriptions":
                 guard !payload.isEmpty else { return }
                 do {
@@ -105,6 +139,8 @@ struct MeshPicture: Sendable {
                 if nodes[node]?.source != "own" || nodes[node]?.status == nil {
                     nodes[node, default: Node()].status = String(decoding: payload, as: UTF8.self)
                 }
+            case "adoptions":
+                if nodes[node]?.adoptions?.source != "own", let a = Self.adoptions(payload, source: owner) { nodes[node, default: Node()].adoptions = a }
             case "presence":
                 guard let p = try? PresenceSnapshotCodec.decode(payload, expectedNode: node) else {
                     rejected.append("\(topic): mirrored presence does not decode")
@@ -117,6 +153,20 @@ struct MeshPicture: Sendable {
                 return
             }
         }
+    }
+
+    /// `{"node","time","adopted_sessions","rounds":{lost:{"unreachable_since","lost_at","adopted","skipped","failed","last_adoption"?,"finished"}}}`.
+    static func adoptions(_ payload: [UInt8], source: String) -> Adoptions? {
+        guard let o = try? JSONSerialization.jsonObject(with: Data(payload)) as? [String: Any],
+              let count = (o["adopted_sessions"] as? NSNumber)?.intValue, let rounds = o["rounds"] as? [String: [String: Any]] else { return nil }
+        var out = Adoptions(adoptedSessions: count, rounds: [:], source: source)
+        for (lost, r) in rounds {
+            func n(_ k: String) -> Double? { (r[k] as? NSNumber)?.doubleValue }
+            guard let since = n("unreachable_since"), let at = n("lost_at") else { continue }
+            out.rounds[lost] = .init(unreachableSince: since / 1000, lostAt: at / 1000, adopted: Int(n("adopted") ?? 0), skipped: Int(n("skipped") ?? 0),
+                                     failed: Int(n("failed") ?? 0), lastAdoption: n("last_adoption").map { $0 / 1000 }, finished: (r["finished"] as? Bool) ?? false)
+        }
+        return out
     }
 
     private mutating func noteUpdate(_ node: String, _ time: Double) {

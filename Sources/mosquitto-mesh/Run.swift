@@ -94,6 +94,16 @@ extension MosquittoMesh {
         var discoveryExpiry: String?
         @Option(name: .customLong("advertise-address"), help: "HOST:PORT at which other brokers reach the local broker, announced to them (default: --local, or if that is loopback the address each link's socket uses, with --local's port).")
         var advertiseAddress: String?
+        @Option(name: .customLong("adopt-after"), help: "Seconds a node's broker must be unreachable (from this agent and every live one) before the survivors adopt its persistent sessions; 0 = never (default 5).")
+        var adoptAfter: String?
+        @Option(name: .customLong("adopted-session-expiry"), help: "Session expiry (s) given to an adopted MQTT 5 session, whose real one the broker never logs (default 86400).")
+        var adoptedSessionExpiry: String?
+        @Option(name: .customLong("haproxy-runtime"), help: "An HAProxy runtime API, HOST:PORT (stats socket ... level operator); repeat per load balancer: a lost node's clients are held there until adopted, then sent to the adopting broker.")
+        var haproxyRuntime: [String] = []
+        @Option(name: .customLong("haproxy-server"), help: "This broker's server name in HAProxy's backend (needed with --haproxy-runtime).")
+        var haproxyServer: String?
+        @Option(name: .customLong("haproxy-backend"), help: "HAProxy backend with the client-id stick table (default mosquitto).")
+        var haproxyBackend: String?
 
         /// The flags given, as settings.
         var flagSettings: Settings {
@@ -107,11 +117,13 @@ extension MosquittoMesh {
                 (.topicAliases, topicAliases), (.sessionGrace, sessionGrace), (.maxUncertainSessions, maxUncertainSessions),
                 (.replayWindow, replayWindow), (.replayMargin, replayMargin), (.replayMaxBytes, replayMaxBytes),
                 (.sharedBalance, sharedBalance), (.discovery, discovery), (.discoveryExpiry, discoveryExpiry),
-                (.advertiseAddress, advertiseAddress),
+                (.advertiseAddress, advertiseAddress), (.adoptAfter, adoptAfter), (.adoptedSessionExpiry, adoptedSessionExpiry),
+                (.haproxyServer, haproxyServer), (.haproxyBackend, haproxyBackend),
             ]
             var s: Settings = [:]
             for (key, value) in pairs { if let value { s[key] = SettingValue(values: [value], origin: "--\(key.rawValue)") } }
             if !peers.isEmpty { s[.peer] = SettingValue(values: peers, origin: "--peer") }
+            if !haproxyRuntime.isEmpty { s[.haproxyRuntime] = SettingValue(values: haproxyRuntime, origin: "--haproxy-runtime") }
             return s
         }
 

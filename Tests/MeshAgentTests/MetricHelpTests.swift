@@ -25,7 +25,8 @@ struct MetricHelpTests {
         #expect(!annotated.contains("# HELP mesh_unknown_metric"))
         #expect(lines.filter { $0.hasPrefix("# HELP mesh_local_sessions") }.count == 1)
         #expect(annotated.hasSuffix("mesh_local_sessions 2\n"))
-        for name in ["mesh_forward_held_total", "mesh_forwarded_bytes_total", "mesh_sessions_uncertain", "mesh_log_lines_truncated_total"] {
+        for name in ["mesh_forward_held_total", "mesh_forwarded_bytes_total", "mesh_sessions_uncertain", "mesh_log_lines_truncated_total",
+                     "mesh_sessions_adopted_total", "mesh_sessions_released_total", "mesh_session_adoption_failures_total"] {
             #expect(MetricHelp.text(of: name)?.isEmpty == false, "\(name) has no help text")
         }
     }

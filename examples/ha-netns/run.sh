@@ -150,6 +150,7 @@ adapt_haproxy() {
     sed -e '/^\s*log /d' -e '/^\s*chroot /d' -e '/^\s*user /d' -e '/^\s*group /d' -e '/^\s*daemon$/d' \
         -e '/^\s*option\s*tcplog/d' \
         -e "s#stats socket /run/haproxy/admin.sock#stats socket $DIR/$1/admin.sock#" \
+        -e "s#stats socket ipv4@192.0.2.21:9999#stats socket ipv4@${ADDR[$1]}:9999#" \
         -e 's/maxconn 100000/maxconn 4096/' \
         -e "s/server broker-a 192.0.2.11:1883/server b1 ${ADDR[b1]}:1883/" \
         -e "s/server broker-b 192.0.2.12:1883/server b2 ${ADDR[b2]}:1883/" \
