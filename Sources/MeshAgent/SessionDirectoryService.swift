@@ -21,6 +21,10 @@ final class SessionDirectoryService: Sendable {
     /// Shards checked per second without a log line (the rolling check).
     static let checkedPerSecond = 4
     static let turn: Duration = .milliseconds(250)
+    /// How often clean-start marks of ids without a session are forgotten. Every MQTT 5 clean
+    /// connect adds one: at 1 500 connects/s a minute's worth was a ~4 MB ramp in
+    /// `bench churn-memory` (issue 16); five seconds' worth is a few hundred KB.
+    static let prunePeriod: Duration = .seconds(5)
 
     struct State {
         /// What each shard holds as last published (nil: not built yet).
@@ -92,14 +96,14 @@ final class SessionDirectoryService: Sendable {
         var budget = Self.bytesPerSecond
         var budgetRefill = clock.now
         var nextCheck = clock.now
-        var nextPrune = clock.now.advanced(by: .seconds(60))
+        var nextPrune = clock.now.advanced(by: Self.prunePeriod)
         while !Task.isCancelled {
             if clock.now >= budgetRefill {
                 budget = Self.bytesPerSecond
                 budgetRefill = clock.now.advanced(by: .seconds(1))
             }
             if clock.now >= nextPrune {
-                nextPrune = clock.now.advanced(by: .seconds(60))
+                nextPrune = clock.now.advanced(by: Self.prunePeriod)
                 // Forget clean-start marks of ids that have no session any more (bounded memory).
                 interest.withTable { table, _ in state.withLock { s in s.cleanStartV5 = s.cleanStartV5.filter { table.sessions[$0] != nil } } }
             }
