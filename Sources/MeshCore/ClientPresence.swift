@@ -89,19 +89,7 @@ public enum ConnectAnnouncementCodec {
     }
 
     public static func decode(_ payload: some Collection<UInt8>, expectedNode: String?) throws(AdvertDecodeError) -> ConnectAnnouncement {
-        guard payload.count <= maximumPayloadBytes else {
-            throw AdvertDecodeError(reason: "payload of \(payload.count) bytes exceeds \(maximumPayloadBytes)")
-        }
-        let bytes = Array(payload)
-        guard String(validating: bytes, as: UTF8.self) != nil else { throw AdvertDecodeError(reason: "payload is not valid UTF-8") }
-        let value: JSONValue
-        do {
-            var parser = JSONParser(bytes: bytes)
-            value = try parser.parseDocument()
-        } catch {
-            throw AdvertDecodeError(reason: "not JSON: \(error.reason) at byte \(error.offset)")
-        }
-        guard case .object(let members) = value else { throw AdvertDecodeError(reason: "top level is not a JSON object") }
+        let members = try ControlPayload.members(payload, maximumBytes: maximumPayloadBytes)
         try ControlFormat.requireUnderstood(members)
         func member(_ name: String, in members: [(key: String, value: JSONValue)]) -> JSONValue? { members.first { $0.key == name }?.value }
         guard case .string(let node) = member("node", in: members) else { throw AdvertDecodeError(reason: "missing or ill-typed 'node'") }
@@ -523,19 +511,7 @@ public enum PresenceSnapshotCodec {
     }
 
     public static func decode(_ payload: some Collection<UInt8>, expectedNode: String?) throws(AdvertDecodeError) -> PresenceSnapshot {
-        guard payload.count <= maximumPayloadBytes else {
-            throw AdvertDecodeError(reason: "payload of \(payload.count) bytes exceeds \(maximumPayloadBytes)")
-        }
-        let bytes = Array(payload)
-        guard String(validating: bytes, as: UTF8.self) != nil else { throw AdvertDecodeError(reason: "payload is not valid UTF-8") }
-        let value: JSONValue
-        do {
-            var parser = JSONParser(bytes: bytes)
-            value = try parser.parseDocument()
-        } catch {
-            throw AdvertDecodeError(reason: "not JSON: \(error.reason) at byte \(error.offset)")
-        }
-        guard case .object(let members) = value else { throw AdvertDecodeError(reason: "top level is not a JSON object") }
+        let members = try ControlPayload.members(payload, maximumBytes: maximumPayloadBytes)
         try ControlFormat.requireUnderstood(members)
         func member(_ name: String) -> JSONValue? { members.first { $0.key == name }?.value }
         func count(_ name: String) throws(AdvertDecodeError) -> Int {

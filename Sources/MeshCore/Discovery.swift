@@ -326,19 +326,7 @@ public enum DiscoveryCodec {
     }
 
     private static func object(_ payload: some Collection<UInt8>, expectedNode: String) throws(AdvertDecodeError) -> ([(key: String, value: JSONValue)], Int) {
-        guard payload.count <= maximumPayloadBytes else {
-            throw AdvertDecodeError(reason: "payload of \(payload.count) bytes exceeds \(maximumPayloadBytes)")
-        }
-        let bytes = Array(payload)
-        guard String(validating: bytes, as: UTF8.self) != nil else { throw AdvertDecodeError(reason: "payload is not valid UTF-8") }
-        let value: JSONValue
-        do {
-            var parser = JSONParser(bytes: bytes)
-            value = try parser.parseDocument()
-        } catch {
-            throw AdvertDecodeError(reason: "not JSON: \(error.reason) at byte \(error.offset)")
-        }
-        guard case .object(let members) = value else { throw AdvertDecodeError(reason: "top level is not a JSON object") }
+        let members = try ControlPayload.members(payload, maximumBytes: maximumPayloadBytes)
         let format = try ControlFormat.version(of: members)
         guard case .string(let node) = members.first(where: { $0.key == "node" })?.value else {
             throw AdvertDecodeError(reason: "missing 'node'")

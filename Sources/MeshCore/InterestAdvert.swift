@@ -136,24 +136,7 @@ public enum InterestAdvertCodec {
     /// 1 (or the maximum), a `since` entry that does not fit is ignored — each noted in
     /// `widened`. An advert in a format this release does not read is taken as `#`.
     public static func read(_ payload: some Collection<UInt8>, expectedNode: String?) throws(AdvertDecodeError) -> AdvertReading {
-        let size = payload.count
-        guard size <= maximumPayloadBytes else {
-            throw AdvertDecodeError(reason: "payload of \(size) bytes exceeds \(maximumPayloadBytes)")
-        }
-        let bytes = Array(payload)
-        guard String(validating: bytes, as: UTF8.self) != nil else {
-            throw AdvertDecodeError(reason: "payload is not valid UTF-8")
-        }
-        let value: JSONValue
-        do {
-            var parser = JSONParser(bytes: bytes)
-            value = try parser.parseDocument()
-        } catch {
-            throw AdvertDecodeError(reason: "not JSON: \(error.reason) at byte \(error.offset)")
-        }
-        guard case .object(let members) = value else {
-            throw AdvertDecodeError(reason: "top level is not a JSON object")
-        }
+        let members = try ControlPayload.members(payload, maximumBytes: maximumPayloadBytes)
         func member(_ name: String) -> JSONValue? { members.first { $0.key == name }?.value }
 
         let format = try ControlFormat.version(of: members)

@@ -233,3 +233,30 @@ struct JSONParser {
         return value
     }
 }
+
+/// The first steps of reading any `$mesh/…` JSON payload, which come from peers, operators
+/// or attackers: bounded in size before any work, valid UTF-8, one JSON document whose top
+/// level is an object. Each control codec reads its own members from there.
+enum ControlPayload {
+    static func members(_ payload: some Collection<UInt8>, maximumBytes: Int) throws(AdvertDecodeError) -> [(key: String, value: JSONValue)] {
+        let size = payload.count
+        guard size <= maximumBytes else {
+            throw AdvertDecodeError(reason: "payload of \(size) bytes exceeds \(maximumBytes)")
+        }
+        let bytes = Array(payload)
+        guard String(validating: bytes, as: UTF8.self) != nil else {
+            throw AdvertDecodeError(reason: "payload is not valid UTF-8")
+        }
+        let value: JSONValue
+        do {
+            var parser = JSONParser(bytes: bytes)
+            value = try parser.parseDocument()
+        } catch {
+            throw AdvertDecodeError(reason: "not JSON: \(error.reason) at byte \(error.offset)")
+        }
+        guard case .object(let members) = value else {
+            throw AdvertDecodeError(reason: "top level is not a JSON object")
+        }
+        return members
+    }
+}

@@ -202,19 +202,7 @@ public enum SessionShardCodec {
     }
 
     public static func decode(_ payload: some Collection<UInt8>, expectedNode: String?, expectedShard: Int?) throws(AdvertDecodeError) -> SessionShard {
-        guard payload.count <= maximumPayloadBytes else {
-            throw AdvertDecodeError(reason: "payload of \(payload.count) bytes exceeds \(maximumPayloadBytes)")
-        }
-        let bytes = Array(payload)
-        guard String(validating: bytes, as: UTF8.self) != nil else { throw AdvertDecodeError(reason: "payload is not valid UTF-8") }
-        let value: JSONValue
-        do {
-            var parser = JSONParser(bytes: bytes)
-            value = try parser.parseDocument()
-        } catch {
-            throw AdvertDecodeError(reason: "not JSON: \(error.reason) at byte \(error.offset)")
-        }
-        guard case .object(let members) = value else { throw AdvertDecodeError(reason: "top level is not a JSON object") }
+        let members = try ControlPayload.members(payload, maximumBytes: maximumPayloadBytes)
         func member(_ name: String, _ members: [(key: String, value: JSONValue)]) -> JSONValue? { members.first { $0.key == name }?.value }
         func integer(_ v: JSONValue?) -> Int? {
             guard case .number(let text, true) = v else { return nil }
@@ -414,17 +402,7 @@ public enum ReachReportCodec {
     }
 
     public static func decode(_ payload: some Collection<UInt8>, expectedNode: String?) throws(AdvertDecodeError) -> ReachReport {
-        guard payload.count <= maximumPayloadBytes else { throw AdvertDecodeError(reason: "payload of \(payload.count) bytes exceeds \(maximumPayloadBytes)") }
-        let bytes = Array(payload)
-        guard String(validating: bytes, as: UTF8.self) != nil else { throw AdvertDecodeError(reason: "payload is not valid UTF-8") }
-        let value: JSONValue
-        do {
-            var parser = JSONParser(bytes: bytes)
-            value = try parser.parseDocument()
-        } catch {
-            throw AdvertDecodeError(reason: "not JSON: \(error.reason) at byte \(error.offset)")
-        }
-        guard case .object(let members) = value else { throw AdvertDecodeError(reason: "top level is not a JSON object") }
+        let members = try ControlPayload.members(payload, maximumBytes: maximumPayloadBytes)
         func member(_ name: String) -> JSONValue? { members.first { $0.key == name }?.value }
         guard case .string(let node) = member("node") else { throw AdvertDecodeError(reason: "missing or ill-typed 'node'") }
         do { try NodeID.validate(node) } catch { throw AdvertDecodeError(reason: "'node' is not a valid node id: \(error.reason)") }
