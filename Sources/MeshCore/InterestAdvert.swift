@@ -78,28 +78,26 @@ public enum InterestAdvertCodec {
         appendString(advert.node, to: &out)
         out.append(contentsOf: #","seq":"#.utf8)
         out.append(contentsOf: String(advert.seq).utf8)
-        out.append(contentsOf: #","filters":{"#.utf8)
-        let keys = advert.filters.keys.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
-        for (i, key) in keys.enumerated() {
-            if i > 0 { out.append(UInt8(ascii: ",")) }
-            appendString(key, to: &out)
-            out.append(UInt8(ascii: ":"))
-            out.append(contentsOf: String(advert.filters[key]!).utf8)
-        }
-        out.append(UInt8(ascii: "}"))
+        out.append(contentsOf: #","filters":"#.utf8)
+        appendSortedObject(advert.filters, to: &out)
         if !advert.since.isEmpty {
-            out.append(contentsOf: #","since":{"#.utf8)
-            let sinceKeys = advert.since.keys.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
-            for (i, key) in sinceKeys.enumerated() {
-                if i > 0 { out.append(UInt8(ascii: ",")) }
-                appendString(key, to: &out)
-                out.append(UInt8(ascii: ":"))
-                out.append(contentsOf: String(advert.since[key]!).utf8)
-            }
-            out.append(UInt8(ascii: "}"))
+            out.append(contentsOf: #","since":"#.utf8)
+            appendSortedObject(advert.since, to: &out)
         }
         out.append(UInt8(ascii: "}"))
         return out
+    }
+
+    /// `{"k":n,…}` with keys sorted by UTF-8 bytes, so equal maps encode byte-identically.
+    static func appendSortedObject(_ map: [String: some BinaryInteger], to out: inout [UInt8]) {
+        out.append(UInt8(ascii: "{"))
+        for (i, key) in map.keys.sorted(by: { $0.utf8.lexicographicallyPrecedes($1.utf8) }).enumerated() {
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            appendString(key, to: &out)
+            out.append(UInt8(ascii: ":"))
+            out.append(contentsOf: String(map[key]!).utf8)
+        }
+        out.append(UInt8(ascii: "}"))
     }
 
     static func appendString(_ string: String, to out: inout [UInt8]) {
