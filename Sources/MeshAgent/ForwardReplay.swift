@@ -7,8 +7,8 @@ import Mosquitto
 /// `ReplayBuffer`). Used only on the local link's loop thread — recording each message after
 /// routing it, replaying before routing the next — so the buffer needs no lock, and a
 /// replay always reaches a peer before anything routed by the interest that asked for it.
-/// The confinement is checked (debug builds) as swift-nio's `NIOLoopBound` checks its loop.
-final class ForwardReplay: @unchecked Sendable {
+/// The confinement is checked (debug builds) by `LoopConfined`.
+final class ForwardReplay: Sendable {
     /// What a replay needs of a message beyond its topic.
     struct Body {
         let payload: [UInt8]
@@ -21,19 +21,29 @@ final class ForwardReplay: @unchecked Sendable {
     /// large a property list is, and a replayed message's properties are rare and small.
     static let propertiesEstimate = 256
 
-    private var buffer: ReplayBuffer<Body>
+    /// What changes, touched only on the local link's loop thread.
+    private struct State {
+        var buffer: ReplayBuffer<Body>
+        var reportedEvictedEarly = 0
+        var lastGaugeUpdate = 0.0
+    }
+
+    private let state: LoopConfined<State>
+    /// Fixed at start (read off the loop thread too, by the local link's init).
+    let isEnabled: Bool
+    private let window: Double
     private let margin: Double
     private let forwardPrefix: String
     private let routing: RoutingTable
     private let metrics: MeshMetrics
     private let logger: Logger
     private let exceededThrottle = LogThrottle()
-    private var reportedEvictedEarly = 0
-    private var lastGaugeUpdate = 0.0
-    private var owner: pthread_t?
 
     init(configuration: AgentConfiguration, routing: RoutingTable, metrics: MeshMetrics, logger: Logger) {
-        buffer = ReplayBuffer(window: configuration.replayWindow, byteLimit: configuration.replayMaxBytes)
+        let buffer = ReplayBuffer<Body>(window: configuration.replayWindow, byteLimit: configuration.replayMaxBytes)
+        isEnabled = buffer.isEnabled
+        window = buffer.window
+        state = LoopConfined(State(buffer: buffer))
         margin = configuration.replayMargin
         forwardPrefix = configuration.forwardPrefix
         self.routing = routing
@@ -41,39 +51,23 @@ final class ForwardReplay: @unchecked Sendable {
         self.logger = logger
     }
 
-    var isEnabled: Bool { buffer.isEnabled }
-
-    @inline(__always)
-    private func checkConfinement() {
-        #if DEBUG
-        let me = pthread_self()
-        if let owner {
-            assert(pthread_equal(owner, me) != 0, "ForwardReplay used off the local link's loop thread")
-        } else {
-            owner = me
-        }
-        #endif
-    }
-
     /// Keeps a non-retained message the local link just routed (retained ones go to every
     /// peer already). `properties`: the copy the forward made, if any, reused.
     func record(_ m: ReceivedMessage, topic: String, sentTo: PeerSet, properties: PropertyList?) {
-        guard buffer.isEnabled, !m.retain else { return }
-        checkConfinement()
+        guard isEnabled, !m.retain else { return }
         var props = properties
         if props == nil, m.properties != nil { props = LocalLink.copyForForward(m, logger: logger) }
         let size = m.payload.count + topic.utf8.count + (props == nil ? 0 : Self.propertiesEstimate)
-        buffer.append(time: Date().timeIntervalSince1970, topic: topic, size: size, sentTo: sentTo,
-                      body: Body(payload: Array(m.payload), qos: m.qos, properties: props))
+        let body = Body(payload: Array(m.payload), qos: m.qos, properties: props)
+        state.withValue { $0.buffer.append(time: Date().timeIntervalSince1970, topic: topic, size: size, sentTo: sentTo, body: body) }
     }
 
     /// Sends each request's peer what it missed, oldest first.
     func perform(_ requests: [ReplayRequest]) {
-        checkConfinement()
         for request in requests {
             guard let peer = routing.link(request.peer) else { continue }
-            let outcome = buffer.replay(request, margin: margin) { entry in
-                send(entry, to: peer)
+            let outcome = state.withValue { s in
+                s.buffer.replay(request, margin: margin) { entry in send(entry, to: peer) }
             }
             if outcome.replayed > 0 {
                 logger.debug("replayed messages for a peer's new interest", metadata: ["peer": "\(peer.endpoint)", "messages": "\(outcome.replayed)"])
@@ -83,7 +77,7 @@ final class ForwardReplay: @unchecked Sendable {
                 let (log, n) = exceededThrottle.shouldLog()
                 if log {
                     logger.warning("a peer's new interest reaches back further than the replay buffer holds; a message published after its subscriber's SUBACK may have been missed (raise --replay-window or --replay-max-bytes)",
-                                   metadata: ["peer": "\(peer.endpoint)", "window_seconds": "\(buffer.window)", "occurrence": "\(n)"])
+                                   metadata: ["peer": "\(peer.endpoint)", "window_seconds": "\(window)", "occurrence": "\(n)"])
                 }
             }
         }
@@ -92,19 +86,20 @@ final class ForwardReplay: @unchecked Sendable {
     /// A turn of the local link's loop: replays waiting with no message to carry them, the
     /// window moved on, gauges (at most every 250 ms).
     func turn() {
-        guard buffer.isEnabled else { return }
-        checkConfinement()
+        guard isEnabled else { return }
         let requests = routing.takeReplays()
         if !requests.isEmpty { perform(requests) }
         let now = Date().timeIntervalSince1970
-        guard now - lastGaugeUpdate >= 0.25 else { return }
-        lastGaugeUpdate = now
-        buffer.expire(now: now)
-        metrics.replayBufferBytes.set(buffer.bytes)
-        metrics.replayBufferMessages.set(buffer.count)
-        if buffer.evictedEarly > reportedEvictedEarly {
-            metrics.replayEvictedEarly.increment(by: buffer.evictedEarly - reportedEvictedEarly)
-            reportedEvictedEarly = buffer.evictedEarly
+        state.withValue { s in
+            guard now - s.lastGaugeUpdate >= 0.25 else { return }
+            s.lastGaugeUpdate = now
+            s.buffer.expire(now: now)
+            metrics.replayBufferBytes.set(s.buffer.bytes)
+            metrics.replayBufferMessages.set(s.buffer.count)
+            if s.buffer.evictedEarly > s.reportedEvictedEarly {
+                metrics.replayEvictedEarly.increment(by: s.buffer.evictedEarly - s.reportedEvictedEarly)
+                s.reportedEvictedEarly = s.buffer.evictedEarly
+            }
         }
     }
 
