@@ -19,16 +19,24 @@
 /// included). Subscription identifiers and topic aliases belong to the receiving
 /// connection and are dropped. A user property whose key equals `marker_key` is not
 /// copied and `*marker_found` reports whether one was seen; nor is any whose key starts
-/// with `reserved_prefix` (the mesh's own namespace, `mesh:`). Returns MOSQ_ERR_SUCCESS or
-/// the first error from libmosquitto (the partial list is freed on error).
+/// with `reserved_prefix` (the mesh's own namespace, `mesh:`). The value of the first user
+/// property named `capture_key` (if given) is copied into `capture_buf` when shorter than
+/// `capture_cap`, and `*captured` says so: one pass serves both the copy and the reading of a
+/// marker. Returns MOSQ_ERR_SUCCESS or the first error from libmosquitto (the partial list
+/// is freed on error).
 static inline int mesh_copy_publish_properties(const mosquitto_property *in,
                                                mosquitto_property **out,
                                                const char *marker_key,
                                                const char *reserved_prefix,
-                                               bool *marker_found)
+                                               bool *marker_found,
+                                               const char *capture_key,
+                                               char *capture_buf,
+                                               size_t capture_cap,
+                                               bool *captured)
 {
     *out = NULL;
     if (marker_found) { *marker_found = false; }
+    if (captured) { *captured = false; }
     int rc = MOSQ_ERR_SUCCESS;
     for (const mosquitto_property *p = in; p != NULL && rc == MOSQ_ERR_SUCCESS; p = mosquitto_property_next(p)) {
         int id = mosquitto_property_identifier(p);
@@ -67,6 +75,10 @@ static inline int mesh_copy_publish_properties(const mosquitto_property *in,
             char *k = NULL;
             char *v = NULL;
             if (mosquitto_property_read_string_pair(p, id, &k, &v, false) != NULL && k != NULL && v != NULL) {
+                if (capture_key != NULL && captured != NULL && !*captured && strcmp(k, capture_key) == 0 && strlen(v) < capture_cap) {
+                    strcpy(capture_buf, v);
+                    *captured = true;
+                }
                 if (marker_key != NULL && strcmp(k, marker_key) == 0) {
                     if (marker_found) { *marker_found = true; }
                 } else if (reserved_prefix != NULL && strncmp(k, reserved_prefix, strlen(reserved_prefix)) == 0) {
@@ -120,25 +132,6 @@ static inline bool mesh_has_user_property(const mosquitto_property *in, const ch
             free(name);
             free(value);
             if (match) { return true; }
-        }
-    }
-    return false;
-}
-
-/// Copies the value of the first user property named `key` into `buf` (NUL-terminated,
-/// at most `cap - 1` bytes); false if there is none or it does not fit.
-static inline bool mesh_user_property_value(const mosquitto_property *in, const char *key, char *buf, size_t cap)
-{
-    for (const mosquitto_property *p = in; p != NULL; p = mosquitto_property_next(p)) {
-        if (mosquitto_property_identifier(p) != MQTT_PROP_USER_PROPERTY) { continue; }
-        char *name = NULL, *value = NULL;
-        if (mosquitto_property_read_string_pair(p, MQTT_PROP_USER_PROPERTY, &name, &value, false) != NULL) {
-            bool match = name != NULL && strcmp(name, key) == 0;
-            bool fits = match && value != NULL && strlen(value) < cap;
-            if (fits) { strcpy(buf, value); }
-            free(name);
-            free(value);
-            if (match) { return fits; }
         }
     }
     return false;

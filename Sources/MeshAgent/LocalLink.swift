@@ -293,7 +293,34 @@ final class LocalLink: Sendable {
             metrics.aliasAnnouncements.increment()
             return
         }
-        if m.qos > 0, let marker = Self.sequenceMarker.withCString({ PropertyList.userPropertyValue(m.properties, named: $0) }) {
+        let prefixLength = topicBuffer.prefixLength
+        let localTopic = m.topicPointer + prefixLength
+        var retain = false
+        var properties: PropertyList?
+        // The forward's number (`sequenceMarker`) is read in the same pass as the copy.
+        var sequence: String?
+        if m.properties != nil {
+            var copyError: MosquittoError?
+            properties = LocalLink.retainMarker.withCString { marker in
+                Self.reservedPrefix.withCString { prefix in
+                    Self.sequenceMarker.withCString { sequenceKey in
+                        do throws(MosquittoError) {
+                            return try PropertyList.copyForRepublish(m.properties, strippingMarker: marker, reservedPrefix: prefix, markerFound: &retain,
+                                                                     capturing: m.qos > 0 ? sequenceKey : nil, captured: &sequence)
+                        } catch {
+                            copyError = error
+                            return nil
+                        }
+                    }
+                }
+            }
+            if let copyError {
+                metrics.republishFailed.increment()
+                logger.error("forwarded message's properties unusable; dropped", metadata: ["error": "\(copyError)"])
+                return
+            }
+        }
+        if let marker = sequence {
             switch sequences.withValue({ $0.judge(marker) }) {
             case .new:
                 break
@@ -305,28 +332,6 @@ final class LocalLink: Sendable {
                 return
             case .malformed:
                 metrics.ignoredInvalid.increment()
-            }
-        }
-        let prefixLength = topicBuffer.prefixLength
-        let localTopic = m.topicPointer + prefixLength
-        var retain = false
-        var properties: PropertyList?
-        if m.properties != nil {
-            var copyError: MosquittoError?
-            properties = LocalLink.retainMarker.withCString { marker in
-                Self.reservedPrefix.withCString { prefix in
-                    do throws(MosquittoError) {
-                        return try PropertyList.copyForRepublish(m.properties, strippingMarker: marker, reservedPrefix: prefix, markerFound: &retain)
-                    } catch {
-                        copyError = error
-                        return nil
-                    }
-                }
-            }
-            if let copyError {
-                metrics.republishFailed.increment()
-                logger.error("forwarded message's properties unusable; dropped", metadata: ["error": "\(copyError)"])
-                return
             }
         }
         let rc = client.publish(topic: localTopic, payload: m.payload, qos: m.qos, retain: retain, properties: properties?.pointer)

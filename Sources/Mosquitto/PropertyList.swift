@@ -50,16 +50,6 @@ public final class PropertyList: @unchecked Sendable {
         mesh_has_user_property(received, key)
     }
 
-    /// The value of the first user property named `key` in a received list, if shorter than
-    /// `maximumLength` bytes (nil if absent or longer).
-    public static func userPropertyValue(_ received: OpaquePointer?, named key: UnsafePointer<CChar>, maximumLength: Int = 127) -> String? {
-        guard received != nil else { return nil }
-        return withUnsafeTemporaryAllocation(of: CChar.self, capacity: maximumLength + 1) { buffer in
-            guard mesh_user_property_value(received, key, buffer.baseAddress!, maximumLength + 1) else { return nil }
-            return String(cString: buffer.baseAddress!)
-        }
-    }
-
     public func addBinary(_ identifier: Int32, _ value: [UInt8]) throws(MosquittoError) {
         let rc = value.withUnsafeBytes { mosquitto_property_add_binary(&pointer, identifier, $0.baseAddress, UInt16(value.count)) }
         try check(rc, "add binary property \(identifier)")
@@ -72,10 +62,28 @@ public final class PropertyList: @unchecked Sendable {
     public static func copyForRepublish(_ received: OpaquePointer?, strippingMarker markerKey: UnsafePointer<CChar>?,
                                         reservedPrefix: UnsafePointer<CChar>? = nil,
                                         markerFound: inout Bool) throws(MosquittoError) -> PropertyList {
+        var ignored: String?
+        return try copyForRepublish(received, strippingMarker: markerKey, reservedPrefix: reservedPrefix, markerFound: &markerFound,
+                                    capturing: nil, captured: &ignored)
+    }
+
+    /// As above, and in the same pass the value of the first user property named
+    /// `captureKey` (if shorter than 128 bytes) into `captured` (nil: none).
+    public static func copyForRepublish(_ received: OpaquePointer?, strippingMarker markerKey: UnsafePointer<CChar>?,
+                                        reservedPrefix: UnsafePointer<CChar>?, markerFound: inout Bool,
+                                        capturing captureKey: UnsafePointer<CChar>?, captured: inout String?) throws(MosquittoError) -> PropertyList {
+        let capacity = 128
         var out: OpaquePointer?
         var found = false
-        let rc = mesh_copy_publish_properties(received, &out, markerKey, reservedPrefix, &found)
+        var gotValue = false
+        var value: String?
+        let rc = withUnsafeTemporaryAllocation(of: CChar.self, capacity: capacity) { buffer in
+            let rc = mesh_copy_publish_properties(received, &out, markerKey, reservedPrefix, &found, captureKey, buffer.baseAddress, capacity, &gotValue)
+            if gotValue { value = String(cString: buffer.baseAddress!) }
+            return rc
+        }
         markerFound = found
+        captured = value
         try check(rc, "copy message properties")
         return PropertyList(taking: out)
     }
