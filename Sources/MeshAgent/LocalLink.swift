@@ -225,14 +225,20 @@ final class LocalLink: Sendable {
         return m.retain ? nil : copied
     }
 
-    /// The message's own properties as a forward carries them (a client's `mesh:` ones
-    /// dropped), without markers; nil if copying failed (logged).
+    /// The message's own properties as a forward carries them, without markers: a client's
+    /// own `mesh:` user properties are dropped (the receiving agent would take them for its
+    /// markers: retained copy, alias announcement, forward number). Throws if copying failed.
+    static func ownProperties(_ m: ReceivedMessage) throws -> PropertyList {
+        var ignored = false
+        return try reservedPrefix.withCString { prefix throws(MosquittoError) in
+            try PropertyList.copyForRepublish(m.properties, strippingMarker: nil, reservedPrefix: prefix, markerFound: &ignored)
+        }
+    }
+
+    /// `ownProperties` for the replay buffer; nil if copying failed (logged).
     static func copyForForward(_ m: ReceivedMessage, logger: Logger) -> PropertyList? {
         do {
-            var ignored = false
-            return try reservedPrefix.withCString { prefix throws(MosquittoError) in
-                try PropertyList.copyForRepublish(m.properties, strippingMarker: nil, reservedPrefix: prefix, markerFound: &ignored)
-            }
+            return try ownProperties(m)
         } catch {
             logger.error("could not copy a message's properties for the replay buffer; a replay sends it without them", metadata: ["error": "\(error)"])
             return nil
@@ -244,12 +250,7 @@ final class LocalLink: Sendable {
     /// the message then goes without them).
     private func forwardProperties(_ m: ReceivedMessage, alias: UInt16?, sequence: String? = nil) -> PropertyList? {
         do {
-            var ignored = false
-            // A client's own `mesh:` user properties are dropped: the receiving agent would
-            // take them for its markers (retained copy, alias announcement).
-            let list = try Self.reservedPrefix.withCString { prefix throws(MosquittoError) in
-                try PropertyList.copyForRepublish(m.properties, strippingMarker: nil, reservedPrefix: prefix, markerFound: &ignored)
-            }
+            let list = try Self.ownProperties(m)
             if m.retain { try list.addUserProperty(Self.retainMarker, "1") }
             if let sequence { try list.addUserProperty(Self.sequenceMarker, sequence) }
             if let alias { try list.addTopicAlias(alias) }
