@@ -23,6 +23,8 @@ let package = Package(
             pkgConfig: "libmosquitto",
             providers: [.apt(["libmosquitto-dev"])]
         ),
+        // glibc's allocator controls (malloc.h), for ProcessMemory only.
+        .systemLibrary(name: "CGlibcMalloc"),
         // Pure decisions: topics, the subscription tree, log parsing, sessions, adverts, routing. No I/O.
         .target(name: "MeshCore"),
         // A small, safe MQTT client over libmosquitto.
@@ -31,7 +33,7 @@ let package = Package(
         .target(
             name: "MeshAgent",
             dependencies: [
-                "MeshCore", "Mosquitto",
+                "MeshCore", "Mosquitto", "CGlibcMalloc",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -114,6 +114,8 @@ public final class MeshMetrics: Sendable {
     public let localConnected = MeshGauge("mesh_local_link_up", help: "1 while the forwarding link to the local broker is connected.")
     public let localFilters = MeshGauge("mesh_local_subscriptions", help: "Distinct filters this node advertises.")
     public let localSessions = MeshGauge("mesh_local_sessions", help: "Client sessions in the agent's table (updated every broker tick).")
+    /// The allocator's bytes in use, beside RSS: a flat heap under a rising RSS is the allocator.
+    public let heapInUse = MeshGauge("mesh_process_heap_bytes", help: "Bytes the agent's allocator has handed out and not had back (glibc mallinfo2: in-use arena chunks plus mapped blocks; updated every broker tick). Freed memory the allocator keeps counts in the process's RSS but not here.")
     /// Log lines the broker cut at its 1000-byte limit: read only for what cannot shrink interest.
     public let logLinesTruncated = MeshCounter("mesh_log_lines_truncated_total", help: "Log lines the broker cut at its 1000-byte limit: read only for what cannot make interest smaller.")
     /// Log lines that read several ways (ids holding spaces or a notice's words): only added from.

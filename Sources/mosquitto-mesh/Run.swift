@@ -144,6 +144,7 @@ extension MosquittoMesh {
         }
 
         func run() async throws {
+            let memoryPolicy = ProcessMemory.keepResidentSetFlat()
             let configuration: AgentConfiguration
             do { configuration = try loadConfiguration() } catch { throw ValidationError(error.description) }
             let level = Logger.Level(rawValue: configuration.logLevel) ?? .info
@@ -154,6 +155,13 @@ extension MosquittoMesh {
             }
             var logger = Logger(label: "mosquitto-mesh")
             logger.logLevel = level
+            switch memoryPolicy {
+            case .fixedThresholds: break
+            case .operatorTunables(let tunables):
+                logger.notice("GLIBC_TUNABLES sets the allocator; the agent's fixed malloc thresholds are not applied", metadata: ["tunables": "\(tunables)"])
+            case .refused:
+                logger.warning("glibc refused the agent's malloc thresholds; resident memory may creep under client churn")
+            }
             let metricsEndpoint: MetricsEndpoint?
             do {
                 metricsEndpoint = try configuration.metricsListen.map { try MetricsEndpoint(listen: $0, logger: logger) }

@@ -1,0 +1,47 @@
+import Foundation
+import Testing
+@testable import MeshAgent
+
+/// The allocator policy that keeps the agent's resident set flat under client churn.
+@Suite("process memory")
+struct ProcessMemoryTests {
+    /// The shape that made the agent creep: a large table's storage grows past glibc's
+    /// initial mmap threshold and is freed, which makes glibc raise its thresholds to that
+    /// size; later large blocks then come from the arenas, where freed space stays resident
+    /// wherever small live blocks pin it. Under the policy a large block still gets its own
+    /// mapping (returned to the system when freed), whatever was freed before.
+    @Test("a large block after a larger one was freed still gets its own mapping")
+    func largeBlocksStayMapped() {
+        #expect(ProcessMemory.keepResidentSetFlat(environment: [:]) == .fixedThresholds)
+        let grown = UnsafeMutableRawPointer.allocate(byteCount: 4 << 20, alignment: 16)
+        grown.deallocate()
+        let size = 512 * 1024
+        let before = ProcessMemory.heapUsage()
+        let block = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 16)
+        let during = ProcessMemory.heapUsage()
+        block.deallocate()
+        let after = ProcessMemory.heapUsage()
+        #expect(during.mappedBytes - before.mappedBytes >= size,
+                "a \(size) B block came from the arenas (mapped bytes rose \(during.mappedBytes - before.mappedBytes) B)")
+        #expect(during.mappedBytes - after.mappedBytes >= size, "freeing the block unmapped only \(during.mappedBytes - after.mappedBytes) B")
+    }
+
+    @Test("malloc tunables the operator set in GLIBC_TUNABLES win")
+    func operatorTunablesWin() {
+        let tunables = "glibc.malloc.arena_max=2"
+        #expect(ProcessMemory.keepResidentSetFlat(environment: ["GLIBC_TUNABLES": tunables]) == .operatorTunables(tunables))
+        #expect(ProcessMemory.keepResidentSetFlat(environment: ["GLIBC_TUNABLES": "glibc.rtld.nns=2"]) == .fixedThresholds)
+    }
+
+    @Test("the heap figure counts a live block and drops when it is freed")
+    func heapInUseFollowsAllocations() {
+        let size = 64 << 20
+        let before = ProcessMemory.heapUsage().inUseBytes
+        let block = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 16)
+        let during = ProcessMemory.heapUsage().inUseBytes
+        block.deallocate()
+        let after = ProcessMemory.heapUsage().inUseBytes
+        #expect(during - before >= size, "heap in use rose \(during - before) B for an \(size) B block")
+        #expect(during - after >= size, "heap in use fell \(during - after) B when the block was freed")
+    }
+}
