@@ -36,13 +36,16 @@ struct BenchChurnMemory {
         var ids: Int
         var seconds: Double
         var agentRSS: [Int]
+        /// The agents' allocator bytes in use (`mesh_process_heap_bytes`): tells a leak
+        /// (heap and RSS rise) from allocator keeping (RSS rises, heap flat).
+        var agentHeap: [Double]
         var brokerRSS: [Int]
         var sessions: [Double]
         var idsPerSecond: Double
     }
 
     func run() async throws -> BenchSection {
-        var section = BenchSection(scenario: "churn-memory", columns: ["ids", "agent_rss_kb", "broker_rss_kb", "local_sessions", "ids_s", "bytes_per_100k_ids"])
+        var section = BenchSection(scenario: "churn-memory", columns: ["ids", "agent_rss_kb", "agent_heap_kb", "broker_rss_kb", "local_sessions", "ids_s", "bytes_per_100k_ids", "heap_bytes_per_100k_ids"])
         let dir = MeshCluster.temporaryDirectory("bench-churn-memory")
         let mesh = MeshCluster(nodes: ["a", "b"], directory: dir, brokerOptions: BenchTopology.brokerOptions)
         let (samples, churn, leftover) : ([Sample], ClientChurn, [Double])
@@ -62,6 +65,7 @@ struct BenchChurnMemory {
                     "ids": Double(s.ids),
                     "seconds": s.seconds,
                     "agent_rss_kb": Double(s.agentRSS[i]) / 1024,
+                    "agent_heap_kb": s.agentHeap[i] / 1024,
                     "broker_rss_kb": Double(s.brokerRSS[i]) / 1024,
                     "local_sessions": s.sessions[i],
                     "ids_s": s.idsPerSecond,
@@ -72,6 +76,7 @@ struct BenchChurnMemory {
         for (i, agent) in mesh.agents.enumerated() {
             let agentSlope = Self.slope(fitted.map { (Double($0.ids), Double($0.agentRSS[i])) })
             let brokerSlope = Self.slope(fitted.map { (Double($0.ids), Double($0.brokerRSS[i])) })
+            let heapSlope = Self.slope(fitted.map { (Double($0.ids), $0.agentHeap[i]) })
             var metrics: [String: Double] = [
                 "ids": Double(churn.visited),
                 "failed": Double(churn.failed),
@@ -80,8 +85,10 @@ struct BenchChurnMemory {
             ]
             if let agentSlope { metrics["bytes_per_100k_ids"] = agentSlope * 100_000 }
             if let brokerSlope { metrics["broker_bytes_per_100k_ids"] = brokerSlope * 100_000 }
+            if let heapSlope { metrics["heap_bytes_per_100k_ids"] = heapSlope * 100_000 }
             if let first = samples.first, let last = samples.last {
                 metrics["agent_rss_kb"] = Double(last.agentRSS[i] - first.agentRSS[i]) / 1024
+                metrics["agent_heap_kb"] = (last.agentHeap[i] - first.agentHeap[i]) / 1024
                 metrics["broker_rss_kb"] = Double(last.brokerRSS[i] - first.brokerRSS[i]) / 1024
             }
             section.rows.append(BenchRow(scenario: section.scenario, variant: "fit after \(Int(Self.warmUp * 100)) % warm-up (rss_kb: growth over the run)",
@@ -111,7 +118,7 @@ struct BenchChurnMemory {
             }
             let elapsed = clock.now - start
             return Sample(ids: n, seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18,
-                          agentRSS: agents, brokerRSS: brokers, sessions: mesh.agents.map { $0.metric("mesh_local_sessions") ?? -1 },
+                          agentRSS: agents, agentHeap: mesh.agents.map { $0.metric("mesh_process_heap_bytes") ?? -1 }, brokerRSS: brokers, sessions: mesh.agents.map { $0.metric("mesh_local_sessions") ?? -1 },
                           idsPerSecond: rate)
         }
         var samples = [try sample(0, rate: 0)]
