@@ -234,10 +234,48 @@ public struct ClientPresence: Sendable {
         var deadline: Int64
     }
 
+    /// A connect read from a peer, kept by a digest of its client id: every connect anywhere in
+    /// the mesh is kept by every agent for `remoteMemory`, and fleets use ids of 100 bytes and
+    /// more, so the id itself (its storage and the dictionary's copy of it) was most of the
+    /// ~400 B an entry cost. Every lookup comes with the id in hand, which rebuilds the connect.
     struct Remote: Equatable, Sendable {
         var node: String
-        var connect: ClientConnect
+        var time: Int64
         var receivedAt: Int64
+        var protocolLevel: Int8
+        var cleanStart: Bool
+
+        init(node: String, connect: ClientConnect, receivedAt: Int64) {
+            self.node = node
+            time = connect.time
+            self.receivedAt = receivedAt
+            protocolLevel = Int8(clamping: connect.protocolLevel)
+            cleanStart = connect.cleanStart
+        }
+
+        func connect(_ id: String) -> ClientConnect {
+            ClientConnect(clientID: id, time: time, cleanStart: cleanStart, protocolLevel: Int(protocolLevel))
+        }
+    }
+
+    /// 128 bits of a keyed hash of a client id: two ids share a digest with a chance of about
+    /// 2⁻¹²⁸ per pair, far below anything else that can go wrong, and a client that could
+    /// force one could as well connect with the other id (which ends that connection under
+    /// MQTT's own rules). The key is the process's random hashing seed, so digests are never
+    /// stored or sent.
+    struct IDDigest: Hashable, Sendable {
+        var high: UInt64
+        var low: UInt64
+
+        init(_ id: String) {
+            var h1 = Hasher(), h2 = Hasher()
+            h1.combine(0x6d65_7368 as UInt32)
+            h2.combine(0x6964_7331 as UInt32)
+            h1.combine(id)
+            h2.combine(id)
+            high = UInt64(bitPattern: Int64(h1.finalize()))
+            low = UInt64(bitPattern: Int64(h2.finalize()))
+        }
     }
 
     /// A takeover to perform: what to end, because of which connect on which node.
@@ -270,7 +308,8 @@ public struct ClientPresence: Sendable {
     /// How long (ms) connects read from peers are kept for a local connect line read late. The
     /// local line lags by the broker → agent log delay (milliseconds; seconds in a storm);
     /// every connect anywhere in the mesh is kept this long by every agent, so it is short:
-    /// at 1 500 connects/s 30 s held ~12 MB, 10 s about a third of that.
+    /// at 1 500 connects/s of 100-byte ids 30 s held ~12 MB, 10 s about a third of that, and
+    /// kept by digest (`IDDigest`) about 1.2 MB.
     public static let remoteMemory: Int64 = 10_000
     /// At most this many of them (the oldest go first).
     public static let remoteLimit = 100_000
@@ -284,7 +323,7 @@ public struct ClientPresence: Sendable {
     /// Grows with every change of `clients`: whether a new snapshot is worth publishing.
     public private(set) var version: UInt64 = 0
     private(set) var ending: [String: Ending] = [:]
-    private(set) var recentRemote: [String: Remote] = [:]
+    private(set) var recentRemote: [IDDigest: Remote] = [:]
     /// Adoptions under way (`SessionDirectory`): client id → deadline (ms). The adopting agent
     /// connects with the client's id and clean start 0 to create the session here; that connect
     /// must not be announced (peers would end the client's real connection elsewhere).
@@ -346,13 +385,14 @@ public struct ClientPresence: Sendable {
             }
             clients[id] = Entry(connectedAt: time, online: true, endsAtDisconnect: level < 5 && cleanStart)
             var outcome = LocalOutcome(announce: ClientConnect(clientID: id, time: time, cleanStart: cleanStart, protocolLevel: level))
-            if let r = recentRemote[id] {
+            if let r = recentRemote[IDDigest(id)] {
                 // A peer announced this id before this line was read: judge the pair now, as the
                 // peer did when it read this node's announcement (or will).
                 let local = LocalClient(online: true, connectedAt: time, ending: ending[id] != nil)
-                let decision = TakeoverRule.decide(remote: r.connect, remoteNode: r.node, local: local, localNode: localNode, margin: margin)
+                let remote = r.connect(id)
+                let decision = TakeoverRule.decide(remote: remote, remoteNode: r.node, local: local, localNode: localNode, margin: margin)
                 if decision.ends {
-                    outcome.takeover = Takeover(decision: decision, node: r.node, connect: r.connect)
+                    outcome.takeover = Takeover(decision: decision, node: r.node, connect: remote)
                     ending[id] = Ending(deadline: time + 60_000)
                 }
             }
@@ -380,10 +420,11 @@ public struct ClientPresence: Sendable {
     public mutating func observeRemote(_ connect: ClientConnect, from node: String, at now: Int64,
                                        session: (online: Bool, meshClient: Bool)?) -> TakeoverDecision {
         let id = connect.clientID
-        if let known = recentRemote[id], known.connect.time > connect.time {
+        let digest = IDDigest(id)
+        if let known = recentRemote[digest], known.time > connect.time {
             // Keep the newest connect per id.
         } else {
-            recentRemote[id] = Remote(node: node, connect: connect, receivedAt: now)
+            recentRemote[digest] = Remote(node: node, connect: connect, receivedAt: now)
         }
         let decision = judge(connect, from: node, session: session, ignoringEnding: false)
         if decision.ends { ending[id] = Ending(deadline: now + 60_000) }
@@ -427,7 +468,7 @@ public struct ClientPresence: Sendable {
 
     /// The most recent connect of `id` a peer announced (kept `remoteMemory`).
     public func recentlyConnected(_ id: String) -> (node: String, time: Int64)? {
-        recentRemote[id].map { ($0.node, $0.connect.time) }
+        recentRemote[IDDigest(id)].map { ($0.node, $0.time) }
     }
 
     /// The takeover job of `id` ended (done or given up): its connect line is awaited a little
