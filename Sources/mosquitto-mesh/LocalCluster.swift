@@ -147,28 +147,3 @@ private struct ViewSummary: Decodable {
     struct Node: Decodable { var filters: Int }
     var peers: [Peer]
 }
-
-/// Turns SIGINT/SIGTERM into an awaitable event.
-final class InterruptFlag: @unchecked Sendable {
-    // Kept only so the sources stay alive; never touched after init.
-    private let sources: [DispatchSourceSignal]
-    private let stream: AsyncStream<Void>
-
-    init() {
-        let (stream, continuation) = AsyncStream.makeStream(of: Void.self)
-        self.stream = stream
-        var list: [DispatchSourceSignal] = []
-        for sig in [SIGINT, SIGTERM] {
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler { continuation.yield() }
-            source.resume()
-            list.append(source)
-        }
-        sources = list
-    }
-
-    func wait() async {
-        for await _ in stream { return }
-    }
-}

@@ -1,15 +1,7 @@
 import Foundation
+import MeshHarness
 import Mosquitto
 import Synchronization
-
-/// Nanoseconds on the monotonic clock. One process runs every bench client, so a
-/// timestamp written into a payload compares directly with the receive time.
-@inline(__always)
-public func monotonicNanos() -> UInt64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
-}
 
 /// One MQTT connection of a bench client, from CONNACK to the disconnect event.
 public struct ConnectionEpoch: Sendable {

@@ -31,7 +31,7 @@ struct BenchTarget: Encodable, Sendable {
 }
 
 /// A scenario's results: rows, the columns to show, and the targets checked.
-struct BenchSection: Encodable, Sendable {
+package struct BenchSection: Encodable, Sendable {
     var scenario: String
     var columns: [String]
     var rows: [BenchRow] = []
@@ -86,7 +86,7 @@ struct BenchSection: Encodable, Sendable {
 }
 
 /// The whole run: what was run, where, and every section.
-struct BenchReport: Encodable, Sendable {
+package struct BenchReport: Encodable, Sendable {
     var command: String
     var machine: String
     var date: String
@@ -122,9 +122,12 @@ struct BenchReport: Encodable, Sendable {
         return out
     }
 
-    func writeJSON(to path: String) throws {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try encoder.encode(self).write(to: URL(fileURLWithPath: path))
-    }
+    func writeJSON(to path: String) throws { try writePrettyJSON(self, to: path) }
+}
+
+/// Every bench JSON file: pretty-printed, keys sorted (stable diffs between runs).
+func writePrettyJSON(_ value: some Encodable, to path: String) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    try encoder.encode(value).write(to: URL(fileURLWithPath: path))
 }

@@ -103,7 +103,7 @@ final class ChurnSubscriber: Sendable {
     init(port: Int32) throws {
         var c = ClientConfiguration(clientID: "churn-sub", host: "127.0.0.1", port: port)
         c.reconnectDelay = (1, 1)
-        let box = HarnessBoxRef<ChurnSubscriber>()
+        let box = HarnessBox<ChurnSubscriber>()
         var events = ClientEvents()
         events.connected = { rc, _ in box.value?.state.withLock { $0.connected = rc == 0 } }
         events.subscribed = { mid, _ in
@@ -131,10 +131,4 @@ final class ChurnSubscriber: Sendable {
             return first > suback ? first - suback : 0
         }
     }
-}
-
-/// A weak reference a callback closure can capture before `self` exists.
-final class HarnessBoxRef<T: AnyObject>: @unchecked Sendable {
-    // Set once, before the client's loop thread starts.
-    weak var value: T?
 }

@@ -4,15 +4,6 @@ import MeshHarness
 import Mosquitto
 import Synchronization
 
-/// Monotonic nanoseconds: publisher and subscriber share the machine, so a timestamp in
-/// the payload gives end-to-end latency without clock sync.
-@inline(__always)
-func monotonicNanos() -> UInt64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
-}
-
 /// The payload every load message carries: kind byte (`D` data, `P` probe), the message's
 /// global index (UInt32 LE), the send time (UInt64 LE, monotonic ns), then padding to
 /// `size` bytes. A global index lets one tracker count losses and duplicates exactly.
@@ -222,7 +213,7 @@ final class BenchProgress: Sendable {
 }
 
 /// Status lines between phases, on stderr so stdout carries only the report.
-func benchSay(_ text: String) {
+package func benchSay(_ text: String) {
     FileHandle.standardError.write(Data((text + "\n").utf8))
 }
 
