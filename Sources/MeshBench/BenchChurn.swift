@@ -21,10 +21,7 @@ struct BenchChurn {
     func run() async throws -> BenchSection {
         var section = BenchSection(scenario: "churn", columns: ["p50_ms", "p99_ms", "max_ms", "iterations", "missed"])
         let variant = "\(iterations) subscriptions, \(Int(1000 / (Double(period.components.attoseconds) / 1e15)))/s"
-        for setup in BenchSetup.allCases {
-            let metrics = try await BenchTopology.with(setup, nodes: 2, label: "churn") { try await measure($0) }
-            section.rows.append(BenchRow(scenario: "churn", variant: variant, setup: setup.rawValue, metrics: metrics))
-        }
+        try await section.measureEverySetup(variant: variant, nodes: 2, label: "churn") { try await measure($0) }
         if let m = section.row(.mesh, variant)?.metrics {
             section.target("mesh p99 SUBACK → first forwarded message (ms)", m["p99_ms"], atMost: 20)
             section.target("mesh subscriptions never served", m["missed"], atMost: 0)

@@ -6,30 +6,6 @@ import MeshHarness
 /// MASTER load balancer) or a node cut off from its peers, reported per second. The CLI
 /// parses and checks the options; this runs the chosen topology and writes the report.
 package struct FailoverBench: Sendable {
-    /// A partition instead of kills: node `cut` cut off from its peers at `at` s, healed at `healAt` s.
-    package struct Partition: Sendable {
-        package var at: Double
-        package var healAt: Double
-        package var cut: String
-        package init(at: Double, healAt: Double, cut: String) {
-            self.at = at
-            self.healAt = healAt
-            self.cut = cut
-        }
-    }
-
-    /// Where to write the per-second rows (CSV), the timeline (SVG) and the summary (JSON).
-    package struct Outputs: Sendable {
-        package var csv: String?
-        package var svg: String?
-        package var json: String?
-        package init(csv: String? = nil, svg: String? = nil, json: String? = nil) {
-            self.csv = csv
-            self.svg = svg
-            self.json = json
-        }
-    }
-
     /// Loopback and partition: the node names (a, b, …).
     package var nodes: [String]
     package var publishers = 4
@@ -42,11 +18,19 @@ package struct FailoverBench: Sendable {
     /// Directory written by examples/ha-netns/run.sh: run against that topology.
     package var netns: String?
     package var dir: String?
-    package var partition: Partition?
+    /// A partition instead of kills: node `cut` cut off from its peers at `partitionAt` s,
+    /// healed at `healAt` s.
+    package var partition = false
+    package var partitionAt = 6.0
+    package var healAt = 16.0
+    package var cut = ""
     package var persistentSessions = false
     package var adoptAfter = 5.0
     package var restartAt: Double?
-    package var outputs = Outputs()
+    /// Where to write the per-second rows (CSV), the timeline (SVG) and the summary (JSON).
+    package var csv: String?
+    package var svg: String?
+    package var json: String?
 
     package init(nodes: [String]) { self.nodes = nodes }
 
@@ -54,8 +38,8 @@ package struct FailoverBench: Sendable {
     package func run() async throws -> Bool {
         let analysis: FailoverAnalysis
         let title: String
-        if let partition {
-            (analysis, title) = try await runPartition(partition)
+        if partition {
+            (analysis, title) = try await runPartition()
         } else if let netns {
             (analysis, title) = try await runNetns(directory: netns)
         } else {
@@ -65,9 +49,9 @@ package struct FailoverBench: Sendable {
         say(FailoverOutput.summary(analysis))
         let targets = FailoverOutput.targets(analysis)
         say(targets.text)
-        if let csv = outputs.csv { try FailoverOutput.csv(analysis).write(toFile: csv, atomically: true, encoding: .utf8); say("CSV: \(csv)") }
-        if let svg = outputs.svg { try FailoverOutput.svg(analysis, title: title).write(toFile: svg, atomically: true, encoding: .utf8); say("SVG: \(svg)") }
-        if let json = outputs.json { try FailoverOutput.json(analysis).write(to: URL(fileURLWithPath: json)); say("JSON: \(json)") }
+        if let csv { try FailoverOutput.csv(analysis).write(toFile: csv, atomically: true, encoding: .utf8); say("CSV: \(csv)") }
+        if let svg { try FailoverOutput.svg(analysis, title: title).write(toFile: svg, atomically: true, encoding: .utf8); say("SVG: \(svg)") }
+        if let json { try FailoverOutput.json(analysis).write(to: URL(fileURLWithPath: json)); say("JSON: \(json)") }
         return targets.met
     }
 
@@ -124,9 +108,9 @@ package struct FailoverBench: Sendable {
     /// A node cut off from its peers while clients on every node keep publishing and
     /// subscribing through HAProxy (on loopback, in the root namespace, reaching each
     /// node over its access link, which the cut leaves alone).
-    private func runPartition(_ cut: Partition) async throws -> (FailoverAnalysis, String) {
+    private func runPartition() async throws -> (FailoverAnalysis, String) {
         let names = nodes
-        let victim = cut.cut, partitionAt = cut.at, healAt = cut.healAt
+        let victim = cut
         let directory = dir ?? MeshCluster.temporaryDirectory("bench-partition")
         let mesh = NetnsMesh(nodes: names, directory: directory)
         let lb = HAProxyProcess(directory: directory + "/haproxy",

@@ -42,6 +42,21 @@ package struct BenchSection: Encodable, Sendable {
         rows.first { $0.setup == setup.rawValue && $0.variant == variant }
     }
 
+    /// Measures `variant` once per setup (single, bridge, mesh), each on a topology of its
+    /// own with `nodes` brokers, and adds the rows.
+    mutating func measureEverySetup(variant: String, nodes: Int, label: String,
+                                    _ measure: (BenchTopology) async throws -> [String: Double]) async throws {
+        for setup in BenchSetup.allCases {
+            let metrics = try await BenchTopology.with(setup, nodes: nodes, label: label, measure)
+            rows.append(BenchRow(scenario: scenario, variant: variant, setup: setup.rawValue, metrics: metrics))
+        }
+    }
+
+    /// The share of expected messages the mesh delivered for `variant`, in percent.
+    func meshDeliveredPercent(_ variant: String) -> Double? {
+        row(.mesh, variant).map { 100 * ($0.metrics["delivered"] ?? 0) / max(1, $0.metrics["expected"] ?? 1) }
+    }
+
     /// mesh ÷ bridge of `metric` for `variant`, recorded under `name`.
     @discardableResult
     mutating func ratio(_ name: String, _ metric: String, variant: String) -> Double? {

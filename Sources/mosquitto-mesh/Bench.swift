@@ -31,50 +31,43 @@ struct BenchOptions: ParsableArguments {
     var json: String?
 }
 
-struct BenchSeedCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "seed", abstract: "The HA-Mosquitto thesis test: 500 subscribers, 25 publishers through HAProxy.")
-    @OptionGroup var options: BenchOptions
-    func run() async throws { try await runBench([.seed], quick: options.quick, json: options.json) }
+/// One comparison scenario, or `all`, as a subcommand: the options every comparison takes,
+/// then `runBench`. The scenarios themselves live in MeshBench.
+protocol BenchScenarioCommand: AsyncParsableCommand {
+    static var scenarios: [BenchScenario] { get }
+    var options: BenchOptions { get }
 }
 
-struct BenchCrossCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "cross", abstract: "Publishers on A, one subscriber on B: msg/s and latency, QoS 0 and 1.")
-    @OptionGroup var options: BenchOptions
-    func run() async throws { try await runBench([.cross], quick: options.quick, json: options.json) }
+extension BenchScenarioCommand {
+    static var configuration: CommandConfiguration {
+        scenarios.count == 1
+            ? CommandConfiguration(commandName: scenarios[0].rawValue, abstract: scenarios[0].abstract)
+            : CommandConfiguration(commandName: "all", abstract: "Every scenario in turn, one report.")
+    }
+
+    func run() async throws { try await runBench(Self.scenarios, quick: options.quick, json: options.json) }
 }
 
-struct BenchScaleCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "scale", abstract: "2, 3 and 5 nodes: how inter-broker bytes and throughput grow.")
-    @OptionGroup var options: BenchOptions
-    func run() async throws { try await runBench([.scale], quick: options.quick, json: options.json) }
+extension BenchScenario {
+    /// The subcommand's one-line help.
+    var abstract: String {
+        switch self {
+        case .seed: "The HA-Mosquitto thesis test: 500 subscribers, 25 publishers through HAProxy."
+        case .cross: "Publishers on A, one subscriber on B: msg/s and latency, QoS 0 and 1."
+        case .scale: "2, 3 and 5 nodes: how inter-broker bytes and throughput grow."
+        case .locality: "3 nodes, 90 % of messages stay on their node."
+        case .churn: "Subscriptions coming and going: SUBACK on B to the first message from A."
+        case .tree: "The subscription tree alone at 10k, 100k and 1M filters (use a release build)."
+        case .loglines: "Broker log lines/s: parser + session table on one core, and a real agent under a subscribe storm."
+        }
+    }
 }
 
-struct BenchLocalityCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "locality", abstract: "3 nodes, 90 % of messages stay on their node.")
-    @OptionGroup var options: BenchOptions
-    func run() async throws { try await runBench([.locality], quick: options.quick, json: options.json) }
-}
-
-struct BenchChurnCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "churn", abstract: "Subscriptions coming and going: SUBACK on B to the first message from A.")
-    @OptionGroup var options: BenchOptions
-    func run() async throws { try await runBench([.churn], quick: options.quick, json: options.json) }
-}
-
-struct BenchTreeCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "tree", abstract: "The subscription tree alone at 10k, 100k and 1M filters (use a release build).")
-    @OptionGroup var options: BenchOptions
-    func run() async throws { try await runBench([.tree], quick: options.quick, json: options.json) }
-}
-
-struct BenchLogLinesCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "loglines", abstract: "Broker log lines/s: parser + session table on one core, and a real agent under a subscribe storm.")
-    @OptionGroup var options: BenchOptions
-    func run() async throws { try await runBench([.loglines], quick: options.quick, json: options.json) }
-}
-
-struct BenchAllCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "all", abstract: "Every scenario in turn, one report.")
-    @OptionGroup var options: BenchOptions
-    func run() async throws { try await runBench(BenchScenario.allCases, quick: options.quick, json: options.json) }
-}
+struct BenchSeedCommand: BenchScenarioCommand { static let scenarios: [BenchScenario] = [.seed]; @OptionGroup var options: BenchOptions }
+struct BenchCrossCommand: BenchScenarioCommand { static let scenarios: [BenchScenario] = [.cross]; @OptionGroup var options: BenchOptions }
+struct BenchScaleCommand: BenchScenarioCommand { static let scenarios: [BenchScenario] = [.scale]; @OptionGroup var options: BenchOptions }
+struct BenchLocalityCommand: BenchScenarioCommand { static let scenarios: [BenchScenario] = [.locality]; @OptionGroup var options: BenchOptions }
+struct BenchChurnCommand: BenchScenarioCommand { static let scenarios: [BenchScenario] = [.churn]; @OptionGroup var options: BenchOptions }
+struct BenchTreeCommand: BenchScenarioCommand { static let scenarios: [BenchScenario] = [.tree]; @OptionGroup var options: BenchOptions }
+struct BenchLogLinesCommand: BenchScenarioCommand { static let scenarios: [BenchScenario] = [.loglines]; @OptionGroup var options: BenchOptions }
+struct BenchAllCommand: BenchScenarioCommand { static let scenarios = BenchScenario.allCases; @OptionGroup var options: BenchOptions }

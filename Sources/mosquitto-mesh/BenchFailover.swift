@@ -118,11 +118,16 @@ extension MosquittoMesh {
             bench.lbKillAt = lbKillAt
             bench.netns = netns
             bench.dir = dir
-            bench.partition = partition ? .init(at: partitionAt, healAt: healAt, cut: cut ?? nodeNames.last!) : nil
+            bench.partition = partition
+            bench.partitionAt = partitionAt
+            bench.healAt = healAt
+            bench.cut = cut ?? nodeNames.last!
             bench.persistentSessions = persistentSessions
             bench.adoptAfter = adoptAfter
             bench.restartAt = restartAt
-            bench.outputs = .init(csv: csv, svg: svg, json: json)
+            bench.csv = csv
+            bench.svg = svg
+            bench.json = json
             let met = try await bench.run()
             if requireTargets && !met { throw ExitCode(1) }
         }
