@@ -45,13 +45,21 @@ let package = Package(
             name: "MeshHarness",
             dependencies: ["Mosquitto", "MeshCore"]
         ),
+        // Benchmarks and failover measurement on top of the harness: scenarios, delivery
+        // trackers, reports, the failover runner and its analysis (the CLI only parses `bench`).
+        .target(
+            name: "MeshBench",
+            dependencies: [
+                "MeshHarness", "MeshCore", "Mosquitto",
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ]
+        ),
         .executableTarget(
             name: "mosquitto-mesh",
             dependencies: [
-                "MeshAgent", "MeshHarness", "MeshCore", "Mosquitto",
+                "MeshAgent", "MeshBench", "MeshHarness", "MeshCore", "Mosquitto",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
         ),
         .testTarget(name: "MeshCoreTests", dependencies: ["MeshCore"]),
@@ -59,7 +67,7 @@ let package = Package(
         .testTarget(name: "MeshAgentTests", dependencies: ["MeshAgent", "MeshCore"]),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["MeshAgent", "MeshHarness", "MeshCore", "Mosquitto", "mosquitto-mesh"]
+            dependencies: ["MeshAgent", "MeshBench", "MeshHarness", "MeshCore", "Mosquitto", "mosquitto-mesh"]
         ),
     ]
 )

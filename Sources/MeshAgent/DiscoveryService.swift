@@ -86,11 +86,7 @@ final class DiscoveryService: Sendable {
         box.value = self
     }
 
-    private static func now() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-    }
+    private static func now() -> Double { monotonicSeconds() }
 
     // MARK: input
 

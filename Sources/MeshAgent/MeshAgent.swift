@@ -369,8 +369,7 @@ public final class MeshAgent: Service, Sendable {
                 var summary = metrics.snapshot()
                 summary["peers_connected"] = connectedPeers
                 summary["time"] = Int(Date().timeIntervalSince1970)
-                let body = "{" + summary.sorted(by: { $0.key < $1.key }).map { "\"\($0.key)\":\($0.value)" }.joined(separator: ",") + "}"
-                localLink.publishControl(topic: ControlTopic.stats(node: configuration.nodeID), payload: Array(body.utf8), retain: true)
+                localLink.publishControl(topic: ControlTopic.stats(node: configuration.nodeID), payload: MeshStatsCodec.encode(summary), retain: true)
             }
             try? await Task.sleep(for: .seconds(1))
         }

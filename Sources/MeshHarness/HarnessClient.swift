@@ -157,7 +157,10 @@ public func waitUntil(timeout: Duration, _ what: @autoclosure () -> String, _ co
     }
 }
 
-final class HarnessBox<T: AnyObject>: @unchecked Sendable {
+/// A weak reference a callback closure can capture before `self` exists (every client
+/// here and in MeshBench that hands libmosquitto callbacks to its loop thread).
+package final class HarnessBox<T: AnyObject>: @unchecked Sendable {
     // Set once before the client's loop thread starts.
-    weak var value: T?
+    package weak var value: T?
+    package init() {}
 }

@@ -1,6 +1,6 @@
 import ArgumentParser
 import Foundation
-import MeshHarness
+import MeshBench
 
 /// A rolling upgrade from another release under a QoS 1 stream (`UpgradeRun`): what it
 /// loses, duplicates or reorders, how long each step takes, whether new interest crosses the
@@ -44,29 +44,8 @@ struct BenchUpgradeCommand: AsyncParsableCommand {
         options.rate = rate
         options.betweenSteps = between
         let r = try await UpgradeRun(options: options).run { benchSay($0) }
-        print("""
-        ## upgrade: \(r.previousVersion) (\(r.previous)) → \(r.currentVersion), \(nodes) nodes, \(rate) msg/s QoS 1 per node
-
-        | step | stop (SIGTERM → exit) | new agent up | new interest across the mesh | mesh after |
-        |---|---|---|---|---|
-        | before | | | \(String(format: "%.3f s", r.newInterestSecondsBefore)) | \(Array(repeating: "previous", count: nodes).joined(separator: " ")) |
-        """)
-        for s in r.steps {
-            print("| \(s.node) | \(String(format: "%.3f s", s.stopSeconds)) (exit \(s.exitCode.map(String.init) ?? "?")) | \(String(format: "%.3f s", s.startSeconds)) | \(String(format: "%.3f s", s.newInterestSeconds)) | \(s.mesh.joined(separator: " ")) |")
-        }
-        print("""
-
-        published \(r.published.values.reduce(0, +)) (\(r.published.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: ", "))), \
-        delivered \(r.totalDelivered) of \(r.published.values.reduce(0, +) * nodes), lost \(r.totalLost), duplicates \(r.totalDuplicates), \
-        out of order \(r.totalOutOfOrder), compatibility complaints in the logs \(r.compatibilityComplaints.count), \(String(format: "%.1f", r.seconds)) s
-        """)
-        for line in r.compatibilityComplaints.prefix(10) { print("  \(line)") }
-        if let json {
-            let e = JSONEncoder()
-            e.outputFormatting = [.prettyPrinted, .sortedKeys]
-            try e.encode(r).write(to: URL(fileURLWithPath: json))
-            benchSay("JSON written to \(json)")
-        }
-        if r.totalLost + r.totalDuplicates + r.totalOutOfOrder + r.compatibilityComplaints.count > 0 { throw ExitCode(1) }
+        r.printReport(nodes: nodes, rate: rate)
+        if let json { try r.writeJSON(to: json) }
+        if !r.isClean { throw ExitCode(1) }
     }
 }

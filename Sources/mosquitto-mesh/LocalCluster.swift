@@ -127,8 +127,7 @@ extension MosquittoMesh {
                 try await reader.connect()
                 try await reader.subscribe(ControlTopic.view(node: b.name), qos: 0)
                 try await waitUntil(timeout: .seconds(10), "agent \(b.name) to learn \(node)'s interest") {
-                    guard let m = reader.messages.last,
-                          let view = try? JSONDecoder().decode(ViewSummary.self, from: Data(m.payload)) else { return false }
+                    guard let m = reader.messages.last, let view = MeshView.decode(m.payload) else { return false }
                     return view.peers.contains { $0.nodes[node].map { $0.filters > 0 } ?? false }
                 }
                 reader.close()
@@ -141,34 +140,3 @@ extension MosquittoMesh {
     }
 }
 
-/// Just what the demo reads of `$mesh/<node>/view`.
-private struct ViewSummary: Decodable {
-    struct Peer: Decodable { var nodes: [String: Node] }
-    struct Node: Decodable { var filters: Int }
-    var peers: [Peer]
-}
-
-/// Turns SIGINT/SIGTERM into an awaitable event.
-final class InterruptFlag: @unchecked Sendable {
-    // Kept only so the sources stay alive; never touched after init.
-    private let sources: [DispatchSourceSignal]
-    private let stream: AsyncStream<Void>
-
-    init() {
-        let (stream, continuation) = AsyncStream.makeStream(of: Void.self)
-        self.stream = stream
-        var list: [DispatchSourceSignal] = []
-        for sig in [SIGINT, SIGTERM] {
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler { continuation.yield() }
-            source.resume()
-            list.append(source)
-        }
-        sources = list
-    }
-
-    func wait() async {
-        for await _ in stream { return }
-    }
-}

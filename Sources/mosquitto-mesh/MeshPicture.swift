@@ -1,5 +1,4 @@
 import Foundation
-import MeshAgent
 import MeshCore
 
 /// The mesh as one broker's retained `$mesh/…` topics describe it: each node's own
@@ -98,9 +97,7 @@ struct MeshPicture: Sendable {
             case "status":
                 nodes[owner, default: Node()].status = String(decoding: payload, as: UTF8.self)
             case "stats":
-                if let o = try? JSONSerialization.jsonObject(with: Data(payload)) as? [String: Any] {
-                    var stats: [String: Int] = [:]
-                    for (k, v) in o { if let n = v as? NSNumber { stats[k] = n.intValue } }
+                if let stats = MeshStatsCodec.decode(payload) {
                     nodes[owner, default: Node()].stats = stats
                     nodes[owner, default: Node()].peersConnected = stats["peers_connected"]
                     if let t = stats["time"] { noteUpdate(owner, Double(t)) }
@@ -114,7 +111,7 @@ struct MeshPicture: Sendable {
                     rejected.append("\(topic): \(error.reason)")
                 }
             case "view":
-                guard let view = try? JSONDecoder().decode(MeshView.self, from: Data(payload)) else {
+                guard let view = MeshView.decode(payload) else {
                     if !payload.isEmpty { rejected.append("\(topic): view does not decode") }
                     return
                 }

@@ -29,9 +29,7 @@ struct BadInputTests {
             try await evil.waitForAcks()
             let reader = try await ControlReader(port: mesh.brokers[0].port)
             try await waitUntil(timeout: .seconds(10), "agent a to count rejected control payloads") {
-                guard let m = reader.latest("$mesh/a/stats"),
-                      let o = try? JSONSerialization.jsonObject(with: Data(m.payload)) as? [String: Any],
-                      let n = o["control_rejected"] as? Int else { return false }
+                guard let n = reader.stats(of: "a")?["control_rejected"] else { return false }
                 return n >= Self.hostilePayloads.count - 1
             }
             let pub = try await mesh.client("a", id: "pub")

@@ -37,11 +37,9 @@ struct DiscoveryMeshTests {
 
         /// The connected links in agent `i`'s retained view: endpoint → the nodes behind it.
         func links(of i: Int, reader: ControlReader) -> [String: [String]] {
-            guard let view = reader.view(of: agents[i].nodeID), let peers = view["peers"] as? [[String: Any]] else { return [:] }
+            guard let view = reader.view(of: agents[i].nodeID) else { return [:] }
             var out: [String: [String]] = [:]
-            for p in peers where (p["connected"] as? Bool) == true {
-                if let e = p["endpoint"] as? String { out[e] = ((p["nodes"] as? [String: Any]) ?? [:]).keys.sorted() }
-            }
+            for p in view.peers where p.connected { out[p.endpoint] = p.nodes.keys.sorted() }
             return out
         }
 
@@ -145,7 +143,7 @@ struct DiscoveryMeshTests {
             // a and b see c's link down at once, and forget c after the expiry (2 s): a's view no
             // longer lists c's broker at all (its link was closed, not just down).
             @Sendable func listed(_ i: Int, _ endpoint: String) -> Bool {
-                ((readers[i].view(of: names[i])?["peers"] as? [[String: Any]]) ?? []).contains { $0["endpoint"] as? String == endpoint }
+                (readers[i].view(of: names[i])?.peers ?? []).contains { $0.endpoint == endpoint }
             }
             let cEndpoint = fleet.brokers[2].endpoint
             try await waitUntil(timeout: .seconds(15), "a and b to forget c") { !listed(0, cEndpoint) && !listed(1, cEndpoint) }

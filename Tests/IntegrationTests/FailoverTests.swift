@@ -1,4 +1,5 @@
 import Foundation
+import MeshBench
 import MeshHarness
 import Testing
 

@@ -1,5 +1,6 @@
 import Foundation
 import MeshCore
+import MeshBench
 import MeshHarness
 import Mosquitto
 import Synchronization

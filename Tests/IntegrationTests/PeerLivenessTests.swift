@@ -10,11 +10,7 @@ import Testing
 @Suite("peer liveness", .serialized, .timeLimit(.minutes(3)))
 struct PeerLivenessTests {
     /// Monotonic seconds.
-    static func now() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-    }
+    static func now() -> Double { monotonicSeconds() }
 
     static func linkUp(_ mesh: MeshCluster, agent: String, peer: String) -> Double? {
         mesh.metric(agent: agent, "mesh_peer_link_up", peer: mesh.brokers[mesh.index(of: peer)].endpoint)

@@ -40,20 +40,19 @@ final class ControlReader: Sendable {
         return try InterestAdvertCodec.decode(m.payload, expectedNode: node)
     }
 
-    func view(of node: String) -> [String: Any]? {
-        guard let m = latest("$mesh/\(node)/view") else { return nil }
-        return try? JSONSerialization.jsonObject(with: Data(m.payload)) as? [String: Any]
+    func view(of node: String) -> MeshView? {
+        guard let m = latest(ControlTopic.view(node: node)) else { return nil }
+        return MeshView.decode(m.payload)
+    }
+
+    func stats(of node: String) -> [String: Int]? {
+        guard let m = latest(ControlTopic.stats(node: node)) else { return nil }
+        return MeshStatsCodec.decode(m.payload)
     }
 
     /// The advert sequence number that `viewer` last read for `node`.
     func seq(seenBy viewer: String, of node: String) -> UInt64? {
-        guard let v = view(of: viewer), let peers = v["peers"] as? [[String: Any]] else { return nil }
-        for p in peers {
-            if let nodes = p["nodes"] as? [String: Any], let n = nodes[node] as? [String: Any], let s = n["seq"] as? NSNumber {
-                return s.uint64Value
-            }
-        }
-        return nil
+        view(of: viewer)?.peers.lazy.compactMap { $0.nodes[node]?.seq }.first
     }
 
     func close() { client.close() }

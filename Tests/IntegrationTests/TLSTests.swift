@@ -1,4 +1,5 @@
 import Foundation
+import MeshCore
 import MeshHarness
 import Testing
 
@@ -76,8 +77,8 @@ struct TLSTests {
                 }
                 // The link never came up: a's view says so.
                 try await waitUntil(timeout: .seconds(5), "a's view") { reader.view(of: "a") != nil }
-                let peers = reader.view(of: "a")?["peers"] as? [[String: Any]]
-                #expect(peers?.first?["connected"] as? Bool == false)
+                let peers = reader.view(of: "a")?.peers
+                #expect(peers?.first?.connected == false)
                 #expect(agentA.isRunning, "a wrong CA must not crash the agent")
             }
             sub.close(); reader.close()

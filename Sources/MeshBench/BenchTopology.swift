@@ -142,7 +142,7 @@ final class BenchTopology: Sendable {
 }
 
 /// A benchmark step that failed, with the scenario and setup it belongs to.
-struct BenchError: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
+package struct BenchError: Error, CustomStringConvertible {
+    package let description: String
+    package init(_ description: String) { self.description = description }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import MeshHarness
 
 /// Turns a `FailoverRecording` into per-second rows and a summary, with every message
 /// that did not arrive put in exactly one category, so "lost" means what it says.

@@ -18,14 +18,11 @@ struct BenchCross {
         var section = BenchSection(scenario: "cross", columns: ["delivered_msg_s", "delivered", "expected", "p50_ms", "p99_ms", "p999_ms", "inter_broker_bytes"])
         for qos: Int32 in [0, 1] {
             let variant = "qos\(qos)"
-            for setup in BenchSetup.allCases {
-                let metrics = try await BenchTopology.with(setup, nodes: 2, label: "cross") { try await measure($0, qos: qos) }
-                section.rows.append(BenchRow(scenario: "cross", variant: variant, setup: setup.rawValue, metrics: metrics))
-            }
+            try await section.measureEverySetup(variant: variant, nodes: 2, label: "cross") { try await measure($0, qos: qos) }
             let r = section.ratio("msg/s \(variant)", "delivered_msg_s", variant: variant)
             section.target("mesh delivered msg/s \(variant) ≥ \(qos == 0 ? "0.45" : "0.65")× bridge", r, atLeast: qos == 0 ? 0.45 : 0.65)
+            section.target("mesh delivered \(variant) (%)", section.meshDeliveredPercent(variant), atLeast: 100)
             if let m = section.row(.mesh, variant)?.metrics, let b = section.row(.bridge, variant)?.metrics {
-                section.target("mesh delivered \(variant) (%)", 100 * (m["delivered"] ?? 0) / max(1, m["expected"] ?? 1), atLeast: 100)
                 section.target("mesh p99 − bridge p99 at \(Int(pacedRate)) msg/s, \(variant) (ms)", (m["p99_ms"] ?? 0) - (b["p99_ms"] ?? 0), atMost: 1)
             }
         }
@@ -40,10 +37,8 @@ struct BenchCross {
         let expected = publishers * perPublisher
         let tracker = DeliveryTracker(expected: expected)
         let topic = "cross/q\(qos)/throughput"
-        let sub = try await makeSubscriber("cross-sub", port: b, tracker: tracker)
+        let sub = try await makeSubscriber("cross-sub", port: b, tracker: tracker, filter: topic, qos: qos, deliverableFrom: [a], label: label)
         defer { sub.close() }
-        try await sub.subscribe(topic, qos: qos)
-        try await waitUntilDeliverable(topic: topic, ports: [a], tracker: tracker, label: label)
         var pubs: [HarnessClient] = []
         defer { pubs.forEach { $0.close() } }
         for k in 0..<publishers {
@@ -57,10 +52,9 @@ struct BenchCross {
         // Paced, for latency.
         let pacedTracker = DeliveryTracker(expected: pacedCount)
         let pacedTopic = "cross/q\(qos)/paced"
-        let pacedSub = try await makeSubscriber("cross-sub-paced", port: b, tracker: pacedTracker)
+        let pacedSub = try await makeSubscriber("cross-sub-paced", port: b, tracker: pacedTracker, filter: pacedTopic, qos: qos,
+                                                deliverableFrom: [a], label: label)
         defer { pacedSub.close() }
-        try await pacedSub.subscribe(pacedTopic, qos: qos)
-        try await waitUntilDeliverable(topic: pacedTopic, ports: [a], tracker: pacedTracker, label: label)
         let pacedSent = BenchCounter()
         let progress = BenchProgress { "[\(label) paced \(Int(pacedRate))/s] sent \(pacedSent.count)/\(pacedCount) delivered \(pacedTracker.received)" }
         let paced = LoadPublisher(client: pubs[0], topics: [pacedTopic], qos: qos, count: pacedCount, firstIndex: 0, rate: pacedRate)

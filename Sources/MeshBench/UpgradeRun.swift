@@ -1,4 +1,5 @@
 import Foundation
+import MeshHarness
 import Synchronization
 
 /// A rolling upgrade under load: a mesh of agents of the previous release, a QoS 1 stream

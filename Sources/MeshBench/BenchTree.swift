@@ -1,5 +1,6 @@
 import Foundation
 import MeshCore
+import Mosquitto
 
 /// `SubscriptionTree` alone, in this process: memory per filter (resident set growth
 /// while building, from /proc/self/statm: glibc's mallinfo2 is not visible to Swift, and

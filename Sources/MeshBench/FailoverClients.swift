@@ -1,15 +1,7 @@
 import Foundation
+import MeshHarness
 import Mosquitto
 import Synchronization
-
-/// Nanoseconds on the monotonic clock. One process runs every bench client, so a
-/// timestamp written into a payload compares directly with the receive time.
-@inline(__always)
-public func monotonicNanos() -> UInt64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
-}
 
 /// One MQTT connection of a bench client, from CONNACK to the disconnect event.
 public struct ConnectionEpoch: Sendable {
@@ -20,6 +12,24 @@ public struct ConnectionEpoch: Sendable {
     /// When the subscription was in place on this connection: the CONNACK time if the
     /// session was resumed, else the SUBACK time of the re-subscription.
     public var subscribedAt: UInt64?
+}
+
+extension [ConnectionEpoch] {
+    /// A disconnect event ends the open epoch (libmosquitto may report one disconnect twice).
+    mutating func endLast(at time: UInt64 = monotonicNanos()) {
+        if let last = indices.last, self[last].disconnectedAt == nil { self[last].disconnectedAt = time }
+    }
+}
+
+extension ClientConfiguration {
+    /// Both failover clients: reconnect every second, and a 10 s keepalive so a dead
+    /// connection is noticed within the run.
+    static func failover(clientID: String, host: String, port: Int32) -> ClientConfiguration {
+        var c = ClientConfiguration(clientID: clientID, host: host, port: port)
+        c.reconnectDelay = (1, 1)
+        c.keepalive = 10
+        return c
+    }
 }
 
 /// A constant-rate QoS 1 publisher that records, per message, when it was published and
@@ -54,21 +64,15 @@ public final class FailoverPublisher: Sendable {
         self.index = index
         self.clientID = clientID
         self.topic = topic
-        var c = ClientConfiguration(clientID: clientID, host: host, port: port)
+        var c = ClientConfiguration.failover(clientID: clientID, host: host, port: port)
         c.cleanStart = true
-        c.reconnectDelay = (1, 1)
-        c.keepalive = 10
         let box = HarnessBox<FailoverPublisher>()
         var events = ClientEvents()
         events.connected = { rc, present in
             guard rc == 0 else { return }
             box.value?.state.withLock { $0.epochs.append(ConnectionEpoch(connectedAt: monotonicNanos(), sessionPresent: present)) }
         }
-        events.disconnected = { _ in
-            box.value?.state.withLock { s in
-                if let last = s.epochs.indices.last, s.epochs[last].disconnectedAt == nil { s.epochs[last].disconnectedAt = monotonicNanos() }
-            }
-        }
+        events.disconnected = { _ in box.value?.state.withLock { $0.epochs.endLast() } }
         events.published = { mid, reason in box.value?.acknowledged(mid: mid, reason: reason) }
         client = try MQTTClient(configuration: c, events: events)
         state.withLock {
@@ -172,23 +176,17 @@ public final class FailoverSubscriber: Sendable {
         self.publishers = publishers
         self.resubscribe = resubscribe
         state = Mutex(State(counts: Array(repeating: [], count: publishers), firstAt: Array(repeating: [], count: publishers)))
-        var c = ClientConfiguration(clientID: clientID, host: host, port: port)
+        var c = ClientConfiguration.failover(clientID: clientID, host: host, port: port)
         c.cleanStart = false
         c.protocolVersion = protocolVersion
         c.sessionExpiry = protocolVersion == .v5 ? 3600 : 0
-        c.reconnectDelay = (1, 1)
-        c.keepalive = 10
         let box = HarnessBox<FailoverSubscriber>()
         var events = ClientEvents()
         events.connected = { rc, present in
             guard rc == 0 else { return }
             box.value?.connected(sessionPresent: present)
         }
-        events.disconnected = { _ in
-            box.value?.state.withLock { s in
-                if let last = s.epochs.indices.last, s.epochs[last].disconnectedAt == nil { s.epochs[last].disconnectedAt = monotonicNanos() }
-            }
-        }
+        events.disconnected = { _ in box.value?.state.withLock { $0.epochs.endLast() } }
         events.subscribed = { mid, granted in
             let now = monotonicNanos()
             box.value?.state.withLock { s in

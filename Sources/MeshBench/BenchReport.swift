@@ -31,7 +31,7 @@ struct BenchTarget: Encodable, Sendable {
 }
 
 /// A scenario's results: rows, the columns to show, and the targets checked.
-struct BenchSection: Encodable, Sendable {
+package struct BenchSection: Encodable, Sendable {
     var scenario: String
     var columns: [String]
     var rows: [BenchRow] = []
@@ -40,6 +40,21 @@ struct BenchSection: Encodable, Sendable {
 
     func row(_ setup: BenchSetup, _ variant: String) -> BenchRow? {
         rows.first { $0.setup == setup.rawValue && $0.variant == variant }
+    }
+
+    /// Measures `variant` once per setup (single, bridge, mesh), each on a topology of its
+    /// own with `nodes` brokers, and adds the rows.
+    mutating func measureEverySetup(variant: String, nodes: Int, label: String,
+                                    _ measure: (BenchTopology) async throws -> [String: Double]) async throws {
+        for setup in BenchSetup.allCases {
+            let metrics = try await BenchTopology.with(setup, nodes: nodes, label: label, measure)
+            rows.append(BenchRow(scenario: scenario, variant: variant, setup: setup.rawValue, metrics: metrics))
+        }
+    }
+
+    /// The share of expected messages the mesh delivered for `variant`, in percent.
+    func meshDeliveredPercent(_ variant: String) -> Double? {
+        row(.mesh, variant).map { 100 * ($0.metrics["delivered"] ?? 0) / max(1, $0.metrics["expected"] ?? 1) }
     }
 
     /// mesh ÷ bridge of `metric` for `variant`, recorded under `name`.
@@ -86,7 +101,7 @@ struct BenchSection: Encodable, Sendable {
 }
 
 /// The whole run: what was run, where, and every section.
-struct BenchReport: Encodable, Sendable {
+package struct BenchReport: Encodable, Sendable {
     var command: String
     var machine: String
     var date: String
@@ -122,9 +137,12 @@ struct BenchReport: Encodable, Sendable {
         return out
     }
 
-    func writeJSON(to path: String) throws {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try encoder.encode(self).write(to: URL(fileURLWithPath: path))
-    }
+    func writeJSON(to path: String) throws { try writePrettyJSON(self, to: path) }
+}
+
+/// Every bench JSON file: pretty-printed, keys sorted (stable diffs between runs).
+func writePrettyJSON(_ value: some Encodable, to path: String) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    try encoder.encode(value).write(to: URL(fileURLWithPath: path))
 }

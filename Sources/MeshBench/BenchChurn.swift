@@ -21,10 +21,7 @@ struct BenchChurn {
     func run() async throws -> BenchSection {
         var section = BenchSection(scenario: "churn", columns: ["p50_ms", "p99_ms", "max_ms", "iterations", "missed"])
         let variant = "\(iterations) subscriptions, \(Int(1000 / (Double(period.components.attoseconds) / 1e15)))/s"
-        for setup in BenchSetup.allCases {
-            let metrics = try await BenchTopology.with(setup, nodes: 2, label: "churn") { try await measure($0) }
-            section.rows.append(BenchRow(scenario: "churn", variant: variant, setup: setup.rawValue, metrics: metrics))
-        }
+        try await section.measureEverySetup(variant: variant, nodes: 2, label: "churn") { try await measure($0) }
         if let m = section.row(.mesh, variant)?.metrics {
             section.target("mesh p99 SUBACK → first forwarded message (ms)", m["p99_ms"], atMost: 20)
             section.target("mesh subscriptions never served", m["missed"], atMost: 0)
@@ -103,7 +100,7 @@ final class ChurnSubscriber: Sendable {
     init(port: Int32) throws {
         var c = ClientConfiguration(clientID: "churn-sub", host: "127.0.0.1", port: port)
         c.reconnectDelay = (1, 1)
-        let box = HarnessBoxRef<ChurnSubscriber>()
+        let box = HarnessBox<ChurnSubscriber>()
         var events = ClientEvents()
         events.connected = { rc, _ in box.value?.state.withLock { $0.connected = rc == 0 } }
         events.subscribed = { mid, _ in
@@ -131,10 +128,4 @@ final class ChurnSubscriber: Sendable {
             return first > suback ? first - suback : 0
         }
     }
-}
-
-/// A weak reference a callback closure can capture before `self` exists.
-final class HarnessBoxRef<T: AnyObject>: @unchecked Sendable {
-    // Set once, before the client's loop thread starts.
-    weak var value: T?
 }

@@ -1,4 +1,6 @@
 import Foundation
+import Mosquitto
+import MeshHarness
 
 /// One fault the failover bench injects at a fixed time into the run.
 public struct FailoverFault: Sendable {

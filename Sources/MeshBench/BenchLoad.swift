@@ -4,15 +4,6 @@ import MeshHarness
 import Mosquitto
 import Synchronization
 
-/// Monotonic nanoseconds: publisher and subscriber share the machine, so a timestamp in
-/// the payload gives end-to-end latency without clock sync.
-@inline(__always)
-func monotonicNanos() -> UInt64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
-}
-
 /// The payload every load message carries: kind byte (`D` data, `P` probe), the message's
 /// global index (UInt32 LE), the send time (UInt64 LE, monotonic ns), then padding to
 /// `size` bytes. A global index lets one tracker count losses and duplicates exactly.
@@ -111,6 +102,21 @@ func makeSubscriber(_ id: String, port: Int32, tracker: DeliveryTracker) async t
     let c = try HarnessClient(clientID: id, port: port, record: false) { m in tracker.record(m.payload) }
     try await c.connect()
     return c
+}
+
+/// The same, subscribed to `filter` and waited on until `filter` (a topic name) is
+/// deliverable from each of `ports`. Closed again if that fails.
+func makeSubscriber(_ id: String, port: Int32, tracker: DeliveryTracker, filter: String, qos: Int32,
+                    deliverableFrom ports: [Int32], label: String) async throws -> HarnessClient {
+    let c = try await makeSubscriber(id, port: port, tracker: tracker)
+    do {
+        try await c.subscribe(filter, qos: qos)
+        try await waitUntilDeliverable(topic: filter, ports: ports, tracker: tracker, label: label)
+        return c
+    } catch {
+        c.close()
+        throw error
+    }
 }
 
 /// Publishes until `tracker` has seen a probe from each of `ports` on `topic`: the
@@ -222,7 +228,7 @@ final class BenchProgress: Sendable {
 }
 
 /// Status lines between phases, on stderr so stdout carries only the report.
-func benchSay(_ text: String) {
+package func benchSay(_ text: String) {
     FileHandle.standardError.write(Data((text + "\n").utf8))
 }
 
@@ -253,10 +259,33 @@ func runLoad(label: String, topology t: BenchTopology, publishers pubs: [Harness
     return (Double(max(tracker.lastReceive, start + 1) - start) / 1e9, Double(published - start) / 1e9, bytes)
 }
 
-/// The QoS 1 load phase of `scale` and `locality`, with their figures.
-func runQoS1Load(label: String, topology t: BenchTopology, publishers pubs: [HarnessClient], topics: [String],
-                 perPublisher: Int, tracker: DeliveryTracker, expected: Int,
-                 topicIndex: @escaping @Sendable (_ publisher: Int, _ message: Int) -> Int) async throws -> [String: Double] {
+/// The QoS 1 load of `scale` and `locality`, with their figures: on each of `n` nodes a
+/// subscriber `<name>-sub-i` on `filter(i)` and a publisher `<name>-pub-i`; once every
+/// node's topic `topic(i)` is deliverable from `deliverableFrom(i)`, publisher i sends
+/// `perPublisher` messages, message m to `topic(topicIndex(i, m))`.
+func runPerNodeQoS1Load(name: String, label: String, topology t: BenchTopology, nodes n: Int, perPublisher: Int,
+                        filter: (Int) -> String, topic: (Int) -> String, deliverableFrom: (Int) -> [Int32],
+                        topicIndex: @escaping @Sendable (_ publisher: Int, _ message: Int) -> Int) async throws -> [String: Double] {
+    let expected = n * perPublisher
+    let tracker = DeliveryTracker(expected: expected)
+    var clients: [HarnessClient] = []
+    defer { clients.forEach { $0.close() } }
+    let topics = (0..<n).map(topic)
+    for i in 0..<n {
+        let sub = try await makeSubscriber("\(name)-sub-\(i)", port: t.port(node: i), tracker: tracker)
+        clients.append(sub)
+        try await sub.subscribe(filter(i), qos: 1)
+    }
+    for i in 0..<n {
+        try await waitUntilDeliverable(topic: topics[i], ports: deliverableFrom(i), tracker: tracker, label: label)
+    }
+    var pubs: [HarnessClient] = []
+    for i in 0..<n {
+        let c = try HarnessClient(clientID: "\(name)-pub-\(i)", port: t.port(node: i), record: false)
+        clients.append(c)
+        try await c.connect()
+        pubs.append(c)
+    }
     let (seconds, _, bytes) = try await runLoad(label: label, topology: t, publishers: pubs, topics: topics, qos: 1,
                                              perPublisher: perPublisher, tracker: tracker, expected: expected, topicIndex: topicIndex)
     return [
