@@ -11,12 +11,20 @@ public struct InterestAdvert: Equatable, Sendable {
     /// node's clock): a peer sends the node what it routed elsewhere since then, which the
     /// node's subscriber would otherwise miss (`ReplayBuffer`). Empty when nothing is new.
     public var since: [String: UInt64]
+    /// The token this node's agent marks its direct deliveries with (`--delivery direct`:
+    /// a message published on a peer broker under its own topic). Present, it also says the
+    /// agent honours such marks — never forwards a message carrying a peer's token — which
+    /// is what lets a peer deliver to it directly; agents of releases before it write none
+    /// and get prefixed forwards. A random value per agent run: clients cannot read `$mesh/`
+    /// (deploy/mosquitto/acl), so they cannot forge a mark that stops their message.
+    public var origin: String?
 
-    public init(node: String, seq: UInt64, filters: [String: Int], since: [String: UInt64] = [:]) {
+    public init(node: String, seq: UInt64, filters: [String: Int], since: [String: UInt64] = [:], origin: String? = nil) {
         self.node = node
         self.seq = seq
         self.filters = filters
         self.since = since
+        self.origin = origin
     }
 }
 
@@ -49,7 +57,8 @@ public struct AdvertReading: Equatable, Sendable {
 
 /// JSON form of `InterestAdvert`:
 /// `{"format":2,"node":"a","seq":3,"filters":{"a/+/c":1}}`, with
-/// `"since":{"a/+/c":1764450000123}` after `filters` when filters are new.
+/// `"since":{"a/+/c":1764450000123}` after `filters` when filters are new, and
+/// `"origin":"k3j9x2"` last when the agent has a direct-delivery token.
 ///
 /// Hand-written rather than `JSONDecoder` so that the rules are exact and portable:
 /// integers are told from floats by their text (`1.0` is not a count), nesting depth and
@@ -83,6 +92,10 @@ public enum InterestAdvertCodec {
         if !advert.since.isEmpty {
             out.append(contentsOf: #","since":"#.utf8)
             appendSortedObject(advert.since, to: &out)
+        }
+        if let origin = advert.origin {
+            out.append(contentsOf: #","origin":"#.utf8)
+            appendString(origin, to: &out)
         }
         out.append(UInt8(ascii: "}"))
         return out
@@ -215,7 +228,18 @@ public enum InterestAdvertCodec {
                 note("'since' is not an object: ignored")
             }
         }
-        return AdvertReading(advert: InterestAdvert(node: node, seq: seq, filters: filters, since: since), format: format, widened: widened)
+        var origin: String?
+        if let originValue = member("origin") {
+            // Only ever compared with a mark's value: a token that is not a short string is
+            // ignored, which costs the node prefixed forwards, never interest.
+            if case .string(let token) = originValue, OriginToken.isValid(token) {
+                origin = token
+            } else {
+                note("'origin' is not a token: ignored (the node gets prefixed forwards)")
+            }
+        }
+        return AdvertReading(advert: InterestAdvert(node: node, seq: seq, filters: filters, since: since, origin: origin),
+                             format: format, widened: widened)
     }
 
     /// A valid filter matching at least every topic `text` could be meant to match: its
@@ -246,5 +270,24 @@ public enum InterestAdvertCodec {
         var out: [UInt8] = []
         appendString(String(text.prefix(limit)), to: &out)
         return String(decoding: out, as: UTF8.self) + (text.count > limit ? "…" : "")
+    }
+}
+
+/// The value of a direct delivery's origin mark (`InterestAdvert.origin`).
+public enum OriginToken {
+    /// Characters of a token: base 36, enough that a guess is hopeless (36¹² ≈ 2⁶²).
+    public static let length = 12
+
+    /// A fresh token from `random` (the agent passes the system generator).
+    public static func make(using random: inout some RandomNumberGenerator) -> String {
+        let digits = Array("0123456789abcdefghijklmnopqrstuvwxyz".utf8)
+        return String(decoding: (0..<length).map { _ in digits[Int(random.next(upperBound: UInt64(digits.count)))] }, as: UTF8.self)
+    }
+
+    /// Whether `text` can be a token: 1–64 bytes of ASCII letters and digits (a newer release
+    /// may use longer ones; anything else is not a token).
+    public static func isValid(_ text: String) -> Bool {
+        let bytes = text.utf8
+        return (1...64).contains(bytes.count) && bytes.allSatisfy { (0x30...0x39).contains($0) || (0x61...0x7A).contains($0) || (0x41...0x5A).contains($0) }
     }
 }

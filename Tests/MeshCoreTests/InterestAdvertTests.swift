@@ -123,6 +123,26 @@ struct InterestAdvertTests {
         #expect(notObject.advert.filters == ["a": 1] && notObject.advert.since.isEmpty && notObject.widened.count == 1)
     }
 
+    /// The direct-delivery token: written last, read back; an unusable one is dropped (the
+    /// node then gets prefixed forwards) without touching the filters.
+    @Test func originToken() throws {
+        var random = SystemRandomNumberGenerator()
+        let token = OriginToken.make(using: &random)
+        #expect(token.utf8.count == OriginToken.length && OriginToken.isValid(token))
+        #expect(token != OriginToken.make(using: &random))
+        let own = InterestAdvert(node: "a", seq: 3, filters: ["t": 1], since: ["t": 5], origin: token)
+        let encoded = String(decoding: InterestAdvertCodec.encode(own), as: UTF8.self)
+        #expect(encoded.hasSuffix(#","origin":"\#(token)"}"#), "\(encoded)")
+        let back = try InterestAdvertCodec.read(Array(encoded.utf8), expectedNode: "a")
+        #expect(back.advert == own && back.widened.isEmpty)
+        // Without it (releases before direct delivery): no token.
+        #expect(try InterestAdvertCodec.decode(InterestAdvertCodec.encode(InterestAdvert(node: "a", seq: 1, filters: ["t": 1])), expectedNode: "a").origin == nil)
+        for bad in [#"7"#, #""""#, #""a b""#, #""\#(String(repeating: "x", count: 65))""#, #"{"x":1}"#] {
+            let r = try InterestAdvertCodec.read(Array(#"{"node":"a","seq":2,"filters":{"x/y":2},"origin":\#(bad)}"#.utf8), expectedNode: "a")
+            #expect(r.advert.origin == nil && r.advert.filters == ["x/y": 2] && r.widened.count == 1, "origin \(bad)")
+        }
+    }
+
     @Test func canonicallyEqualFiltersAreCovered() throws {
         // "é" precomposed and decomposed: Swift's String equality merges them, the trie does not.
         let json = "{\"node\":\"a\",\"seq\":1,\"filters\":{\"caf\u{E9}\":1,\"cafe\u{301}\":2}}"
