@@ -12,19 +12,20 @@ import Synchronization
 final class LocalLink: Sendable {
     /// v5 user property that marks a forwarded copy of a retained message (the copy under
     /// `forward/` is never retained itself). Removed before the local republish.
-    static let retainMarker = "mesh:retained"
+    static let retainMarker = UserPropertyKey("mesh:retained")
     /// v5 user property numbering a QoS 1/2 forward on its link: `<node>.<run>:<n>` with `n`
     /// in base 36 (short: it crosses with every such forward).
-    static let sequenceMarker = "mesh:n"
+    static let sequenceMarker = UserPropertyKey("mesh:n")
     /// User properties in this namespace belong to the mesh: never passed on from a client.
-    static let reservedPrefix = "mesh:"
+    static let reservedPrefix = UserPropertyKey("mesh:")
 
     let client: MQTTClient
     private let configuration: AgentConfiguration
     private let routing: RoutingTable
     private let metrics: MeshMetrics
     private let logger: Logger
-    private let topicBuffer: ForwardTopicBuffer
+    /// `forward/<topic>` for each forward; used only on this link's loop thread.
+    private let topicBuffer: TopicPrefixBuffer
     private let everConnected = Atomic<Bool>(false)
     /// The forwarding session was missing on reconnect: a takeover unless the control link's
     /// next uptime tick shows a broker restart.
@@ -48,7 +49,7 @@ final class LocalLink: Sendable {
         self.logger = logger
         self.onInterestChange = onInterestChange
         self.onConnected = onConnected
-        topicBuffer = ForwardTopicBuffer(prefix: configuration.forwardPrefix)
+        topicBuffer = TopicPrefixBuffer(prefix: configuration.forwardPrefix)
         let replay = ForwardReplay(configuration: configuration, routing: routing, metrics: metrics, logger: logger)
         self.replay = replay
 
@@ -129,7 +130,7 @@ final class LocalLink: Sendable {
     // MARK: the hot path
 
     private func message(_ m: ReceivedMessage) {
-        if m.topicPointer.pointee == 0x24 /* "$" */ {
+        if m.borrowedTopic.isDollarTopic {
             controlMessage(m)
             return
         }
@@ -171,9 +172,8 @@ final class LocalLink: Sendable {
 
     /// Returns the copy of the message's properties it made (nil if none), for the replay buffer.
     private func forward(_ m: ReceivedMessage, topic: String, to targets: [PeerLink]) -> PropertyList? {
-        let topicLength = m.topicLength
-        let forwardTopic = topicBuffer.prefixed(m.topicPointer, length: topicLength)
-        let hasProperties = m.retain || m.properties != nil
+        let forwardTopic = topicBuffer.prefixed(m.borrowedTopic)
+        let hasProperties = m.retain || m.hasProperties
         // libmosquitto sends only the first property of a list it did not build itself
         // (received lists are not "client generated"), so properties are always copied.
         // A retained message crosses as a non-retained copy that carries the marker.
@@ -186,27 +186,22 @@ final class LocalLink: Sendable {
             }
             // Topic alias: the topic crosses once per link, then two bytes per message.
             let use = peer.topicUse(for: topic)
-            let sendTopic = use.byAliasOnly ? topicBuffer.emptyTopic : forwardTopic
-            var properties = copied?.pointer
-            var perPeer: PropertyList?
+            let sendTopic = use.byAliasOnly ? BorrowedTopic.empty : forwardTopic
+            var properties = copied
             if m.qos > 0 {
                 // Numbered, so that the receiving agent drops a copy resent after a reconnect
                 // whose first copy had arrived (its acknowledgement was lost in the cut).
                 let number = peer.forwardSequence.add(1, ordering: .relaxed).oldValue
-                perPeer = forwardProperties(m, alias: use.alias?.number, sequence: peer.sequenceSource + String(number, radix: 36))
-                properties = perPeer?.pointer ?? use.alias?.list.pointer ?? copied?.pointer
+                let perPeer = forwardProperties(m, alias: use.alias?.number, sequence: peer.sequenceSource + String(number, radix: 36))
+                properties = perPeer ?? use.alias?.list ?? copied
             } else if let alias = use.alias {
                 // The alias must go out with this message (with the topic, it sets the alias
                 // up), even if copying the message's own properties failed (logged).
-                perPeer = hasProperties ? forwardProperties(m, alias: alias.number) : nil
-                properties = perPeer?.pointer ?? alias.list.pointer
+                let perPeer = hasProperties ? forwardProperties(m, alias: alias.number) : nil
+                properties = perPeer ?? alias.list
             }
-            // `use` holds the link's cached alias list alive until the publish has copied it.
-            let rc = withExtendedLifetime((use, perPeer)) {
-                peer.client.publish(topic: sendTopic, payload: m.payload, qos: m.qos, retain: false, properties: properties)
-            }
-            let outcome = MQTTClient.outcome(rc, qos: m.qos)
-            if outcome != .dropped {
+            let outcome = peer.client.publish(topic: sendTopic, payload: m.payload, qos: m.qos, retain: false, properties: properties)
+            if outcome.isAccepted {
                 if outcome == .sent {
                     peer.metrics.forwardedMessages.increment()
                     peer.metrics.forwardedBytes.increment(by: m.payload.count)
@@ -219,7 +214,7 @@ final class LocalLink: Sendable {
                 // Not sent (and not queued): the peer never learned an alias this one set up.
                 if let alias = use.alias, !use.byAliasOnly { peer.aliasAnnouncementFailed(alias.number) }
                 peer.metrics.dropped.increment()
-                logDrop(peer, reason: MosquittoError(code: rc, operation: "forward").description)
+                logDrop(peer, reason: outcome.failure("forward")?.description ?? "\(outcome)")
             }
         }
         return m.retain ? nil : copied
@@ -228,11 +223,8 @@ final class LocalLink: Sendable {
     /// The message's own properties as a forward carries them, without markers: a client's
     /// own `mesh:` user properties are dropped (the receiving agent would take them for its
     /// markers: retained copy, alias announcement, forward number). Throws if copying failed.
-    static func ownProperties(_ m: ReceivedMessage) throws -> PropertyList {
-        var ignored = false
-        return try reservedPrefix.withCString { prefix throws(MosquittoError) in
-            try PropertyList.copyForRepublish(m.properties, strippingMarker: nil, reservedPrefix: prefix, markerFound: &ignored)
-        }
+    static func ownProperties(_ m: ReceivedMessage) throws(MosquittoError) -> PropertyList {
+        try PropertyList.copyForRepublish(of: m, reservedPrefix: reservedPrefix).list
     }
 
     /// `ownProperties` for the replay buffer; nil if copying failed (logged).
@@ -288,36 +280,26 @@ final class LocalLink: Sendable {
     }
 
     private func republish(_ m: ReceivedMessage) {
-        if m.payload.isEmpty && m.properties != nil && !m.retain,
-           PeerLink.aliasAnnouncementMarker.withCString({ PropertyList.hasUserProperty(m.properties, named: $0) }) {
+        if m.payload.isEmpty && m.hasProperties && !m.retain, m.hasUserProperty(PeerLink.aliasAnnouncementMarker) {
             // A peer link set up a topic alias again after reconnecting: not a message.
             metrics.aliasAnnouncements.increment()
             return
         }
-        let prefixLength = topicBuffer.prefixLength
-        let localTopic = m.topicPointer + prefixLength
+        let localTopic = m.borrowedTopic.dropping(prefixBytes: topicBuffer.prefixLength)
         var retain = false
         var properties: PropertyList?
         // The forward's number (`sequenceMarker`) is read in the same pass as the copy.
         var sequence: String?
-        if m.properties != nil {
-            var copyError: MosquittoError?
-            properties = LocalLink.retainMarker.withCString { marker in
-                Self.reservedPrefix.withCString { prefix in
-                    Self.sequenceMarker.withCString { sequenceKey in
-                        do throws(MosquittoError) {
-                            return try PropertyList.copyForRepublish(m.properties, strippingMarker: marker, reservedPrefix: prefix, markerFound: &retain,
-                                                                     capturing: m.qos > 0 ? sequenceKey : nil, captured: &sequence)
-                        } catch {
-                            copyError = error
-                            return nil
-                        }
-                    }
-                }
-            }
-            if let copyError {
+        if m.hasProperties {
+            do {
+                let copy = try PropertyList.copyForRepublish(of: m, stripping: Self.retainMarker, reservedPrefix: Self.reservedPrefix,
+                                                             capturing: m.qos > 0 ? Self.sequenceMarker : nil)
+                properties = copy.list
+                retain = copy.markerFound
+                sequence = copy.captured
+            } catch {
                 metrics.republishFailed.increment()
-                logger.error("forwarded message's properties unusable; dropped", metadata: ["error": "\(copyError)"])
+                logger.error("forwarded message's properties unusable; dropped", metadata: ["error": "\(error)"])
                 return
             }
         }
@@ -335,17 +317,16 @@ final class LocalLink: Sendable {
                 metrics.ignoredInvalid.increment()
             }
         }
-        let rc = client.publish(topic: localTopic, payload: m.payload, qos: m.qos, retain: retain, properties: properties?.pointer)
-        if MQTTClient.accepted(rc, qos: m.qos) {
+        let outcome = client.publish(topic: localTopic, payload: m.payload, qos: m.qos, retain: retain, properties: properties)
+        if outcome.isAccepted {
             metrics.republished.increment()
         } else {
             metrics.republishFailed.increment()
             let (log, n) = republishThrottle.shouldLog()
             if log {
-                logger.error("local republish failed", metadata: ["error": "\(MosquittoError(code: rc, operation: "republish"))", "occurrence": "\(n)"])
+                logger.error("local republish failed", metadata: ["error": "\(outcome.failure("republish").map { "\($0)" } ?? "\(outcome)")", "occurrence": "\(n)"])
             }
         }
-        withExtendedLifetime(properties) {}
     }
 
     func publishControl(topic: String, payload: [UInt8], retain: Bool) {

@@ -99,7 +99,7 @@ final class PeerLink: Sendable {
 
     /// User property of the empty messages that set up an alias again after a reconnect;
     /// the receiving agent drops them.
-    static let aliasAnnouncementMarker = "mesh:alias"
+    static let aliasAnnouncementMarker = UserPropertyKey("mesh:alias")
 
     init(index: Int, endpoint: Endpoint, configuration: AgentConfiguration, routing: RoutingTable,
          metrics: PeerMetrics, initialNodes: [String: [String: Int]], logger: Logger,
@@ -241,9 +241,7 @@ final class PeerLink: Sendable {
         }
         if now - lastHeartbeat.load(ordering: .relaxed) >= heartbeatIntervalNanos {
             lastHeartbeat.store(now, ordering: .relaxed)
-            _ = heartbeatTopic.withCString { topic in
-                client.publish(topic: topic, payload: UnsafeRawBufferPointer(start: nil, count: 0), qos: 0, retain: false, properties: nil)
-            }
+            _ = client.publish(topic: heartbeatTopic, payload: UnsafeRawBufferPointer(start: nil, count: 0), qos: 0, retain: false, properties: nil)
         }
     }
 
