@@ -35,9 +35,9 @@ final class PeerLink: Sendable {
     /// One shard of a node's session directory (`$mesh/<node>/sessions/<shard>`), or its
     /// deletion (empty payload): `AdoptionService`.
     private let onSessionShard: @Sendable (_ node: String, _ shard: Int, _ payload: UnsafeRawBufferPointer, _ metrics: PeerMetrics) -> Void
-    /// Mirrored topic → payload, kept so a reconnected local broker gets them again. Published
-    /// under this lock so two updates of one topic cannot overtake each other.
-    private let mirrors = Mutex<[String: [UInt8]]>([:])
+    /// Mirrored topics and payloads, kept so a reconnected local broker gets them again.
+    /// Never held across a publish (`PeerMirrors`).
+    private let mirrors = Mutex(PeerMirrors())
     /// Topic aliases on this link with the property list each is sent with. Used by the local
     /// link's thread (forwards) and this link's loop thread (connect, disconnect).
     private let aliases = Mutex(TopicAliases<PropertyList>(makeList: { alias throws(MosquittoError) in try PropertyList.topicAlias(alias) }))
@@ -471,22 +471,27 @@ final class PeerLink: Sendable {
     }
 
     private func setMirror(_ topic: String, _ payload: [UInt8]) {
-        mirrors.withLock { m in
-            if payload.isEmpty { m[topic] = nil } else { m[topic] = payload }
-            mirror(topic, payload)
-        }
+        publishMirrors([mirrors.withLock { $0.set(topic, payload) }])
     }
 
-    /// Publishes every mirrored topic again (the local link has just connected).
+    /// Publishes every mirrored topic again (the local link has just connected; this runs in
+    /// its connect callback).
     func republishMirrors() {
-        mirrors.withLock { m in for (topic, payload) in m { mirror(topic, payload) } }
+        publishMirrors(mirrors.withLock { $0.all() })
     }
 
     /// Clears this link's mirrored topics (the peer was removed from the mesh).
     func clearMirrors() {
-        mirrors.withLock { m in
-            for topic in m.keys { mirror(topic, []) }
-            m.removeAll()
+        publishMirrors(mirrors.withLock { $0.clear() })
+    }
+
+    /// Publishes what was decided under the lock, outside it; then whatever changed meanwhile
+    /// again, since its newer value may have gone out before this one.
+    private func publishMirrors(_ updates: [PeerMirrors.Update]) {
+        var pending = updates
+        while !pending.isEmpty {
+            for update in pending { mirror(update.topic, update.payload) }
+            pending = mirrors.withLock { $0.superseded(pending) }
         }
     }
 
