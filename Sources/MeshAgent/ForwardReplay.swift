@@ -56,7 +56,7 @@ final class ForwardReplay: Sendable {
     func record(_ m: ReceivedMessage, topic: String, sentTo: PeerSet, properties: PropertyList?) {
         guard isEnabled, !m.retain else { return }
         var props = properties
-        if props == nil, m.hasProperties { props = LocalLink.copyForForward(m, logger: logger) }
+        if props == nil, m.hasProperties { props = Forwarder.copyForForward(m, logger: logger) }
         let size = m.payload.count + topic.utf8.count + (props == nil ? 0 : Self.propertiesEstimate)
         let body = Body(payload: Array(m.payload), qos: m.qos, properties: props)
         state.withValue { $0.buffer.append(time: Date().timeIntervalSince1970, topic: topic, size: size, sentTo: sentTo, body: body) }
@@ -106,7 +106,7 @@ final class ForwardReplay: Sendable {
     /// A copy of `properties` with the forward's sequence number added; nil if that failed.
     private static func numbered(_ properties: PropertyList?, _ sequence: String) -> PropertyList? {
         guard let list = try? PropertyList.copy(of: properties),
-              (try? list.addUserProperty(LocalLink.sequenceMarker, sequence)) != nil else { return nil }
+              (try? list.addUserProperty(Forwarder.sequenceMarker, sequence)) != nil else { return nil }
         return list
     }
 
@@ -114,7 +114,7 @@ final class ForwardReplay: Sendable {
         let body = entry.body
         var properties = body.properties
         if body.qos > 0 {
-            // Numbered like every QoS 1/2 forward (`LocalLink.sequenceMarker`).
+            // Numbered like every QoS 1/2 forward (`Forwarder.sequenceMarker`).
             let number = peer.forwardSequence.add(1, ordering: .relaxed).oldValue
             properties = Self.numbered(body.properties, peer.sequenceSource + String(number, radix: 36)) ?? body.properties
         }

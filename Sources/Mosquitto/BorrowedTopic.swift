@@ -44,9 +44,9 @@ enum TopicStorage {
 /// Builds `<prefix><topic>` as a C string without allocating per message: the prefix is
 /// written once and each topic is copied in behind it.
 ///
-/// Not thread-safe (hence unchecked `Sendable`): one thread, the local link's loop thread, owns it, and the topic it
+/// Not thread-safe: one thread (the local link's loop thread, through `LoopConfined`) owns it, and the topic it
 /// returns is valid until that thread's next call.
-public final class TopicPrefixBuffer: @unchecked Sendable {
+public final class TopicPrefixBuffer {
     private var storage: UnsafeMutablePointer<CChar>
     private var capacity: Int
     /// The prefix's length in bytes: what `BorrowedTopic.dropping(prefixBytes:)` cuts off
