@@ -15,6 +15,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.1.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
+        // Tests only: property-based checks (MeshAgentTests).
+        .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.0"),
     ],
     targets: [
         // libmosquitto, wrapped once. Only the `Mosquitto` target imports it.
@@ -64,7 +66,10 @@ let package = Package(
         ),
         .testTarget(name: "MeshCoreTests", dependencies: ["MeshCore"]),
         // In-process tests of the agent's parts (no brokers).
-        .testTarget(name: "MeshAgentTests", dependencies: ["MeshAgent", "MeshCore"]),
+        .testTarget(
+            name: "MeshAgentTests",
+            dependencies: ["MeshAgent", "MeshCore", .product(name: "PropertyBased", package: "swift-property-based")]
+        ),
         .testTarget(
             name: "IntegrationTests",
             dependencies: ["MeshAgent", "MeshBench", "MeshHarness", "MeshCore", "Mosquitto", "mosquitto-mesh"]

@@ -56,7 +56,7 @@ final class ForwardReplay: Sendable {
     func record(_ m: ReceivedMessage, topic: String, sentTo: PeerSet, properties: PropertyList?) {
         guard isEnabled, !m.retain else { return }
         var props = properties
-        if props == nil, m.properties != nil { props = LocalLink.copyForForward(m, logger: logger) }
+        if props == nil, m.hasProperties { props = Forwarder.copyForForward(m, logger: logger) }
         let size = m.payload.count + topic.utf8.count + (props == nil ? 0 : Self.propertiesEstimate)
         let body = Body(payload: Array(m.payload), qos: m.qos, properties: props)
         state.withValue { $0.buffer.append(time: Date().timeIntervalSince1970, topic: topic, size: size, sentTo: sentTo, body: body) }
@@ -105,9 +105,8 @@ final class ForwardReplay: Sendable {
 
     /// A copy of `properties` with the forward's sequence number added; nil if that failed.
     private static func numbered(_ properties: PropertyList?, _ sequence: String) -> PropertyList? {
-        var ignored = false
-        guard let list = try? PropertyList.copyForRepublish(properties?.pointer, strippingMarker: nil, markerFound: &ignored),
-              (try? list.addUserProperty(LocalLink.sequenceMarker, sequence)) != nil else { return nil }
+        guard let list = try? PropertyList.copy(of: properties),
+              (try? list.addUserProperty(Forwarder.sequenceMarker, sequence)) != nil else { return nil }
         return list
     }
 
@@ -115,26 +114,24 @@ final class ForwardReplay: Sendable {
         let body = entry.body
         var properties = body.properties
         if body.qos > 0 {
-            // Numbered like every QoS 1/2 forward (`LocalLink.sequenceMarker`).
+            // Numbered like every QoS 1/2 forward (`Forwarder.sequenceMarker`).
             let number = peer.forwardSequence.add(1, ordering: .relaxed).oldValue
             properties = Self.numbered(body.properties, peer.sequenceSource + String(number, radix: 36)) ?? body.properties
         }
-        let rc = (forwardPrefix + entry.topic).withCString { topic in
-            body.payload.withUnsafeBytes { payload in
-                peer.client.publish(topic: topic, payload: payload, qos: body.qos, retain: false, properties: properties?.pointer)
-            }
+        let outcome = body.payload.withUnsafeBytes { payload in
+            peer.client.publish(topic: forwardPrefix + entry.topic, payload: payload, qos: body.qos, retain: false, properties: properties)
         }
-        switch MQTTClient.outcome(rc, qos: body.qos) {
+        switch outcome {
         case .sent:
             peer.metrics.forwardedMessages.increment()
             peer.metrics.forwardedBytes.increment(by: body.payload.count)
             peer.metrics.replayed.increment()
-        case .held:
+        case .queued:
             peer.metrics.held.increment()
             peer.metrics.replayed.increment()
-        case .dropped:
+        case .notConnected, .tooLarge, .refused:
             peer.metrics.dropped.increment()
-            logger.error("replayed message not forwarded", metadata: ["peer": "\(peer.endpoint)", "reason": "\(MosquittoError(code: rc, operation: "replay"))"])
+            logger.error("replayed message not forwarded", metadata: ["peer": "\(peer.endpoint)", "reason": "\(outcome.failure("replay").map { "\($0)" } ?? "\(outcome)")"])
         }
     }
 }

@@ -4,53 +4,35 @@ import MeshCore
 import Mosquitto
 import Synchronization
 
-/// The agent's persistent-session forwarding connection to its own broker. It takes every
-/// message (`#`, no-local, retain-as-published, QoS 2) and either forwards it to the peers
-/// that want it or, when it arrived under the forward prefix, republishes it locally. (The
-/// broker's log is read by `ControlLink`, so interest never waits behind forwarding.)
-/// Everything here runs on this client's loop thread.
+/// The agent's persistent-session forwarding connection to its own broker: the connection
+/// (subscribing `#` — no-local, retain-as-published, QoS 2 — on every connect, the status
+/// topic, session-loss detection) and the control publishes made on it. Every message it
+/// receives goes to its `Forwarder`, which forwards or republishes it on this client's loop
+/// thread. (The broker's log is read by `ControlLink`, so interest never waits behind
+/// forwarding.)
 final class LocalLink: Sendable {
-    /// v5 user property that marks a forwarded copy of a retained message (the copy under
-    /// `forward/` is never retained itself). Removed before the local republish.
-    static let retainMarker = "mesh:retained"
-    /// v5 user property numbering a QoS 1/2 forward on its link: `<node>.<run>:<n>` with `n`
-    /// in base 36 (short: it crosses with every such forward).
-    static let sequenceMarker = "mesh:n"
-    /// User properties in this namespace belong to the mesh: never passed on from a client.
-    static let reservedPrefix = "mesh:"
-
     let client: MQTTClient
+    /// The forwarding engine, confined to this link's loop thread.
+    private let forwarder: Forwarder
     private let configuration: AgentConfiguration
-    private let routing: RoutingTable
     private let metrics: MeshMetrics
     private let logger: Logger
-    private let topicBuffer: ForwardTopicBuffer
     private let everConnected = Atomic<Bool>(false)
     /// The forwarding session was missing on reconnect: a takeover unless the control link's
     /// next uptime tick shows a broker restart.
     private let sessionLossPending = Atomic<Bool>(false)
     private let onInterestChange: @Sendable () -> Void
     private let onConnected: @Sendable () -> Void
-    private let dropThrottle = LogThrottle()
-    private let republishThrottle = LogThrottle()
-    private let replay: ForwardReplay
-    /// Forwards already republished, by sender (`ForwardSequence`); used only on this link's
-    /// loop thread (republishing happens nowhere else).
-    private let sequences = LoopConfined(ForwardSequence())
-    private let duplicateThrottle = LogThrottle()
 
     init(configuration: AgentConfiguration, routing: RoutingTable, metrics: MeshMetrics, logger: Logger,
          onInterestChange: @escaping @Sendable () -> Void,
          onConnected: @escaping @Sendable () -> Void) throws(MosquittoError) {
         self.configuration = configuration
-        self.routing = routing
         self.metrics = metrics
         self.logger = logger
         self.onInterestChange = onInterestChange
         self.onConnected = onConnected
-        topicBuffer = ForwardTopicBuffer(prefix: configuration.forwardPrefix)
         let replay = ForwardReplay(configuration: configuration, routing: routing, metrics: metrics, logger: logger)
-        self.replay = replay
 
         // While the agent is down the broker queues every message for this session, and the
         // link forwards them when it is back.
@@ -60,7 +42,7 @@ final class LocalLink: Sendable {
         var events = ClientEvents()
         events.connected = { rc, present in box.value?.connected(rc, sessionPresent: present) }
         events.disconnected = { rc in box.value?.disconnected(rc) }
-        events.message = { m in box.value?.message(m) }
+        events.message = { m in box.value?.forwarder.message(m) }
         events.subscribed = { _, granted in box.value?.subscribed(granted) }
         if replay.isEnabled { events.loopTurn = { replay.turn() } }
         let libraryThrottle = LogThrottle(first: 5, every: 100)
@@ -69,6 +51,7 @@ final class LocalLink: Sendable {
             logger.warning("local link: \(message)")
         }
         client = try MQTTClient(configuration: cc, events: events)
+        forwarder = Forwarder(client: client, replay: replay, configuration: configuration, routing: routing, metrics: metrics, logger: logger)
         box.value = self
         if replay.isEnabled { routing.setReplayWaker { [client] in client.wakeLoop() } }
     }
@@ -124,228 +107,6 @@ final class LocalLink: Sendable {
         metrics.localSessionTakeovers.increment()
         logger.error("the agent's forwarding session was discarded while its broker kept running: another client connected with the agent's client id; messages queued for the agent meanwhile went to that client",
                      metadata: ["client_id": "\(configuration.localClientID)"])
-    }
-
-    // MARK: the hot path
-
-    private func message(_ m: ReceivedMessage) {
-        if m.topicPointer.pointee == 0x24 /* "$" */ {
-            controlMessage(m)
-            return
-        }
-        let topic = m.topic
-        var replays: [ReplayRequest] = []
-        let decision = routing.route(topic: topic, retained: m.retain, replays: &replays)
-        // Before this message: it was routed by the interest those replays are for.
-        if !replays.isEmpty { replay.perform(replays) }
-        switch decision {
-        case .forward(let targets):
-            let properties = forward(m, topic: topic, to: targets)
-            if replay.isEnabled { replay.record(m, topic: topic, sentTo: PeerSet(targets.lazy.map(\.index)), properties: properties) }
-        case .forwardShared(let targets, let shared):
-            if shared.chosen > 0 { metrics.sharedForwards.increment(by: shared.chosen) }
-            if shared.extraCopies > 0 { metrics.sharedExtraCopies.increment(by: shared.extraCopies) }
-            let properties = forward(m, topic: topic, to: targets)
-            if replay.isEnabled { replay.record(m, topic: topic, sentTo: PeerSet(targets.lazy.map(\.index)), properties: properties) }
-        case .republishLocally:
-            republish(m)
-        case .notWanted:
-            metrics.notWanted.increment()
-            if replay.isEnabled { replay.record(m, topic: topic, sentTo: PeerSet(), properties: nil) }
-        case .ignored(let reason):
-            switch reason {
-            case .dollarTopic: metrics.ignoredDollar.increment()
-            case .emptyForwardedTopic, .invalidForwardedTopic:
-                metrics.ignoredInvalid.increment()
-                let (log, n) = republishThrottle.shouldLog()
-                if log { logger.warning("forwarded message with an unusable topic dropped", metadata: ["topic": "\(topic.prefix(200))", "reason": "\(reason)", "occurrence": "\(n)"]) }
-            }
-        }
-    }
-
-    /// `$`-topics reach this link only if a client publishes one that `#` matches (it never
-    /// matches `$`-topics, so in practice none): never forwarded.
-    private func controlMessage(_ m: ReceivedMessage) {
-        metrics.ignoredDollar.increment()
-    }
-
-    /// Returns the copy of the message's properties it made (nil if none), for the replay buffer.
-    private func forward(_ m: ReceivedMessage, topic: String, to targets: [PeerLink]) -> PropertyList? {
-        let topicLength = m.topicLength
-        let forwardTopic = topicBuffer.prefixed(m.topicPointer, length: topicLength)
-        let hasProperties = m.retain || m.properties != nil
-        // libmosquitto sends only the first property of a list it did not build itself
-        // (received lists are not "client generated"), so properties are always copied.
-        // A retained message crosses as a non-retained copy that carries the marker.
-        let copied = hasProperties ? forwardProperties(m, alias: nil) : nil
-        for peer in targets {
-            if m.qos > 0, let full = room(for: peer, bytes: m.payload.count) {
-                peer.metrics.dropped.increment()
-                logDrop(peer, reason: full)
-                continue
-            }
-            // Topic alias: the topic crosses once per link, then two bytes per message.
-            let use = peer.topicUse(for: topic)
-            let sendTopic = use.byAliasOnly ? topicBuffer.emptyTopic : forwardTopic
-            var properties = copied?.pointer
-            var perPeer: PropertyList?
-            if m.qos > 0 {
-                // Numbered, so that the receiving agent drops a copy resent after a reconnect
-                // whose first copy had arrived (its acknowledgement was lost in the cut).
-                let number = peer.forwardSequence.add(1, ordering: .relaxed).oldValue
-                perPeer = forwardProperties(m, alias: use.alias?.number, sequence: peer.sequenceSource + String(number, radix: 36))
-                properties = perPeer?.pointer ?? use.alias?.list.pointer ?? copied?.pointer
-            } else if let alias = use.alias {
-                // The alias must go out with this message (with the topic, it sets the alias
-                // up), even if copying the message's own properties failed (logged).
-                perPeer = hasProperties ? forwardProperties(m, alias: alias.number) : nil
-                properties = perPeer?.pointer ?? alias.list.pointer
-            }
-            // `use` holds the link's cached alias list alive until the publish has copied it.
-            let rc = withExtendedLifetime((use, perPeer)) {
-                peer.client.publish(topic: sendTopic, payload: m.payload, qos: m.qos, retain: false, properties: properties)
-            }
-            let outcome = MQTTClient.outcome(rc, qos: m.qos)
-            if outcome != .dropped {
-                if outcome == .sent {
-                    peer.metrics.forwardedMessages.increment()
-                    peer.metrics.forwardedBytes.increment(by: m.payload.count)
-                } else {
-                    // Accepted while the link is down: held for the reconnect, not forwarded yet.
-                    peer.metrics.held.increment()
-                }
-                if use.byAliasOnly { peer.metrics.forwardedByAlias.increment() }
-            } else {
-                // Not sent (and not queued): the peer never learned an alias this one set up.
-                if let alias = use.alias, !use.byAliasOnly { peer.aliasAnnouncementFailed(alias.number) }
-                peer.metrics.dropped.increment()
-                logDrop(peer, reason: MosquittoError(code: rc, operation: "forward").description)
-            }
-        }
-        return m.retain ? nil : copied
-    }
-
-    /// The message's own properties as a forward carries them, without markers: a client's
-    /// own `mesh:` user properties are dropped (the receiving agent would take them for its
-    /// markers: retained copy, alias announcement, forward number). Throws if copying failed.
-    static func ownProperties(_ m: ReceivedMessage) throws -> PropertyList {
-        var ignored = false
-        return try reservedPrefix.withCString { prefix throws(MosquittoError) in
-            try PropertyList.copyForRepublish(m.properties, strippingMarker: nil, reservedPrefix: prefix, markerFound: &ignored)
-        }
-    }
-
-    /// `ownProperties` for the replay buffer; nil if copying failed (logged).
-    static func copyForForward(_ m: ReceivedMessage, logger: Logger) -> PropertyList? {
-        do {
-            return try ownProperties(m)
-        } catch {
-            logger.error("could not copy a message's properties for the replay buffer; a replay sends it without them", metadata: ["error": "\(error)"])
-            return nil
-        }
-    }
-
-    /// The properties a forwarded copy carries: the message's own (copied), the retained
-    /// marker, and the link's topic alias if one is given. Nil only if copying failed (logged;
-    /// the message then goes without them).
-    private func forwardProperties(_ m: ReceivedMessage, alias: UInt16?, sequence: String? = nil) -> PropertyList? {
-        do {
-            let list = try Self.ownProperties(m)
-            if m.retain { try list.addUserProperty(Self.retainMarker, "1") }
-            if let sequence { try list.addUserProperty(Self.sequenceMarker, sequence) }
-            if let alias { try list.addTopicAlias(alias) }
-            return list
-        } catch {
-            logger.error("could not copy a message's properties for forwarding; sending it without them", metadata: ["error": "\(error)"])
-            return nil
-        }
-    }
-
-    /// Whether `peer` can hold one more QoS 1/2 forward: nil if so, else why not. While its
-    /// link is down the answer is immediate (a dead peer must not slow the others); while it
-    /// is up and full (a slow peer, or a partition not yet noticed) this waits, at most
-    /// `--peer-timeout` — the time in which a silent peer is declared down.
-    private func room(for peer: PeerLink, bytes: Int) -> String? {
-        let maxMessages = configuration.maxPendingPerPeer, maxBytes = configuration.maxPendingBytesPerPeer
-        guard peer.isFull(adding: bytes, maxMessages: maxMessages, maxBytes: maxBytes) else { return nil }
-        let limits = "\(maxMessages) messages / \(maxBytes) bytes (--max-pending, --max-pending-bytes)"
-        if !peer.client.isConnected { return "peer link down with its limit already held: \(limits)" }
-        let clock = ContinuousClock()
-        let deadline = clock.now.advanced(by: .milliseconds(Int(configuration.peerTimeout * 1000)))
-        while clock.now < deadline {
-            usleep(500)
-            if !peer.isFull(adding: bytes, maxMessages: maxMessages, maxBytes: maxBytes) { return nil }
-            if !peer.client.isConnected { return "peer link went down with its limit held: \(limits)" }
-        }
-        return "peer acknowledged nothing for --peer-timeout with its limit held: \(limits)"
-    }
-
-    private func logDrop(_ peer: PeerLink, reason: String) {
-        let (log, n) = dropThrottle.shouldLog()
-        if log {
-            logger.error("message not forwarded", metadata: ["peer": "\(peer.endpoint)", "reason": "\(reason)", "occurrence": "\(n)"])
-        }
-    }
-
-    private func republish(_ m: ReceivedMessage) {
-        if m.payload.isEmpty && m.properties != nil && !m.retain,
-           PeerLink.aliasAnnouncementMarker.withCString({ PropertyList.hasUserProperty(m.properties, named: $0) }) {
-            // A peer link set up a topic alias again after reconnecting: not a message.
-            metrics.aliasAnnouncements.increment()
-            return
-        }
-        let prefixLength = topicBuffer.prefixLength
-        let localTopic = m.topicPointer + prefixLength
-        var retain = false
-        var properties: PropertyList?
-        // The forward's number (`sequenceMarker`) is read in the same pass as the copy.
-        var sequence: String?
-        if m.properties != nil {
-            var copyError: MosquittoError?
-            properties = LocalLink.retainMarker.withCString { marker in
-                Self.reservedPrefix.withCString { prefix in
-                    Self.sequenceMarker.withCString { sequenceKey in
-                        do throws(MosquittoError) {
-                            return try PropertyList.copyForRepublish(m.properties, strippingMarker: marker, reservedPrefix: prefix, markerFound: &retain,
-                                                                     capturing: m.qos > 0 ? sequenceKey : nil, captured: &sequence)
-                        } catch {
-                            copyError = error
-                            return nil
-                        }
-                    }
-                }
-            }
-            if let copyError {
-                metrics.republishFailed.increment()
-                logger.error("forwarded message's properties unusable; dropped", metadata: ["error": "\(copyError)"])
-                return
-            }
-        }
-        if let marker = sequence {
-            switch sequences.withValue({ $0.judge(marker) }) {
-            case .new:
-                break
-            case .duplicate:
-                // Resent by the sending agent after a reconnect; the first copy was republished.
-                metrics.duplicatesDropped.increment()
-                let (log, n) = duplicateThrottle.shouldLog()
-                if log { logger.notice("forwarded message received twice (resent after a link cut); the copy was dropped", metadata: ["source": "\(marker)", "occurrence": "\(n)"]) }
-                return
-            case .malformed:
-                metrics.ignoredInvalid.increment()
-            }
-        }
-        let rc = client.publish(topic: localTopic, payload: m.payload, qos: m.qos, retain: retain, properties: properties?.pointer)
-        if MQTTClient.accepted(rc, qos: m.qos) {
-            metrics.republished.increment()
-        } else {
-            metrics.republishFailed.increment()
-            let (log, n) = republishThrottle.shouldLog()
-            if log {
-                logger.error("local republish failed", metadata: ["error": "\(MosquittoError(code: rc, operation: "republish"))", "occurrence": "\(n)"])
-            }
-        }
-        withExtendedLifetime(properties) {}
     }
 
     func publishControl(topic: String, payload: [UInt8], retain: Bool) {

@@ -35,13 +35,12 @@ final class PeerLink: Sendable {
     /// One shard of a node's session directory (`$mesh/<node>/sessions/<shard>`), or its
     /// deletion (empty payload): `AdoptionService`.
     private let onSessionShard: @Sendable (_ node: String, _ shard: Int, _ payload: UnsafeRawBufferPointer, _ metrics: PeerMetrics) -> Void
-    /// Mirrored topic → payload, kept so a reconnected local broker gets them again. Published
-    /// under this lock so two updates of one topic cannot overtake each other.
-    private let mirrors = Mutex<[String: [UInt8]]>([:])
-    /// Topic aliases on this link and, per alias (index alias - 1), the property list a
-    /// forward of a message without properties carries. Used by the local link's thread
-    /// (forwards) and this link's loop thread (connect, disconnect).
-    private let aliases = Mutex<AliasState>(AliasState())
+    /// Mirrored topics and payloads, kept so a reconnected local broker gets them again.
+    /// Never held across a publish (`PeerMirrors`).
+    private let mirrors = Mutex(PeerMirrors())
+    /// Topic aliases on this link with the property list each is sent with. Used by the local
+    /// link's thread (forwards) and this link's loop thread (connect, disconnect).
+    private let aliases = Mutex(TopicAliases<PropertyList>(makeList: { alias throws(MosquittoError) in try PropertyList.topicAlias(alias) }))
     private let configuredAliases: Int
     private let forwardPrefix: String
     /// Liveness: monotonic seconds of the last packet read on this link and of the last
@@ -82,24 +81,12 @@ final class PeerLink: Sendable {
         var floor = AdvertFloor()
     }
 
-    struct AliasState {
-        var table = TopicAliasTable()
-        var lists: [PropertyList] = []
-    }
-
-    /// How a forward on this link sends its topic, decided per message (the table's
-    /// `TopicAliasTable.Use` plus the alias's property list).
-    struct TopicUse {
-        /// The alias the forward carries, with the list holding only it (reused when the
-        /// message has no properties of its own); nil: the topic alone.
-        var alias: (number: UInt16, list: PropertyList)?
-        /// The peer already knows the alias: the topic is left empty.
-        var byAliasOnly = false
-    }
+    /// How a forward on this link sends its topic, decided per message.
+    typealias TopicUse = TopicAliases<PropertyList>.Use
 
     /// User property of the empty messages that set up an alias again after a reconnect;
     /// the receiving agent drops them.
-    static let aliasAnnouncementMarker = "mesh:alias"
+    static let aliasAnnouncementMarker = UserPropertyKey("mesh:alias")
 
     init(index: Int, endpoint: Endpoint, configuration: AgentConfiguration, routing: RoutingTable,
          metrics: PeerMetrics, initialNodes: [String: [String: Int]], logger: Logger,
@@ -241,9 +228,7 @@ final class PeerLink: Sendable {
         }
         if now - lastHeartbeat.load(ordering: .relaxed) >= heartbeatIntervalNanos {
             lastHeartbeat.store(now, ordering: .relaxed)
-            _ = heartbeatTopic.withCString { topic in
-                client.publish(topic: topic, payload: UnsafeRawBufferPointer(start: nil, count: 0), qos: 0, retain: false, properties: nil)
-            }
+            _ = client.publish(topic: heartbeatTopic, payload: UnsafeRawBufferPointer(start: nil, count: 0), qos: 0, retain: false, properties: nil)
         }
     }
 
@@ -257,7 +242,7 @@ final class PeerLink: Sendable {
         lastHeard.store(Self.monotonicNanos(), ordering: .relaxed)
         downSinceBits.store(0, ordering: .relaxed)
         setUpAliases()
-        logger.info("peer link up", metadata: ["topic_aliases": "\(aliases.withLock { $0.table.capacity })"])
+        logger.info("peer link up", metadata: ["topic_aliases": "\(aliases.withLock { $0.capacity })"])
         do {
             // First, so that discovery knows which node this broker is before its advert routes.
             try client.subscribe("\(ControlTopic.root)/+/\(ControlTopic.Kind.view.rawValue)", qos: 0)
@@ -279,7 +264,7 @@ final class PeerLink: Sendable {
     }
 
     private func disconnected(_ rc: Int32) {
-        aliases.withLock { $0.table.connectionLost() }
+        aliases.withLock { $0.connectionLost() }
         metrics.connected.set(0)
         downSinceBits.store(Date().timeIntervalSince1970.bitPattern, ordering: .relaxed)
         if rc != 0 { logger.warning("peer link down; reconnecting", metadata: ["rc": "\(rc)"]) }
@@ -298,32 +283,13 @@ final class PeerLink: Sendable {
     /// announcement.
     @inline(__always)
     func topicUse(for topic: String) -> TopicUse {
-        aliases.withLock { state in
-            // Invariant: lists.count >= table.count; lists[a - 1] carries alias a. The list for
-            // the alias a new topic would get is built first, so the table never hands out an
-            // alias without one (if building fails, only already known topics use aliases).
-            if let next = state.table.nextAlias, state.lists.count < Int(next) {
-                if let list = try? PropertyList.topicAlias(next) {
-                    state.lists.append(list)
-                } else if state.table.alias(of: topic) == nil {
-                    return TopicUse()
-                }
-            }
-            switch state.table.use(for: topic) {
-            case .none:
-                return TopicUse()
-            case .alias(let a):
-                return TopicUse(alias: (a, state.lists[Int(a) - 1]), byAliasOnly: true)
-            case .announce(let a):
-                return TopicUse(alias: (a, state.lists[Int(a) - 1]))
-            }
-        }
+        aliases.withLock { $0.use(for: topic) }
     }
 
     /// The forward that was to set up `alias` was refused locally (not sent): the next one on
     /// its topic carries the topic again.
     func aliasAnnouncementFailed(_ alias: UInt16) {
-        aliases.withLock { $0.table.announcementFailed(alias) }
+        aliases.withLock { $0.announcementFailed(alias) }
     }
 
     /// Runs inside libmosquitto's connect callback, before it resends what was unacknowledged:
@@ -333,8 +299,7 @@ final class PeerLink: Sendable {
     private func setUpAliases() {
         let peerMaximum = client.brokerTopicAliasMaximum
         aliases.withLock { state in
-            // `lists` never shrinks: a forward on the local link's thread may still hold one.
-            let (announce, unusable) = state.table.connected(peerMaximum: peerMaximum, configuredMaximum: configuredAliases)
+            let (announce, unusable) = state.connected(peerMaximum: peerMaximum, configuredMaximum: configuredAliases)
             for (topic, alias) in announce {
                 do {
                     let list = try PropertyList.topicAlias(alias)
@@ -348,7 +313,7 @@ final class PeerLink: Sendable {
                 // The broker disconnects on an alias above its maximum, and libmosquitto resends
                 // an unacknowledged forward as built: if one used such an alias, this link will
                 // go down on every reconnect until the maximum is raised again.
-                logger.error("peer broker now accepts fewer topic aliases than this link has used; if an unacknowledged forward used one of them the peer will refuse it on every reconnect — set max_topic_alias on the peer back to at least the old value", metadata: ["unusable_aliases": "\(unusable)", "peer_maximum": "\(peerMaximum)", "aliases_in_use": "\(state.table.count)"])
+                logger.error("peer broker now accepts fewer topic aliases than this link has used; if an unacknowledged forward used one of them the peer will refuse it on every reconnect — set max_topic_alias on the peer back to at least the old value", metadata: ["unusable_aliases": "\(unusable)", "peer_maximum": "\(peerMaximum)", "aliases_in_use": "\(state.count)"])
             }
         }
     }
@@ -506,22 +471,27 @@ final class PeerLink: Sendable {
     }
 
     private func setMirror(_ topic: String, _ payload: [UInt8]) {
-        mirrors.withLock { m in
-            if payload.isEmpty { m[topic] = nil } else { m[topic] = payload }
-            mirror(topic, payload)
-        }
+        publishMirrors([mirrors.withLock { $0.set(topic, payload) }])
     }
 
-    /// Publishes every mirrored topic again (the local link has just connected).
+    /// Publishes every mirrored topic again (the local link has just connected; this runs in
+    /// its connect callback).
     func republishMirrors() {
-        mirrors.withLock { m in for (topic, payload) in m { mirror(topic, payload) } }
+        publishMirrors(mirrors.withLock { $0.all() })
     }
 
     /// Clears this link's mirrored topics (the peer was removed from the mesh).
     func clearMirrors() {
-        mirrors.withLock { m in
-            for topic in m.keys { mirror(topic, []) }
-            m.removeAll()
+        publishMirrors(mirrors.withLock { $0.clear() })
+    }
+
+    /// Publishes what was decided under the lock, outside it; then whatever changed meanwhile
+    /// again, since its newer value may have gone out before this one.
+    private func publishMirrors(_ updates: [PeerMirrors.Update]) {
+        var pending = updates
+        while !pending.isEmpty {
+            for update in pending { mirror(update.topic, update.payload) }
+            pending = mirrors.withLock { $0.superseded(pending) }
         }
     }
 

@@ -203,34 +203,28 @@ public final class MQTTClient: @unchecked Sendable {
     private static let tlsError = Int32(MOSQ_ERR_TLS.rawValue)
     private static let notConnected = Int32(MOSQ_ERR_NO_CONN.rawValue)
 
-    /// Whether a publish returning `rc` was taken: sent, or (QoS 1/2 only) queued by
-    /// libmosquitto to be sent after the reconnect. Anything else was dropped.
+    /// Publishes from borrowed memory (the forwarding hot path). Accepted by libmosquitto
+    /// (`PublishOutcome.isAccepted`): counted as outstanding until acknowledged.
     @inline(__always)
-    public static func accepted(_ rc: Int32, qos: Int32) -> Bool {
-        rc == Int32(MOSQ_ERR_SUCCESS.rawValue) || (qos > 0 && rc == notConnected)
+    public func publish(topic: BorrowedTopic, payload: UnsafeRawBufferPointer, qos: Int32, retain: Bool,
+                        properties: PropertyList?) -> PublishOutcome {
+        let rc = publish(topic: topic.start, payload: payload, qos: qos, retain: retain, properties: properties?.pointer)
+        return PublishOutcome.of(rc, qos: qos)
     }
 
-    /// What became of a publish, in libmosquitto's terms kept inside this module.
-    public enum PublishOutcome: Sendable, Equatable {
-        /// Written to the connection.
-        case sent
-        /// QoS 1/2 while the connection is down: queued, sent after the reconnect.
-        case held
-        /// Not taken (QoS 0 while down, or an error).
-        case dropped
+    /// As above, for a topic held in a Swift string (no copy if the string is native).
+    public func publish(topic: String, payload: UnsafeRawBufferPointer, qos: Int32, retain: Bool,
+                        properties: PropertyList?) -> PublishOutcome {
+        let rc = topic.withCString { publish(topic: $0, payload: payload, qos: qos, retain: retain, properties: properties?.pointer) }
+        return PublishOutcome.of(rc, qos: qos)
     }
 
-    @inline(__always)
-    public static func outcome(_ rc: Int32, qos: Int32) -> PublishOutcome {
-        if rc == Int32(MOSQ_ERR_SUCCESS.rawValue) { return .sent }
-        return accepted(rc, qos: qos) ? .held : .dropped
-    }
-
-    /// Publishes from borrowed memory (the forwarding hot path). Returns the libmosquitto
-    /// rc; `MOSQ_ERR_NO_CONN` with QoS > 0 means queued for after reconnect.
+    /// Returns the libmosquitto rc, with a write that failed on a connection that just broke
+    /// reported as `MOSQ_ERR_NO_CONN` (the message is kept if QoS 1/2). Public only for the
+    /// load benchmark's pre-built C topics (0: sent); everything else takes a `PublishOutcome`.
     @inline(__always)
     public func publish(topic: UnsafePointer<CChar>, payload: UnsafeRawBufferPointer, qos: Int32, retain: Bool,
-                        properties: OpaquePointer?) -> Int32 {
+                         properties: OpaquePointer?) -> Int32 {
         // Counted before the call so backpressure sees it at once; settled by the ledger after.
         if qos > 0 { outstanding.add(1, ordering: .relaxed) }
         var mid: Int32 = 0
@@ -241,7 +235,7 @@ public final class MQTTClient: @unchecked Sendable {
             // broke. Like NO_CONN: QoS 1/2 stays queued and is resent after the reconnect.
             rc = Self.notConnected
         }
-        if Self.accepted(rc, qos: qos) {
+        if PublishOutcome.of(rc, qos: qos).isAccepted {
             let counted = ledger.withLock { $0.published(mid: UInt16(truncatingIfNeeded: mid), qos: qos, bytes: payload.count) }
             if qos > 0 && !counted { outstanding.subtract(1, ordering: .relaxed) }
             if counted { outstandingByteCount.add(payload.count, ordering: .relaxed) }
@@ -251,7 +245,7 @@ public final class MQTTClient: @unchecked Sendable {
         return rc
     }
 
-    /// Convenience publish for the control plane and tests.
+    /// Convenience publish for the control plane and tests: throws unless accepted.
     public func publish(topic: String, payload: [UInt8], qos: Int32 = 1, retain: Bool = false,
                         properties: PropertyList? = nil) throws(MosquittoError) {
         let rc = topic.withCString { t in
@@ -259,7 +253,7 @@ public final class MQTTClient: @unchecked Sendable {
                 publish(topic: t, payload: p, qos: qos, retain: retain, properties: properties?.pointer)
             }
         }
-        if Self.accepted(rc, qos: qos) { return }
+        if PublishOutcome.of(rc, qos: qos).isAccepted { return }
         try check(rc, "publish \(topic) to \(configuration.endpoint)")
     }
 

@@ -5,14 +5,14 @@ import CMosquitto
 /// pass topic, payload and properties on without copying them.
 public struct ReceivedMessage {
     /// NUL-terminated topic, owned by libmosquitto.
-    public let topicPointer: UnsafePointer<CChar>
+    @usableFromInline let topicPointer: UnsafePointer<CChar>
     public let payload: UnsafeRawBufferPointer
     public let qos: Int32
     public let retain: Bool
     /// v5 properties (`const mosquitto_property *`), nil for none.
-    public let properties: OpaquePointer?
+    @usableFromInline let properties: OpaquePointer?
 
-    public init(topicPointer: UnsafePointer<CChar>, payload: UnsafeRawBufferPointer, qos: Int32, retain: Bool,
+    init(topicPointer: UnsafePointer<CChar>, payload: UnsafeRawBufferPointer, qos: Int32, retain: Bool,
                 properties: OpaquePointer?) {
         self.topicPointer = topicPointer
         self.payload = payload
@@ -24,11 +24,19 @@ public struct ReceivedMessage {
     /// The topic as a Swift string (allocates; for the control plane, not the hot path).
     public var topic: String { String(cString: topicPointer) }
 
+    /// The topic, borrowed for the duration of the callback (the hot path: no copy).
+    @inlinable public var borrowedTopic: BorrowedTopic { BorrowedTopic(topicPointer) }
+
+    /// Whether the message carries any v5 property.
+    @inlinable public var hasProperties: Bool { properties != nil }
+
+    /// Whether the message carries a user property named `key` (any value).
+    public func hasUserProperty(_ key: UserPropertyKey) -> Bool {
+        mesh_has_user_property(properties, key.cString)
+    }
+
     /// The payload copied out (for the control plane).
     public var payloadBytes: [UInt8] { Array(payload) }
-
-    /// Topic length in bytes, without the terminating NUL.
-    public var topicLength: Int { strlen(topicPointer) }
 
     /// User properties in order, duplicates included (copies; for tests and diagnostics).
     public var userProperties: [(String, String)] {
