@@ -15,6 +15,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.1.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
     ],
     targets: [
         // libmosquitto, wrapped once. Only the `Mosquitto` target imports it.
@@ -38,6 +39,9 @@ let package = Package(
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
         // Starts and stops real brokers, agents and HAProxy for tests and benchmarks.
@@ -64,7 +68,15 @@ let package = Package(
         ),
         .testTarget(name: "MeshCoreTests", dependencies: ["MeshCore"]),
         // In-process tests of the agent's parts (no brokers).
-        .testTarget(name: "MeshAgentTests", dependencies: ["MeshAgent", "MeshCore"]),
+        .testTarget(
+            name: "MeshAgentTests",
+            dependencies: [
+                "MeshAgent", "MeshCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ]
+        ),
         .testTarget(
             name: "IntegrationTests",
             dependencies: ["MeshAgent", "MeshBench", "MeshHarness", "MeshCore", "Mosquitto", "mosquitto-mesh"]

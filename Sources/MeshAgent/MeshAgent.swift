@@ -25,6 +25,8 @@ public final class MeshAgent: Service, Sendable {
     private let changes: AsyncStream<Void>
     private let changesContinuation: AsyncStream<Void>.Continuation
     private let stopping = Atomic<Bool>(false)
+    /// Opens once `run` has started the links (see `waitUntilLinksStarted`).
+    private let linksStarted = Gate()
     private let lastView = Mutex<MeshView?>(nil)
     /// Lets the state saver's snapshot closure reach the agent once it exists.
     private let agentBox = WeakBox<MeshAgent>()
@@ -213,6 +215,11 @@ public final class MeshAgent: Service, Sendable {
         return .up
     }
 
+    /// Returns once `run` has started every link (the health endpoint opens then, as it
+    /// always has: an agent-check port that is still closed is ignored by HAProxy), or
+    /// when the waiting task is cancelled.
+    public func waitUntilLinksStarted() async { await linksStarted.wait() }
+
     public var connectedPeers: Int { peers.filter(\.isConnected).count }
 
     public func run() async throws {
@@ -236,12 +243,7 @@ public final class MeshAgent: Service, Sendable {
         // After the forwarding link: every connection of the agent's is in the log being read.
         discovery?.start()
 
-        var health: HealthEndpoint?
-        if let listen = configuration.healthListen {
-            health = try HealthEndpoint(listen: listen, logger: logger) { [weak self] in self?.health ?? .down }
-            health?.start()
-        }
-        defer { health?.stop() }
+        linksStarted.open()
 
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.advertLoop() }

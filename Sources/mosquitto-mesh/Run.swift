@@ -162,9 +162,9 @@ extension MosquittoMesh {
             case .refused:
                 logger.warning("glibc refused the agent's malloc thresholds; resident memory may creep under client churn")
             }
-            let metricsEndpoint: MetricsEndpoint?
+            var metricsEndpoint: MetricsEndpoint?
             do {
-                metricsEndpoint = try configuration.metricsListen.map { try MetricsEndpoint(listen: $0, logger: logger) }
+                if let listen = configuration.metricsListen { metricsEndpoint = try await MetricsEndpoint(listen: listen, logger: logger) }
             } catch {
                 logger.critical("cannot start: \(error)")
                 throw ExitCode(78)
@@ -176,8 +176,6 @@ extension MosquittoMesh {
                 logger.critical("cannot start: \(error)")
                 throw ExitCode(78)  // EX_CONFIG
             }
-            metricsEndpoint?.start()
-            defer { metricsEndpoint?.stop() }
             let reloadLogger = logger
             let reloader = ConfigurationReloader { [self] in
                 let logger = reloadLogger
@@ -197,9 +195,19 @@ extension MosquittoMesh {
                     logger.error("SIGHUP: configuration rejected, keeping the current one: \(error)")
                 }
             }
+            let health = configuration.healthListen.map { listen in
+                HealthEndpoint(listen: listen, logger: logger, opensAfter: { await agent.waitUntilLinksStarted() },
+                               state: { [weak agent] in agent?.health ?? .down })
+            }
+            // Graceful shutdown goes from last to first: the agent drains while the health
+            // endpoint still answers (`down`) and /metrics still shows the drain.
+            var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+            if let metricsEndpoint { services.append(.init(service: metricsEndpoint)) }
+            if let health { services.append(.init(service: health)) }
+            services += [.init(service: agent), .init(service: reloader)]
             let group = ServiceGroup(
                 configuration: .init(
-                    services: [.init(service: agent), .init(service: reloader)],
+                    services: services,
                     gracefulShutdownSignals: [.sigterm, .sigint],
                     logger: logger
                 )
