@@ -47,7 +47,7 @@ let package = Package(
         // Starts and stops real brokers, agents and HAProxy for tests and benchmarks.
         .target(
             name: "MeshHarness",
-            dependencies: ["Mosquitto", "MeshCore"]
+            dependencies: ["Mosquitto", "MeshCore", .product(name: "UnixSignals", package: "swift-service-lifecycle")]
         ),
         // Benchmarks and failover measurement on top of the harness: scenarios, delivery
         // trackers, reports, the failover runner and its analysis (the CLI only parses `bench`).
@@ -64,6 +64,7 @@ let package = Package(
                 "MeshAgent", "MeshBench", "MeshHarness", "MeshCore", "Mosquitto",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ]
         ),
         .testTarget(name: "MeshCoreTests", dependencies: ["MeshCore"]),

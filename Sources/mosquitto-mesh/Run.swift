@@ -1,10 +1,10 @@
-@preconcurrency import Dispatch
 import ArgumentParser
 import Foundation
 import Logging
 import MeshAgent
 import Mosquitto
 import ServiceLifecycle
+import UnixSignals
 
 extension MosquittoMesh {
     /// The daemon.
@@ -222,16 +222,7 @@ struct ConfigurationReloader: Service {
     let reload: @Sendable () async -> Void
 
     func run() async throws {
-        let (stream, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
-        signal(SIGHUP, SIG_IGN)
-        let source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
-        source.setEventHandler { continuation.yield() }
-        source.resume()
-        defer { source.cancel() }
-        await withGracefulShutdownHandler {
-            for await _ in stream { await reload() }
-        } onGracefulShutdown: {
-            continuation.finish()
-        }
+        let hangups = await UnixSignalsSequence(trapping: .sighup)
+        for await _ in hangups.cancelOnGracefulShutdown() { await reload() }
     }
 }
