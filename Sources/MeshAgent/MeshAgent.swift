@@ -189,7 +189,7 @@ public final class MeshAgent: Service, Sendable {
             if !(await link.client.waitForOutstandingPublishes(timeout: configuration.drainTimeout)) {
                 logger.error("removed peer did not acknowledge everything before the drain timeout", metadata: ["peer": "\(link.endpoint)", "unacknowledged": "\(link.client.outstandingPublishes)"])
             }
-            link.close()
+            await link.close()
         }
         signal()
     }
@@ -415,7 +415,7 @@ public final class MeshAgent: Service, Sendable {
     private func drainAndStop() async {
         stopping.store(true, ordering: .relaxed)
         takeover.finish()
-        discovery?.close()
+        await discovery?.close()
         adoption.finish()
         logger.info("stopping: draining")
         let clock = ContinuousClock()
@@ -434,9 +434,9 @@ public final class MeshAgent: Service, Sendable {
             try? await Task.sleep(for: .milliseconds(5))
         }
         let localLeft = localLink.client.outstandingPublishes
-        localLink.client.close()
+        await localLink.client.closeAsync()
         // The log connection stops last among the local ones: every line it took is applied.
-        controlLink.close()
+        await controlLink.close()
         // Saved before waiting on peers: a stop that systemd cuts short keeps the table.
         saver?.saveFinal(encodedState(cleanStop: true))
         // Every peer drains at once, against one deadline: a dead peer costs the stop the
@@ -457,7 +457,7 @@ public final class MeshAgent: Service, Sendable {
             }
             return await group.reduce(0, +)
         }
-        for peer in links { peer.close() }
+        for peer in links { await peer.close() }
         changesContinuation.finish()
         // Forwards a peer never acknowledged may be lost; local publishes written before the
         // DISCONNECT were taken by the broker (only their acknowledgement went unread).
