@@ -69,15 +69,10 @@ let package = Package(
         ),
         .testTarget(name: "MeshCoreTests", dependencies: ["MeshCore"]),
         // In-process tests of the agent's parts (no brokers).
-        .testTarget(
-            name: "MeshAgentTests",
-            dependencies: [
-                "MeshAgent", "MeshCore",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "Prometheus", package: "swift-prometheus"),
-            ]
-        ),
+        .testTarget(name: "MeshAgentTests", dependencies: [
+            "MeshAgent", "MeshCore", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+        ]),
         .testTarget(
             name: "IntegrationTests",
             dependencies: ["MeshAgent", "MeshBench", "MeshHarness", "MeshCore", "Mosquitto", "mosquitto-mesh"]

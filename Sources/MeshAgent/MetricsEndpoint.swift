@@ -24,10 +24,10 @@ public final class MetricsEndpoint: Service, Sendable {
 
     /// Serves `registry` without bootstrapping anything (tests make as many as they like).
     /// A connection that has not sent its whole request within `timeout` is closed.
-    init(listen: Endpoint, registry: PrometheusCollectorRegistry, timeout: TimeAmount = .seconds(2), logger: Logger) async throws(ConfigurationError) {
+    init(listen: Endpoint, registry: PrometheusCollectorRegistry, timeout: Duration = .seconds(2), logger: Logger) async throws(ConfigurationError) {
         server = try await EndpointServer.bind(listen: listen, key: "metrics-listen") { channel in
             let pipeline = channel.pipeline.syncOperations
-            try pipeline.addHandler(ConnectionDeadline(timeout))
+            try pipeline.addHandler(ConnectionDeadline(TimeAmount(timeout)))
             try pipeline.addHandler(RequestSizeLimit(Self.maxRequestBytes))
             try pipeline.configureHTTPServerPipeline(withPipeliningAssistance: false, withErrorHandling: true)
             try pipeline.addHandler(MetricsRequestHandler(registry: registry))

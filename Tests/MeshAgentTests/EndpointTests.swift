@@ -1,6 +1,5 @@
 import Foundation
 import Logging
-import NIOCore
 import Prometheus
 import ServiceLifecycle
 import Synchronization
@@ -14,7 +13,7 @@ struct EndpointTests {
     let logger = Logger(label: "endpoint-tests")
 
     /// A metrics endpoint over a registry of its own with one counter at `count`.
-    func metricsEndpoint(host: String = "127.0.0.1", count: Int = 3, timeout: TimeAmount = .seconds(30)) async throws -> MetricsEndpoint {
+    func metricsEndpoint(host: String = "127.0.0.1", count: Int = 3, timeout: Duration = .seconds(30)) async throws -> MetricsEndpoint {
         let registry = PrometheusCollectorRegistry()
         registry.makeCounter(descriptor: MetricNameDescriptor(metricName: "endpoint_test", unitName: "total", helpText: "")).increment(by: Int64(count))
         return try await MetricsEndpoint(listen: Endpoint(host: host, port: 0), registry: registry, timeout: timeout, logger: logger)
