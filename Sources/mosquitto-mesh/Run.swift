@@ -58,9 +58,9 @@ extension MosquittoMesh {
         var peerKeyFile: String?
         @Option(name: .customLong("peer-tls-version"), help: "tlsv1.2 or tlsv1.3 for peer links.")
         var peerTLSVersion: String?
-        @Option(name: .customLong("health-listen"), help: "HAProxy agent-check listener, HOST:PORT.")
+        @Option(name: .customLong("health-listen"), help: "HAProxy agent-check listener, HOST:PORT (an IPv4 or IPv6 address: [::]:18830).")
         var healthListen: String?
-        @Option(name: .customLong("metrics-listen"), help: "Prometheus endpoint (GET /metrics), HOST:PORT.")
+        @Option(name: .customLong("metrics-listen"), help: "Prometheus endpoint (GET /metrics), HOST:PORT (an IPv4 or IPv6 address: [::1]:9883).")
         var metricsListen: String?
         @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error, critical (default info).")
         var logLevel: String?
