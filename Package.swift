@@ -15,6 +15,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.1.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
         // Tests only: property-based checks (MeshAgentTests).
         .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.0"),
     ],
@@ -40,12 +41,15 @@ let package = Package(
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
         // Starts and stops real brokers, agents and HAProxy for tests and benchmarks.
         .target(
             name: "MeshHarness",
-            dependencies: ["Mosquitto", "MeshCore"]
+            dependencies: ["Mosquitto", "MeshCore", .product(name: "UnixSignals", package: "swift-service-lifecycle")]
         ),
         // Benchmarks and failover measurement on top of the harness: scenarios, delivery
         // trackers, reports, the failover runner and its analysis (the CLI only parses `bench`).
@@ -62,14 +66,16 @@ let package = Package(
                 "MeshAgent", "MeshBench", "MeshHarness", "MeshCore", "Mosquitto",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ]
         ),
         .testTarget(name: "MeshCoreTests", dependencies: ["MeshCore"]),
         // In-process tests of the agent's parts (no brokers).
-        .testTarget(
-            name: "MeshAgentTests",
-            dependencies: ["MeshAgent", "MeshCore", .product(name: "PropertyBased", package: "swift-property-based")]
-        ),
+        .testTarget(name: "MeshAgentTests", dependencies: [
+            "MeshAgent", "MeshCore", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "PropertyBased", package: "swift-property-based"),
+        ]),
         .testTarget(
             name: "IntegrationTests",
             dependencies: ["MeshAgent", "MeshBench", "MeshHarness", "MeshCore", "Mosquitto", "mosquitto-mesh"]

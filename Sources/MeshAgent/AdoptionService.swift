@@ -476,42 +476,43 @@ final class AdoptionService: Sendable {
         events.subscribed = { mid, granted in acks.withLock { $0[mid] = granted } }
         let client: MQTTClient
         do { client = try MQTTClient(configuration: cc, events: events) } catch { return .failed("\(error)") }
-        defer { client.close() }
-        do {
-            if let error = try client.start() { return .failed("\(error)") }
-        } catch { return .failed("\(error)") }
-        let clock = ContinuousClock()
-        let deadline = clock.now.advanced(by: Self.connectTimeout)
-        while connack.load(ordering: .acquiring) < 0 {
-            if clock.now >= deadline || Task.isCancelled { return .failed("no CONNACK within \(Self.connectTimeout)") }
-            try? await Task.sleep(for: .milliseconds(2))
+        return await client.closing {
+            do {
+                if let error = try client.start() { return .failed("\(error)") }
+            } catch { return .failed("\(error)") }
+            let clock = ContinuousClock()
+            let deadline = clock.now.advanced(by: Self.connectTimeout)
+            while connack.load(ordering: .acquiring) < 0 {
+                if clock.now >= deadline || Task.isCancelled { return .failed("no CONNACK within \(Self.connectTimeout)") }
+                try? await Task.sleep(for: .milliseconds(2))
+            }
+            let rc = connack.load(ordering: .acquiring)
+            guard rc == 0 else { return .failed("local broker refused the connection (reason code \(rc))") }
+            var mids: [Int32] = []
+            for (filter, qos) in record.filters.sorted(by: { $0.key < $1.key }) {
+                do { mids.append(try client.subscribe(filter, qos: Int32(qos))) } catch { return .failed("subscribe \(filter): \(error)") }
+            }
+            while acks.withLock({ a in mids.contains { a[$0] == nil } }) {
+                // Our connection taken over (the client came in meanwhile): stop before libmosquitto reconnects as it.
+                if !client.isConnected { return .failed("connection lost before every SUBACK (the client may have connected here)") }
+                if clock.now >= deadline || Task.isCancelled { return .failed("no SUBACK within \(Self.connectTimeout)") }
+                try? await Task.sleep(for: .milliseconds(2))
+            }
+            let refused = acks.withLock { a in mids.filter { (a[$0] ?? []).contains { $0 >= 0x80 } }.count }
+            let time = Self.now()
+            client.disconnect()
+            let closeBy = clock.now.advanced(by: .seconds(2))
+            while client.isConnected && clock.now < closeBy && !Task.isCancelled { try? await Task.sleep(for: .milliseconds(2)) }
+            if refused > 0 {
+                return .failed("the local broker refused \(refused) of \(mids.count) subscriptions (ACL?)")
+            }
+            if let elsewhere = takeover.connectedElsewhere(id, excluding: [node]) {
+                // The client came back elsewhere while we were adopting: that connection is newer.
+                takeover.release(id, adoptedBy: elsewhere, at: Int64.max)
+                return .skipped("connected on \(elsewhere) during the adoption; the copy here is ended")
+            }
+            return .adopted(time: time, sessionExisted: present.load(ordering: .relaxed))
         }
-        let rc = connack.load(ordering: .acquiring)
-        guard rc == 0 else { return .failed("local broker refused the connection (reason code \(rc))") }
-        var mids: [Int32] = []
-        for (filter, qos) in record.filters.sorted(by: { $0.key < $1.key }) {
-            do { mids.append(try client.subscribe(filter, qos: Int32(qos))) } catch { return .failed("subscribe \(filter): \(error)") }
-        }
-        while acks.withLock({ a in mids.contains { a[$0] == nil } }) {
-            // Our connection taken over (the client came in meanwhile): stop before libmosquitto reconnects as it.
-            if !client.isConnected { return .failed("connection lost before every SUBACK (the client may have connected here)") }
-            if clock.now >= deadline || Task.isCancelled { return .failed("no SUBACK within \(Self.connectTimeout)") }
-            try? await Task.sleep(for: .milliseconds(2))
-        }
-        let refused = acks.withLock { a in mids.filter { (a[$0] ?? []).contains { $0 >= 0x80 } }.count }
-        let time = Self.now()
-        client.disconnect()
-        let closeBy = clock.now.advanced(by: .seconds(2))
-        while client.isConnected && clock.now < closeBy && !Task.isCancelled { try? await Task.sleep(for: .milliseconds(2)) }
-        if refused > 0 {
-            return .failed("the local broker refused \(refused) of \(mids.count) subscriptions (ACL?)")
-        }
-        if let elsewhere = takeover.connectedElsewhere(id, excluding: [node]) {
-            // The client came back elsewhere while we were adopting: that connection is newer.
-            takeover.release(id, adoptedBy: elsewhere, at: Int64.max)
-            return .skipped("connected on \(elsewhere) during the adoption; the copy here is ended")
-        }
-        return .adopted(time: time, sessionExisted: present.load(ordering: .relaxed))
     }
 
     /// Why `id` must not be adopted now (nil: adopt it).

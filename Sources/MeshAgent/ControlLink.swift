@@ -169,5 +169,5 @@ final class ControlLink: Sendable {
         Int(String(decoding: payload, as: UTF8.self))
     }
 
-    func close() { client.close() }
+    func close() async { await client.closeAsync() }
 }

@@ -224,5 +224,5 @@ final class DiscoveryService: Sendable {
         host == "localhost" || host == "::1" || host.hasPrefix("127.") || host == "0:0:0:0:0:0:0:1"
     }
 
-    func close() { client.close() }
+    func close() async { await client.closeAsync() }
 }

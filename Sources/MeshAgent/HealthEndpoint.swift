@@ -1,4 +1,6 @@
 import Logging
+import NIOCore
+import ServiceLifecycle
 
 /// HAProxy agent-check answers: what this node's sidecar thinks of taking new clients.
 public enum HealthState: String, Sendable {
@@ -22,23 +24,59 @@ public enum HealthState: String, Sendable {
 }
 
 /// HAProxy's agent-check protocol: on each connection, one line (`up ready`, `drain`,
-/// `down`), then close.
-public final class HealthEndpoint: Sendable {
-    private let listener: TCPListener
+/// `down`), then close. A `Service`: it listens once `opensAfter` returns (the agent has
+/// started its links; until then a check finds the port closed, which HAProxy ignores) and
+/// until graceful shutdown, so HAProxy reads `down` while the agent drains.
+public final class HealthEndpoint: Service, Sendable {
+    private let listen: Endpoint
+    private let opensAfter: @Sendable () async -> Void
     private let state: @Sendable () -> HealthState
+    private let onListening: @Sendable (EndpointServer) -> Void
     private let logger: Logger
 
-    public init(listen: Endpoint, logger: Logger, state: @escaping @Sendable () -> HealthState) throws(ConfigurationError) {
-        listener = try TCPListener(listen: listen, key: "health-listen")
+    public convenience init(listen: Endpoint, logger: Logger, opensAfter: @escaping @Sendable () async -> Void,
+                            state: @escaping @Sendable () -> HealthState) {
+        self.init(listen: listen, logger: logger, opensAfter: opensAfter, state: state, onListening: { _ in })
+    }
+
+    /// `onListening` is told the bound socket (tests listen on port 0).
+    init(listen: Endpoint, logger: Logger, opensAfter: @escaping @Sendable () async -> Void = {},
+         state: @escaping @Sendable () -> HealthState, onListening: @escaping @Sendable (EndpointServer) -> Void) {
+        self.listen = listen
+        self.opensAfter = opensAfter
         self.state = state
+        self.onListening = onListening
         self.logger = logger
     }
 
-    public func start() {
+    public func run() async throws {
+        await opensAfter()
+        guard !Task.isCancelled else { return }
         let state = self.state
-        listener.start(name: "mesh-health") { fd in TCPListener.send(fd, Array(state().agentCheckLine.utf8)) }
-        logger.info("health endpoint (HAProxy agent-check) listening", metadata: ["address": "\(listener.endpoint)"])
+        let server = try await EndpointServer.bind(listen: listen, key: "health-listen") { channel in
+            try channel.pipeline.syncOperations.addHandler(AgentCheckHandler(state: state))
+        }
+        onListening(server)
+        logger.info("health endpoint (HAProxy agent-check) listening", metadata: ["address": "\(server.endpoint)"])
+        await server.serve()
+    }
+}
+
+/// Writes the current state's line as soon as the connection is up, then closes it;
+/// whatever the client sends is ignored.
+final class AgentCheckHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    private let state: @Sendable () -> HealthState
+
+    init(state: @escaping @Sendable () -> HealthState) { self.state = state }
+
+    func channelActive(context: ChannelHandlerContext) {
+        let line = context.channel.allocator.buffer(string: state().agentCheckLine)
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(line)).whenComplete { _ in channel.close(promise: nil) }
+        context.fireChannelActive()
     }
 
-    public func stop() { listener.stop() }
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
 }

@@ -13,4 +13,13 @@ extension MQTTClient {
             logger.error("\(link) failed to start", metadata: ["error": "\(error)"])
         }
     }
+
+    /// Runs `body`, then closes the client off the cooperative pool (`closeAsync`): for a
+    /// short-lived client in async code, where `defer { close() }` would block a pool thread
+    /// on the join of the client's loop thread.
+    func closing<T>(after body: () async -> T) async -> T {
+        let result = await body()
+        await closeAsync()
+        return result
+    }
 }

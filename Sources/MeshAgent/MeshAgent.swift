@@ -25,6 +25,8 @@ public final class MeshAgent: Service, Sendable {
     private let changes: AsyncStream<Void>
     private let changesContinuation: AsyncStream<Void>.Continuation
     private let stopping = Atomic<Bool>(false)
+    /// Opens once `run` has started the links (see `waitUntilLinksStarted`).
+    private let linksStarted = Gate()
     private let lastView = Mutex<MeshView?>(nil)
     /// Lets the state saver's snapshot closure reach the agent once it exists.
     private let agentBox = WeakBox<MeshAgent>()
@@ -187,7 +189,7 @@ public final class MeshAgent: Service, Sendable {
             if !(await link.client.waitForOutstandingPublishes(timeout: configuration.drainTimeout)) {
                 logger.error("removed peer did not acknowledge everything before the drain timeout", metadata: ["peer": "\(link.endpoint)", "unacknowledged": "\(link.client.outstandingPublishes)"])
             }
-            link.close()
+            await link.close()
         }
         signal()
     }
@@ -213,6 +215,11 @@ public final class MeshAgent: Service, Sendable {
         return .up
     }
 
+    /// Returns once `run` has started every link (the health endpoint opens then, as it
+    /// always has: an agent-check port that is still closed is ignored by HAProxy), or
+    /// when the waiting task is cancelled.
+    public func waitUntilLinksStarted() async { await linksStarted.wait() }
+
     public var connectedPeers: Int { peers.filter(\.isConnected).count }
 
     public func run() async throws {
@@ -236,12 +243,7 @@ public final class MeshAgent: Service, Sendable {
         // After the forwarding link: every connection of the agent's is in the log being read.
         discovery?.start()
 
-        var health: HealthEndpoint?
-        if let listen = configuration.healthListen {
-            health = try HealthEndpoint(listen: listen, logger: logger) { [weak self] in self?.health ?? .down }
-            health?.start()
-        }
-        defer { health?.stop() }
+        linksStarted.open()
 
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.advertLoop() }
@@ -413,7 +415,7 @@ public final class MeshAgent: Service, Sendable {
     private func drainAndStop() async {
         stopping.store(true, ordering: .relaxed)
         takeover.finish()
-        discovery?.close()
+        await discovery?.close()
         adoption.finish()
         logger.info("stopping: draining")
         let clock = ContinuousClock()
@@ -432,9 +434,9 @@ public final class MeshAgent: Service, Sendable {
             try? await Task.sleep(for: .milliseconds(5))
         }
         let localLeft = localLink.client.outstandingPublishes
-        localLink.client.close()
+        await localLink.client.closeAsync()
         // The log connection stops last among the local ones: every line it took is applied.
-        controlLink.close()
+        await controlLink.close()
         // Saved before waiting on peers: a stop that systemd cuts short keeps the table.
         saver?.saveFinal(encodedState(cleanStop: true))
         // Every peer drains at once, against one deadline: a dead peer costs the stop the
@@ -455,7 +457,7 @@ public final class MeshAgent: Service, Sendable {
             }
             return await group.reduce(0, +)
         }
-        for peer in links { peer.close() }
+        for peer in links { await peer.close() }
         changesContinuation.finish()
         // Forwards a peer never acknowledged may be lost; local publishes written before the
         // DISCONNECT were taken by the broker (only their acknowledgement went unread).

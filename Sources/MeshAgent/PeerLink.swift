@@ -495,7 +495,7 @@ final class PeerLink: Sendable {
         }
     }
 
-    func close() { client.close() }
+    func close() async { await client.closeAsync() }
 }
 
 /// A weak reference that a C-callback closure can capture before `self` exists.

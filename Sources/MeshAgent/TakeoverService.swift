@@ -461,24 +461,25 @@ final class TakeoverService: Sendable {
         } catch {
             return .failure("\(error)")
         }
-        defer { client.close() }
-        do {
-            if let error = try client.start() { return .failure("\(error)") }
-        } catch {
-            return .failure("\(error)")
+        return await client.closing {
+            do {
+                if let error = try client.start() { return .failure("\(error)") }
+            } catch {
+                return .failure("\(error)")
+            }
+            let clock = ContinuousClock()
+            let deadline = clock.now.advanced(by: Self.connectTimeout)
+            while connack.load(ordering: .acquiring) < 0 {
+                if clock.now >= deadline || Task.isCancelled { return .failure("no CONNACK within \(Self.connectTimeout)") }
+                try? await Task.sleep(for: .milliseconds(2))
+            }
+            let rc = connack.load(ordering: .acquiring)
+            guard rc == 0 else { return .failure("local broker refused the connection (reason code \(rc))") }
+            client.disconnect()
+            let closeBy = clock.now.advanced(by: .seconds(2))
+            while client.isConnected && clock.now < closeBy && !Task.isCancelled { try? await Task.sleep(for: .milliseconds(2)) }
+            return .success
         }
-        let clock = ContinuousClock()
-        let deadline = clock.now.advanced(by: Self.connectTimeout)
-        while connack.load(ordering: .acquiring) < 0 {
-            if clock.now >= deadline || Task.isCancelled { return .failure("no CONNACK within \(Self.connectTimeout)") }
-            try? await Task.sleep(for: .milliseconds(2))
-        }
-        let rc = connack.load(ordering: .acquiring)
-        guard rc == 0 else { return .failure("local broker refused the connection (reason code \(rc))") }
-        client.disconnect()
-        let closeBy = clock.now.advanced(by: .seconds(2))
-        while client.isConnected && clock.now < closeBy && !Task.isCancelled { try? await Task.sleep(for: .milliseconds(2)) }
-        return .success
     }
 
     private func failed(_ job: Job, reason: String) {

@@ -241,7 +241,7 @@ package struct InteropRun: Sendable {
         }
 
         // Ctrl-C / SIGTERM: finish with what ran, stop every process started here.
-        let interrupt = InterruptFlag()
+        let interrupt = await InterruptFlag()
         let work = Task { () async throws -> InteropReport in
             var report = InteropReport(suite: suite.directory)
             try await single.start()

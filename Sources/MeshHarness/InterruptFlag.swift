@@ -1,24 +1,16 @@
-@preconcurrency import Dispatch
-import Foundation
+import UnixSignals
 
 /// Turns SIGINT/SIGTERM into an awaitable event.
-package final class InterruptFlag: @unchecked Sendable {
-    // Kept only so the sources stay alive; never touched after init.
-    private let sources: [DispatchSourceSignal]
+package final class InterruptFlag: Sendable {
     private let stream: AsyncStream<Void>
 
-    package init() {
+    package init() async {
+        let signals = await UnixSignalsSequence(trapping: .sigint, .sigterm)
         let (stream, continuation) = AsyncStream.makeStream(of: Void.self)
         self.stream = stream
-        var list: [DispatchSourceSignal] = []
-        for sig in [SIGINT, SIGTERM] {
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler { continuation.yield() }
-            source.resume()
-            list.append(source)
+        Task {
+            for await _ in signals { continuation.yield() }
         }
-        sources = list
     }
 
     package func wait() async {

@@ -1,4 +1,5 @@
 import CMosquitto
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -348,6 +349,20 @@ public final class MQTTClient: @unchecked Sendable {
         }
         mosquitto_destroy(handle)
         context.release()
+    }
+
+    /// `close()` for async code: the loop thread's join (up to ~5 s when the loop is stuck in
+    /// a reconnect) happens on a thread of its own, so the cooperative pool's few threads go
+    /// on running other tasks meanwhile. Returns once the client is closed.
+    public func closeAsync() async {
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            let thread = Thread { [self] in
+                close()
+                done.resume()
+            }
+            thread.name = "mqtt-close"
+            thread.start()
+        }
     }
 
     // Called from the C thunks.

@@ -69,7 +69,7 @@ extension MosquittoMesh {
             try await client.subscribe("\(ControlTopic.root)/inspect-barrier/\(getpid())", qos: 0)
             render(collected.value)
             guard watch else { return }
-            let interrupted = InterruptFlag()
+            let interrupted = await InterruptFlag()
             var seen = generation.value
             while true {
                 let stop = await withTaskGroup(of: Bool.self) { group in

@@ -35,7 +35,7 @@ extension MosquittoMesh {
             let directory = dir ?? MeshCluster.temporaryDirectory("local-cluster")
             let cluster = MeshCluster(nodes: names, directory: directory, basePort: basePort + 1)
             let lb = cluster.makeLoadBalancer(port: basePort)
-            let interrupted = InterruptFlag()
+            let interrupted = await InterruptFlag()
             do {
                 say("starting \(nodes) mosquitto brokers and agents in \(directory)")
                 try await cluster.start()

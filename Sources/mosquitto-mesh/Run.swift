@@ -1,10 +1,10 @@
-@preconcurrency import Dispatch
 import ArgumentParser
 import Foundation
 import Logging
 import MeshAgent
 import Mosquitto
 import ServiceLifecycle
+import UnixSignals
 
 extension MosquittoMesh {
     /// The daemon.
@@ -58,9 +58,9 @@ extension MosquittoMesh {
         var peerKeyFile: String?
         @Option(name: .customLong("peer-tls-version"), help: "tlsv1.2 or tlsv1.3 for peer links.")
         var peerTLSVersion: String?
-        @Option(name: .customLong("health-listen"), help: "HAProxy agent-check listener, HOST:PORT.")
+        @Option(name: .customLong("health-listen"), help: "HAProxy agent-check listener, HOST:PORT (an IPv4 or IPv6 address: [::]:18830).")
         var healthListen: String?
-        @Option(name: .customLong("metrics-listen"), help: "Prometheus endpoint (GET /metrics), HOST:PORT.")
+        @Option(name: .customLong("metrics-listen"), help: "Prometheus endpoint (GET /metrics), HOST:PORT (an IPv4 or IPv6 address: [::1]:9883).")
         var metricsListen: String?
         @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error, critical (default info).")
         var logLevel: String?
@@ -162,9 +162,9 @@ extension MosquittoMesh {
             case .refused:
                 logger.warning("glibc refused the agent's malloc thresholds; resident memory may creep under client churn")
             }
-            let metricsEndpoint: MetricsEndpoint?
+            var metricsEndpoint: MetricsEndpoint?
             do {
-                metricsEndpoint = try configuration.metricsListen.map { try MetricsEndpoint(listen: $0, logger: logger) }
+                if let listen = configuration.metricsListen { metricsEndpoint = try await MetricsEndpoint(listen: listen, logger: logger) }
             } catch {
                 logger.critical("cannot start: \(error)")
                 throw ExitCode(78)
@@ -176,8 +176,6 @@ extension MosquittoMesh {
                 logger.critical("cannot start: \(error)")
                 throw ExitCode(78)  // EX_CONFIG
             }
-            metricsEndpoint?.start()
-            defer { metricsEndpoint?.stop() }
             let reloadLogger = logger
             let reloader = ConfigurationReloader { [self] in
                 let logger = reloadLogger
@@ -197,9 +195,19 @@ extension MosquittoMesh {
                     logger.error("SIGHUP: configuration rejected, keeping the current one: \(error)")
                 }
             }
+            let health = configuration.healthListen.map { listen in
+                HealthEndpoint(listen: listen, logger: logger, opensAfter: { await agent.waitUntilLinksStarted() },
+                               state: { [weak agent] in agent?.health ?? .down })
+            }
+            // Graceful shutdown goes from last to first: the agent drains while the health
+            // endpoint still answers (`down`) and /metrics still shows the drain.
+            var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+            if let metricsEndpoint { services.append(.init(service: metricsEndpoint)) }
+            if let health { services.append(.init(service: health)) }
+            services += [.init(service: agent), .init(service: reloader)]
             let group = ServiceGroup(
                 configuration: .init(
-                    services: [.init(service: agent), .init(service: reloader)],
+                    services: services,
                     gracefulShutdownSignals: [.sigterm, .sigint],
                     logger: logger
                 )
@@ -214,16 +222,7 @@ struct ConfigurationReloader: Service {
     let reload: @Sendable () async -> Void
 
     func run() async throws {
-        let (stream, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
-        signal(SIGHUP, SIG_IGN)
-        let source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
-        source.setEventHandler { continuation.yield() }
-        source.resume()
-        defer { source.cancel() }
-        await withGracefulShutdownHandler {
-            for await _ in stream { await reload() }
-        } onGracefulShutdown: {
-            continuation.finish()
-        }
+        let hangups = await UnixSignalsSequence(trapping: .sighup)
+        for await _ in hangups.cancelOnGracefulShutdown() { await reload() }
     }
 }
