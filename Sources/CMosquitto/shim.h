@@ -137,6 +137,25 @@ static inline bool mesh_has_user_property(const mosquitto_property *in, const ch
     return false;
 }
 
+/// Copies the value of the first user property named `key` into `buf` (NUL-terminated) when
+/// shorter than `cap`; false if there is none or it does not fit.
+static inline bool mesh_user_property_value(const mosquitto_property *in, const char *key, char *buf, size_t cap)
+{
+    for (const mosquitto_property *p = in; p != NULL; p = mosquitto_property_next(p)) {
+        if (mosquitto_property_identifier(p) != MQTT_PROP_USER_PROPERTY) { continue; }
+        char *name = NULL, *value = NULL;
+        if (mosquitto_property_read_string_pair(p, MQTT_PROP_USER_PROPERTY, &name, &value, false) != NULL) {
+            bool match = name != NULL && value != NULL && strcmp(name, key) == 0;
+            bool fits = match && strlen(value) < cap;
+            if (fits) { strcpy(buf, value); }
+            free(name);
+            free(value);
+            if (match) { return fits; }
+        }
+    }
+    return false;
+}
+
 /// The Topic Alias Maximum of a CONNACK's properties; 0 (aliases not accepted) if absent.
 static inline uint16_t mesh_topic_alias_maximum(const mosquitto_property *connack)
 {

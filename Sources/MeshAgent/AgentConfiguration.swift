@@ -129,6 +129,13 @@ public struct AgentConfiguration: Sendable {
     /// How a message for a `$share` group with members only on other brokers picks the one
     /// that delivers it.
     public var sharedBalance: SharedBalance = .roundRobin
+    /// How a message reaches a peer broker (`--delivery`).
+    public var delivery: Delivery = .prefixed
+    /// The mark this agent run puts on direct deliveries, and advertises (`InterestAdvert.origin`).
+    public var originToken: String = {
+        var random = SystemRandomNumberGenerator()
+        return OriginToken.make(using: &random)
+    }()
     /// swift-log level name; applied by the CLI.
     public var logLevel: String = "info"
     /// Learn the rest of the mesh from the peers' views and the hellos other nodes' links

@@ -15,6 +15,8 @@ final class ForwardReplay: Sendable {
         let qos: Int32
         /// The message's own properties, copied as a forward carries them (nil: none).
         let properties: PropertyList?
+        /// It carried a mark that is not a peer's: replayed prefixed only (`Forwarder.message`).
+        let prefixedOnly: Bool
     }
 
     /// What `ReplayBuffer` counts for a message's properties: libmosquitto does not say how
@@ -34,6 +36,8 @@ final class ForwardReplay: Sendable {
     private let window: Double
     private let margin: Double
     private let forwardPrefix: String
+    /// This agent run's origin mark, for replays to peers it delivers to directly.
+    private let originToken: String
     private let routing: RoutingTable
     private let metrics: MeshMetrics
     private let logger: Logger
@@ -46,6 +50,7 @@ final class ForwardReplay: Sendable {
         state = LoopConfined(State(buffer: buffer))
         margin = configuration.replayMargin
         forwardPrefix = configuration.forwardPrefix
+        originToken = configuration.originToken
         self.routing = routing
         self.metrics = metrics
         self.logger = logger
@@ -53,12 +58,12 @@ final class ForwardReplay: Sendable {
 
     /// Keeps a non-retained message the local link just routed (retained ones go to every
     /// peer already). `properties`: the copy the forward made, if any, reused.
-    func record(_ m: ReceivedMessage, topic: String, sentTo: PeerSet, properties: PropertyList?) {
+    func record(_ m: ReceivedMessage, topic: String, sentTo: PeerSet, properties: PropertyList?, prefixedOnly: Bool = false) {
         guard isEnabled, !m.retain else { return }
         var props = properties
         if props == nil, m.hasProperties { props = Forwarder.copyForForward(m, logger: logger) }
         let size = m.payload.count + topic.utf8.count + (props == nil ? 0 : Self.propertiesEstimate)
-        let body = Body(payload: Array(m.payload), qos: m.qos, properties: props)
+        let body = Body(payload: Array(m.payload), qos: m.qos, properties: props, prefixedOnly: prefixedOnly)
         state.withValue { $0.buffer.append(time: Date().timeIntervalSince1970, topic: topic, size: size, sentTo: sentTo, body: body) }
     }
 
@@ -113,16 +118,23 @@ final class ForwardReplay: Sendable {
     private func send(_ entry: ReplayBuffer<Body>.Entry, to peer: PeerLink) {
         let body = entry.body
         var properties = body.properties
-        if body.qos > 0 {
+        var topic = forwardPrefix + entry.topic
+        if !body.prefixedOnly, peer.deliversDirect, let list = try? PropertyList.copy(of: body.properties),
+           (try? Forwarder.marked(list, token: originToken)) != nil {
+            // Directly, like the forward it replaces (`Forwarder.forward`): own topic, marked, unnumbered.
+            properties = list
+            topic = entry.topic
+        } else if body.qos > 0 {
             // Numbered like every QoS 1/2 forward (`Forwarder.sequenceMarker`).
             let number = peer.forwardSequence.add(1, ordering: .relaxed).oldValue
             properties = Self.numbered(body.properties, peer.sequenceSource + String(number, radix: 36)) ?? body.properties
         }
         let outcome = body.payload.withUnsafeBytes { payload in
-            peer.client.publish(topic: forwardPrefix + entry.topic, payload: payload, qos: body.qos, retain: false, properties: properties)
+            peer.client.publish(topic: topic, payload: payload, qos: body.qos, retain: false, properties: properties)
         }
         switch outcome {
         case .sent:
+            if topic.utf8.count == entry.topic.utf8.count { peer.metrics.forwardedDirect.increment() }
             peer.metrics.forwardedMessages.increment()
             peer.metrics.forwardedBytes.increment(by: body.payload.count)
             peer.metrics.replayed.increment()

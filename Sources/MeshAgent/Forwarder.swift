@@ -19,6 +19,10 @@ final class Forwarder: Sendable {
     static let sequenceMarker = UserPropertyKey("mesh:n")
     /// User properties in this namespace belong to the mesh: never passed on from a client.
     static let reservedPrefix = UserPropertyKey("mesh:")
+    /// v5 user property marking a direct delivery (`--delivery direct`): the sending agent
+    /// run's origin token. The receiving agent never forwards a message whose mark is a peer's
+    /// token. Subscribers of the receiving broker see it (docs/architecture.md).
+    static let originMarker = UserPropertyKey("mesh:o")
 
     /// What changes, touched only on the local link's loop thread.
     private struct State {
@@ -38,11 +42,14 @@ final class Forwarder: Sendable {
     /// Decides each message's peers; hands over pending replays with the decision.
     private let routing: RoutingTable
     /// Log lines about dropped forwards, failed republishes and resends dropped as seen.
-    private let throttles = (drop: LogThrottle(), republish: LogThrottle(), duplicate: LogThrottle())
+    private let throttles = (drop: LogThrottle(), republish: LogThrottle(), duplicate: LogThrottle(), origin: LogThrottle())
     private let metrics: MeshMetrics
     private let logger: Logger
     /// The forward prefix's length: cut off a forward's topic before the local republish.
     private let prefixLength: Int
+    /// The properties of a direct delivery of a message that has none: the mark alone, built
+    /// once (a publish copies its properties). Nil if that failed (logged at start).
+    private let markOnly: PropertyList?
 
     init(client: MQTTClient, replay: ForwardReplay, configuration: AgentConfiguration, routing: RoutingTable,
          metrics: MeshMetrics, logger: Logger) {
@@ -52,6 +59,12 @@ final class Forwarder: Sendable {
         let buffer = TopicPrefixBuffer(prefix: configuration.forwardPrefix)
         prefixLength = buffer.prefixLength
         state = LoopConfined(State(topicBuffer: buffer))
+        do {
+            markOnly = try Self.marked(PropertyList(), token: configuration.originToken)
+        } catch {
+            logger.error("could not build the direct-delivery mark; messages without properties go prefixed", metadata: ["error": "\(error)"])
+            markOnly = nil
+        }
         self.routing = routing
         self.metrics = metrics
         self.logger = logger
@@ -63,6 +76,28 @@ final class Forwarder: Sendable {
             controlMessage(m)
             return
         }
+        /// Whether it carries a mark that is not a peer's: such a message is forwarded only
+        /// prefixed. Were it delivered directly with this agent's mark, two agents that do
+        /// not know each other's tokens yet (both just restarted) would pass it back and forth;
+        /// a prefixed forward is republished with no local echo and ends there.
+        var unverifiedMark = false
+        if m.hasProperties, let mark = m.userPropertyValue(Self.originMarker) {
+            if routing.isPeerOrigin(mark) {
+                // A peer's agent delivered it here itself; it forwarded to every other peer
+                // that wanted it. Replays due meanwhile are not held back by it.
+                metrics.directReceived.increment()
+                let replays = routing.takeReplays()
+                if !replays.isEmpty { replay.perform(replays) }
+                return
+            }
+            // Not a peer's token: a client's mark (or a peer whose advert is not read yet).
+            // Forwarded like any message, its mesh: properties dropped: a copy too many
+            // rather than a message lost.
+            metrics.originMarksUnverified.increment()
+            unverifiedMark = true
+            let (log, n) = throttles.origin.shouldLog()
+            if log { logger.warning("message with an unknown origin mark forwarded as a client's", metadata: ["topic": "\(m.topic.prefix(200))", "occurrence": "\(n)"]) }
+        }
         let topic = m.topic
         var replays: [ReplayRequest] = []
         let decision = routing.route(topic: topic, retained: m.retain, replays: &replays)
@@ -70,18 +105,18 @@ final class Forwarder: Sendable {
         if !replays.isEmpty { replay.perform(replays) }
         switch decision {
         case .forward(let targets):
-            let properties = forward(m, topic: topic, to: targets)
-            if replay.isEnabled { replay.record(m, topic: topic, sentTo: PeerSet(targets.lazy.map(\.index)), properties: properties) }
+            let properties = forward(m, topic: topic, to: targets, direct: !unverifiedMark)
+            if replay.isEnabled { replay.record(m, topic: topic, sentTo: PeerSet(targets.lazy.map(\.index)), properties: properties, prefixedOnly: unverifiedMark) }
         case .forwardShared(let targets, let shared):
             if shared.chosen > 0 { metrics.sharedForwards.increment(by: shared.chosen) }
             if shared.extraCopies > 0 { metrics.sharedExtraCopies.increment(by: shared.extraCopies) }
-            let properties = forward(m, topic: topic, to: targets)
-            if replay.isEnabled { replay.record(m, topic: topic, sentTo: PeerSet(targets.lazy.map(\.index)), properties: properties) }
+            let properties = forward(m, topic: topic, to: targets, direct: !unverifiedMark)
+            if replay.isEnabled { replay.record(m, topic: topic, sentTo: PeerSet(targets.lazy.map(\.index)), properties: properties, prefixedOnly: unverifiedMark) }
         case .republishLocally:
             republish(m)
         case .notWanted:
             metrics.notWanted.increment()
-            if replay.isEnabled { replay.record(m, topic: topic, sentTo: PeerSet(), properties: nil) }
+            if replay.isEnabled { replay.record(m, topic: topic, sentTo: PeerSet(), properties: nil, prefixedOnly: unverifiedMark) }
         case .ignored(let reason):
             switch reason {
             case .dollarTopic: metrics.ignoredDollar.increment()
@@ -100,18 +135,34 @@ final class Forwarder: Sendable {
     }
 
     /// Returns the copy of the message's properties it made (nil if none), for the replay buffer.
-    private func forward(_ m: ReceivedMessage, topic: String, to targets: [PeerLink]) -> PropertyList? {
+    /// `direct`: whether peers this agent delivers to directly may get it so.
+    private func forward(_ m: ReceivedMessage, topic: String, to targets: [PeerLink], direct: Bool) -> PropertyList? {
         let forwardTopic = state.withValue { $0.topicBuffer.prefixed(m.borrowedTopic) }
         let hasProperties = m.retain || m.hasProperties
         // libmosquitto sends only the first property of a list it did not build itself
         // (received lists are not "client generated"), so properties are always copied.
         // A retained message crosses as a non-retained copy that carries the marker.
         let copied = hasProperties ? forwardProperties(m, alias: nil) : nil
+        /// Own properties plus this agent's origin mark, made for the first direct peer.
+        var marked: PropertyList?
         for peer in targets {
             if m.qos > 0, let full = room(for: peer, bytes: m.payload.count) {
                 peer.metrics.dropped.increment()
                 logDrop(peer, reason: full)
                 continue
+            }
+            if direct && peer.deliversDirect {
+                if marked == nil { marked = markedProperties(m) }
+                if let marked {
+                    // Under its own topic, retained as it came, no alias (a resend after a
+                    // reconnect would need the alias set up again by a message subscribers
+                    // would see) and no number (no agent on the other side to judge it).
+                    let outcome = peer.client.publish(topic: m.borrowedTopic, payload: m.payload, qos: m.qos, retain: m.retain, properties: marked)
+                    if outcome.isAccepted { peer.metrics.forwardedDirect.increment() }
+                    account(outcome, to: peer, bytes: m.payload.count, byAliasOnly: false, alias: nil)
+                    continue
+                }
+                // Unmarked it would be forwarded again by the peer's agent: prefixed instead.
             }
             // Topic alias: the topic crosses once per link, then two bytes per message.
             let use = peer.topicUse(for: topic)
@@ -130,23 +181,46 @@ final class Forwarder: Sendable {
                 properties = perPeer ?? alias.list
             }
             let outcome = peer.client.publish(topic: sendTopic, payload: m.payload, qos: m.qos, retain: false, properties: properties)
-            if outcome.isAccepted {
-                if outcome == .sent {
-                    peer.metrics.forwardedMessages.increment()
-                    peer.metrics.forwardedBytes.increment(by: m.payload.count)
-                } else {
-                    // Accepted while the link is down: held for the reconnect, not forwarded yet.
-                    peer.metrics.held.increment()
-                }
-                if use.byAliasOnly { peer.metrics.forwardedByAlias.increment() }
-            } else {
-                // Not sent (and not queued): the peer never learned an alias this one set up.
-                if let alias = use.alias, !use.byAliasOnly { peer.aliasAnnouncementFailed(alias.number) }
-                peer.metrics.dropped.increment()
-                logDrop(peer, reason: outcome.failure("forward")?.description ?? "\(outcome)")
-            }
+            account(outcome, to: peer, bytes: m.payload.count, byAliasOnly: use.byAliasOnly, alias: use.alias?.number)
         }
         return m.retain ? nil : copied
+    }
+
+    /// Counts one forward's outcome (and logs a drop).
+    private func account(_ outcome: PublishOutcome, to peer: PeerLink, bytes: Int, byAliasOnly: Bool, alias: UInt16?) {
+        if outcome.isAccepted {
+            if outcome == .sent {
+                peer.metrics.forwardedMessages.increment()
+                peer.metrics.forwardedBytes.increment(by: bytes)
+            } else {
+                // Accepted while the link is down: held for the reconnect, not forwarded yet.
+                peer.metrics.held.increment()
+            }
+            if byAliasOnly { peer.metrics.forwardedByAlias.increment() }
+        } else {
+            // Not sent (and not queued): the peer never learned an alias this one set up.
+            if let alias, !byAliasOnly { peer.aliasAnnouncementFailed(alias) }
+            peer.metrics.dropped.increment()
+            logDrop(peer, reason: outcome.failure("forward")?.description ?? "\(outcome)")
+        }
+    }
+
+    /// The properties of a direct delivery: the message's own (without `mesh:` ones) and
+    /// this agent run's origin mark. Nil if copying failed (logged; sent prefixed instead).
+    private func markedProperties(_ m: ReceivedMessage) -> PropertyList? {
+        guard m.hasProperties else { return markOnly }
+        do {
+            return try Self.marked(Self.ownProperties(m), token: configuration.originToken)
+        } catch {
+            logger.error("could not mark a message for direct delivery; sending it prefixed", metadata: ["error": "\(error)"])
+            return nil
+        }
+    }
+
+    /// `properties` with the origin mark added.
+    static func marked(_ properties: PropertyList, token: String) throws(MosquittoError) -> PropertyList {
+        try properties.addUserProperty(originMarker, token)
+        return properties
     }
 
     /// The message's own properties as a forward carries them, without markers: a client's

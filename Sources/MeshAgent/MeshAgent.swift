@@ -334,15 +334,16 @@ public final class MeshAgent: Service, Sendable {
     }
 
     private func publishAdvertIfNeeded() {
-        guard localLink.client.isConnected, let advert = interest.takeAdvert(node: configuration.nodeID) else { return }
+        guard localLink.client.isConnected, let advert = interest.takeAdvert(node: configuration.nodeID, origin: configuration.originToken) else { return }
         localLink.publishControl(topic: ControlTopic.subscriptions(node: configuration.nodeID), payload: InterestAdvertCodec.encode(advert), retain: true)
         metrics.advertsPublished.increment()
     }
 
     private func publishViewIfChanged() {
         guard localLink.client.isConnected else { return }
-        let view = MeshView(node: configuration.nodeID, seq: interest.snapshot.seq, peers: peers.map(\.view),
+        var view = MeshView(node: configuration.nodeID, seq: interest.snapshot.seq, peers: peers.map(\.view),
                             time: Date().timeIntervalSince1970, advertise: discovery?.viewAdvertise)
+        view.delivery = configuration.delivery.rawValue
         let changed = lastView.withLock { last in
             if view.sameContent(as: last) { return false }
             last = view

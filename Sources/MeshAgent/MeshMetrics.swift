@@ -52,6 +52,8 @@ public final class PeerMetrics: Sendable {
     public let dropped: MeshCounter
     /// Forwards sent by topic alias (two bytes instead of `forward/<topic>`).
     public let forwardedByAlias: MeshCounter
+    /// Forwards published on the peer broker under their own topic (`--delivery direct`).
+    public let forwardedDirect: MeshCounter
     public let reconnects: MeshCounter
     public let adverts: MeshCounter
     public let advertsRejected: MeshCounter
@@ -74,6 +76,7 @@ public final class PeerMetrics: Sendable {
         held = MeshCounter("mesh_forward_held_total", help: "QoS 1/2 messages handed to this peer's link while it was down: held by libmosquitto and sent after the reconnect; not counted as forwarded.", dimensions: d)
         forwardedBytes = MeshCounter("mesh_forwarded_bytes_total", help: "Payload bytes of the messages counted in mesh_forwarded_messages_total (topic, properties and MQTT framing not included).", dimensions: d)
         dropped = MeshCounter("mesh_forward_dropped_total", help: "Messages that should have crossed to this peer and did not: QoS 0 while the link was down, or --max-pending / --max-pending-bytes already held for it (at once while the link is down, after --peer-timeout while it is up). Logged, throttled.", dimensions: d)
+        forwardedDirect = MeshCounter("mesh_forwarded_direct_total", help: "Forwards published on this peer's broker under their own topic with this agent's origin mark (--delivery direct); also counted in mesh_forwarded_messages_total.", dimensions: d)
         forwardedByAlias = MeshCounter("mesh_forwarded_by_alias_total", help: "Forwards sent by MQTT v5 topic alias (two bytes instead of the topic).", dimensions: d)
         reconnects = MeshCounter("mesh_peer_reconnects_total", help: "Reconnects of the link to this peer broker.", dimensions: d)
         adverts = MeshCounter("mesh_peer_adverts_total", help: "Interest adverts applied from this peer.", dimensions: d)
@@ -134,6 +137,10 @@ public final class MeshMetrics: Sendable {
     public let localSessionTakeovers = MeshCounter("mesh_local_session_takeovers_total", help: "Times the agent's own log or forwarding session was found gone while its broker kept running (a client used the agent's id).")
     /// Times log lines may have been lost (log session taken over, or down longer than the lines live).
     public let logLinesLost = MeshCounter("mesh_log_lines_lost_total", help: "Times log lines may have been lost (log session taken over, down longer than lines live, or an unclean stop): interest was widened.")
+    /// Messages a peer's agent published on the local broker (direct delivery), not forwarded.
+    public let directReceived = MeshCounter("mesh_direct_deliveries_received_total", help: "Messages a peer's agent published on the local broker under their own topic (--delivery direct there), recognised by its origin mark and not forwarded again.")
+    /// Origin marks that name no peer agent's token: forwarded like a client's message.
+    public let originMarksUnverified = MeshCounter("mesh_origin_marks_unverified_total", help: "Messages carrying a mesh:o mark that is not a known peer agent's token (a client's, or a peer's advert not read yet): forwarded as a client's message (its mesh: properties dropped); a peer's delivery among them may reach other brokers twice.")
     public let duplicatesDropped = MeshCounter("mesh_duplicates_dropped_total", help: "Forwarded messages that arrived a second time (resent by a peer's agent after a link cut whose acknowledgement was lost) and were not republished.")
     public let replayWindowExceeded = MeshCounter("mesh_replay_window_exceeded_total", help: "Replays that reached back past what the replay buffer still held (--replay-window or --replay-max-bytes): a message published after the subscriber's SUBACK may have been missed (logged, throttled).")
     public let replayEvictedEarly = MeshCounter("mesh_replay_evicted_early_total", help: "Messages let go from the replay buffer before --replay-window ran out because --replay-max-bytes was reached.")

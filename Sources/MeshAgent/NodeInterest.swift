@@ -264,12 +264,13 @@ final class NodeInterest: Sendable {
     }
 
     /// The next advert if anything changed since the last one (or `force`).
-    func takeAdvert(node: String, force: Bool = false) -> InterestAdvert? {
+    /// `origin`: this agent run's token (`InterestAdvert.origin`), in every advert.
+    func takeAdvert(node: String, origin: String? = nil, force: Bool = false) -> InterestAdvert? {
         state.withLock { s in
             guard s.dirty || force else { return nil }
             s.dirty = false
             s.seq += 1
-            return InterestAdvert(node: node, seq: s.seq, filters: s.table.interest, since: Self.since(&s, horizon: appearanceHorizon))
+            return InterestAdvert(node: node, seq: s.seq, filters: s.table.interest, since: Self.since(&s, horizon: appearanceHorizon), origin: origin)
         }
     }
 

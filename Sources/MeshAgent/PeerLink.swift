@@ -59,9 +59,15 @@ final class PeerLink: Sendable {
     /// Number of the next QoS 1/2 forward on this link: the receiving agent drops one it has
     /// already seen (resent after a reconnect because its acknowledgement was lost).
     let forwardSequence = Atomic<UInt64>(1)
+    /// Whether this peer's agent advertises an origin token (`InterestAdvert.origin`): it
+    /// never forwards a message marked with this agent's token, so `--delivery direct` may
+    /// publish to its broker directly. False until its advert says so.
+    let acceptsDirect = Atomic<Bool>(false)
     /// `<node>.<run>:`: which agent run numbered the forwards (`forwardSequence` restarts with
     /// it), ready for the number to be appended.
     let sequenceSource: String
+    /// `--delivery direct` on this agent.
+    private let directDelivery: Bool
     private let silenceThrottle = LogThrottle()
     private let backlogWarned = Atomic<Bool>(false)
     /// Per node advertising at this peer: its own links' endpoints → up (from its view).
@@ -110,6 +116,7 @@ final class PeerLink: Sendable {
         silenceLimitNanos = Int64(configuration.peerTimeout * 1e9) - heartbeatIntervalNanos - Int64(turn * 1e6)
         heartbeatTopic = ControlTopic.heartbeat(node: configuration.nodeID)
         sequenceSource = "\(configuration.nodeID).\(configuration.runID):"
+        directDelivery = configuration.delivery == .direct
         var log = logger
         log[metadataKey: "peer"] = "\(endpoint)"
         self.logger = log
@@ -171,9 +178,15 @@ final class PeerLink: Sendable {
         }
         let down = downSinceBits.load(ordering: .relaxed)
         let via = reachableVia.withLock { $0 }
-        return PeerView(endpoint: endpoint.description, connected: isConnected, downSince: down == 0 ? nil : Double(bitPattern: down),
-                        reachableVia: via.isEmpty ? nil : via, nodes: result)
+        var view = PeerView(endpoint: endpoint.description, connected: isConnected, downSince: down == 0 ? nil : Double(bitPattern: down),
+                            reachableVia: via.isEmpty ? nil : via, nodes: result)
+        if deliversDirect { view.direct = true }
+        return view
     }
+
+    /// Whether forwards to this peer go to its broker directly (`--delivery direct`, and its
+    /// agent advertises an origin token).
+    var deliversDirect: Bool { directDelivery && acceptsDirect.load(ordering: .relaxed) }
 
     /// Whether one more QoS 1/2 forward of `bytes` would pass the per-peer limits.
     @inline(__always)
@@ -355,6 +368,8 @@ final class PeerLink: Sendable {
                     $0.floor.remove(node: node)
                 }
                 metrics.remoteFilters.set(routing.removeNode(peer: index, node: node))
+                routing.setOrigin(node: node, token: nil)
+                acceptsDirect.store(false, ordering: .relaxed)
                 logger.info("peer node withdrew its interest", metadata: ["node": "\(node)"])
                 setMirror(ControlTopic.mirror(of: ownNodeID, node: node, kind: .subscriptions), [])
                 onInterestChange()
@@ -386,6 +401,12 @@ final class PeerLink: Sendable {
                 case .repeated, .stale: break
                 }
                 return verdict
+            }
+            if case .stale = verdict {} else {
+                // Before the repeated-advert return: a restarted agent may repeat its interest
+                // under a new token, and its marks must be known before its deliveries arrive.
+                routing.setOrigin(node: node, token: advert.origin)
+                acceptsDirect.store(advert.origin != nil, ordering: .relaxed)
             }
             switch verdict {
             case .repeated:

@@ -23,6 +23,10 @@ final class RoutingTable: Sendable {
         var replays: [ReplayRequest] = []
         /// Each shared group's round-robin turn.
         var cursors = SharedCursors()
+        /// Peer agents' origin tokens by node (`InterestAdvert.origin`)...
+        var origins: [String: String] = [:]
+        /// ...and all of them, for the check of a direct delivery's mark.
+        var originTokens: Set<String> = []
     }
 
     private let state: Mutex<State>
@@ -101,6 +105,21 @@ final class RoutingTable: Sendable {
             s.router.setLocalShared(groups)
             return true
         }
+    }
+
+    /// Records `node`'s origin token as its latest advert gives it (nil: none, or the node left).
+    func setOrigin(node: String, token: String?) {
+        state.withLock { s in
+            guard s.origins[node] != token else { return }
+            s.origins[node] = token
+            s.originTokens = Set(s.origins.values)
+        }
+    }
+
+    /// Whether `token` is a peer agent's origin token: a message carrying it as its `mesh:o`
+    /// mark was published here by that agent (`--delivery direct`) and must not be forwarded.
+    func isPeerOrigin(_ token: String) -> Bool {
+        state.withLock { $0.originTokens.contains(token) }
     }
 
     /// `node`'s interest at `peer` changed; returns the number of filters the peer now wants.

@@ -15,7 +15,7 @@ public enum SettingKey: String, CaseIterable, Sendable {
     case sessionGrace = "session-grace", maxUncertainSessions = "max-uncertain-sessions"
     case maxPendingBytes = "max-pending-bytes", peerTimeout = "peer-timeout"
     case replayWindow = "replay-window", replayMargin = "replay-margin", replayMaxBytes = "replay-max-bytes"
-    case sharedBalance = "shared-balance"
+    case sharedBalance = "shared-balance", delivery
     case discovery, discoveryExpiry = "discovery-expiry", advertiseAddress = "advertise-address"
     case adoptAfter = "adopt-after", adoptedSessionExpiry = "adopted-session-expiry"
     case haproxyRuntime = "haproxy-runtime", haproxyServer = "haproxy-server", haproxyBackend = "haproxy-backend"
@@ -155,6 +155,12 @@ extension AgentConfiguration {
                 throw fail(.sharedBalance, "expected \(SharedBalance.allCases.map(\.rawValue).joined(separator: " or "))")
             }
             sharedBalance = b
+        }
+        if let d = settings[.delivery]?.value {
+            guard let mode = Delivery(rawValue: d.lowercased()) else {
+                throw fail(.delivery, "expected \(Delivery.allCases.map(\.rawValue).joined(separator: " or "))")
+            }
+            delivery = mode
         }
         if let d = settings[.discovery]?.value {
             switch d.lowercased() {

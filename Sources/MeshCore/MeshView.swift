@@ -19,6 +19,9 @@ public struct MeshView: Codable, Sendable, Equatable {
     public var advertise: String?
     /// `ControlFormat` of the payload (absent: format 1, releases up to 0.2.0).
     public var format: Int? = ControlFormat.current
+    /// How this node's forwards reach its peers: `prefixed` or `direct` (`--delivery`);
+    /// absent in views of releases before direct delivery (all prefixed).
+    public var delivery: String?
 
     public init(node: String, seq: UInt64, peers: [PeerView], time: Double? = nil, advertise: String? = nil) {
         self.node = node
@@ -31,7 +34,7 @@ public struct MeshView: Codable, Sendable, Equatable {
     /// Equal apart from the time stamp: whether a new view needs publishing.
     public func sameContent(as other: MeshView?) -> Bool {
         guard let other else { return false }
-        return node == other.node && seq == other.seq && peers == other.peers && advertise == other.advertise
+        return node == other.node && seq == other.seq && peers == other.peers && advertise == other.advertise && delivery == other.delivery
     }
 }
 
@@ -54,6 +57,9 @@ public struct PeerView: Codable, Sendable, Equatable {
     /// partition: this node is cut off from the peer, they are not). Nil when up or none.
     public var reachableVia: [String]?
     public var nodes: [String: Node]
+    /// True while this node delivers to the peer directly (`--delivery direct` and the peer's
+    /// agent advertises an origin token); absent otherwise.
+    public var direct: Bool?
 
     public init(endpoint: String, connected: Bool, downSince: Double? = nil, reachableVia: [String]? = nil, nodes: [String: Node]) {
         self.endpoint = endpoint
@@ -89,6 +95,7 @@ extension MeshView {
         }
         var view = MeshView(node: node, seq: seq, peers: peers, time: o.double("time"), advertise: o.string("advertise"))
         view.format = o.int("format")
+        view.delivery = o.string("delivery")
         return view
     }
 }
@@ -110,6 +117,7 @@ extension PeerView {
             guard reachableVia!.count == list.count else { return nil }
         }
         self.init(endpoint: endpoint, connected: connected, downSince: o.double("downSince"), reachableVia: reachableVia, nodes: nodes)
+        if case .bool(let direct)? = o["direct"] { self.direct = direct }
     }
 }
 

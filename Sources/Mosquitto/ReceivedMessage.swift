@@ -35,6 +35,16 @@ public struct ReceivedMessage {
         mesh_has_user_property(properties, key.cString)
     }
 
+    /// The value of the first user property named `key`, if it is shorter than 64 bytes
+    /// (marker values are short; a longer one is not a marker). Nil without one.
+    public func userPropertyValue(_ key: UserPropertyKey) -> String? {
+        guard let properties else { return nil }
+        return withUnsafeTemporaryAllocation(of: CChar.self, capacity: 64) { buffer -> String? in
+            guard let base = buffer.baseAddress, mesh_user_property_value(properties, key.cString, base, 64) else { return nil }
+            return String(cString: base)
+        }
+    }
+
     /// The payload copied out (for the control plane).
     public var payloadBytes: [UInt8] { Array(payload) }
 

@@ -88,6 +88,8 @@ extension MosquittoMesh {
         var replayMaxBytes: String?
         @Option(name: .customLong("shared-balance"), help: "round-robin or topic-hash: which broker delivers a message to a $share group with members only on other brokers (default round-robin).")
         var sharedBalance: String?
+        @Option(name: .customLong("delivery"), help: "prefixed or direct: a forward crosses under the forward prefix and the peer's agent republishes it (default), or it is published on the peer broker under its own topic with a mesh:o user property (one pass less on the receiving broker; MQTT 5 subscribers see the property; QoS 1 forwards may arrive twice after a link cut). Peers whose agents do not advertise an origin token get prefixed forwards.")
+        var delivery: String?
         @Option(name: .customLong("discovery"), help: "on or off: learn the other nodes from the peers' views and from the nodes that link here, and link to each; the configured peers are seeds (default on).")
         var discovery: String?
         @Option(name: .customLong("discovery-expiry"), help: "Seconds a discovered node is kept without sign of life before its link closes (default 300).")
@@ -116,7 +118,7 @@ extension MosquittoMesh {
                 (.maxPending, maxPending), (.maxPendingBytes, maxPendingBytes), (.peerTimeout, peerTimeout), (.statsInterval, statsInterval), (.peerSyncTimeout, peerSyncTimeout),
                 (.topicAliases, topicAliases), (.sessionGrace, sessionGrace), (.maxUncertainSessions, maxUncertainSessions),
                 (.replayWindow, replayWindow), (.replayMargin, replayMargin), (.replayMaxBytes, replayMaxBytes),
-                (.sharedBalance, sharedBalance), (.discovery, discovery), (.discoveryExpiry, discoveryExpiry),
+                (.sharedBalance, sharedBalance), (.delivery, delivery), (.discovery, discovery), (.discoveryExpiry, discoveryExpiry),
                 (.advertiseAddress, advertiseAddress), (.adoptAfter, adoptAfter), (.adoptedSessionExpiry, adoptedSessionExpiry),
                 (.haproxyServer, haproxyServer), (.haproxyBackend, haproxyBackend),
             ]
