@@ -469,18 +469,14 @@ final class DifferentialRun {
 
             let truth = model.interest
             let offlineV5 = model.offlineV5Sessions
-            var verdict = Verdict(truth: truth, advert: [:], exactRequired: false)
             // Bounded grace for an agent that settles a doubt a moment after the marker.
-            let deadline = clock.now.advanced(by: .seconds(2))
-            repeat {
+            let verdict = try await poll(timeout: .seconds(2), every: .milliseconds(50), {
                 let advert = (try? reader.advert(of: "b"))?.filters ?? [:]
                 let sure = metric(InterestDifferentialTests.truncatedMetric) == truncatedBefore
                     && metric(InterestDifferentialTests.ambiguousMetric) == ambiguousBefore
                     && metric(InterestDifferentialTests.uncertainMetric) == Double(offlineV5)
-                verdict = Verdict(truth: truth, advert: advert, exactRequired: sure)
-                if verdict.passes { break }
-                try await Task.sleep(for: .milliseconds(50))
-            } while clock.now < deadline
+                return Verdict(truth: truth, advert: advert, exactRequired: sure)
+            }, until: { $0.passes })
             if verdict.exactRequired { exactChecks += 1 }
             print("interest differential: batch \(batch): \(size) ops, \(truth.count) filters in \(model.sessions.count) sessions "
                   + "(\(offlineV5) offline v5), advert \(verdict.advert.count) filters, "

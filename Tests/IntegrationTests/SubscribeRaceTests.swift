@@ -93,13 +93,9 @@ struct SubscribeRaceTests {
             // all of it, or (replay off) for the stream to go quiet.
             let clock = ContinuousClock()
             var last = -1, quietSince = clock.now
-            let deadline = clock.now.advanced(by: .seconds(30))
-            while clock.now < deadline {
-                let n = subscriber.messages.count
-                if n >= outcome.expected { break }
+            try await poll(timeout: .seconds(30), every: .milliseconds(20), { subscriber.messages.count }) { n in
                 if n != last { last = n; quietSince = clock.now }
-                if clock.now - quietSince > .seconds(5) { break }
-                try await Task.sleep(for: .milliseconds(20))
+                return n >= outcome.expected || clock.now - quietSince > .seconds(5)
             }
             var seen: [String: Int] = [:]
             var lastK: [String: Int] = [:]
