@@ -62,7 +62,8 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .testTarget(name: "MeshCoreTests", dependencies: ["MeshCore"]),
+        // MeshHarness for its seeded generator only.
+        .testTarget(name: "MeshCoreTests", dependencies: ["MeshCore", "MeshHarness"]),
         // In-process tests of the agent's parts (no brokers).
         .testTarget(name: "MeshAgentTests", dependencies: ["MeshAgent", "MeshCore"]),
         .testTarget(

@@ -97,20 +97,6 @@ struct SessionModel {
     var offlineV5Sessions: Int { sessions.values.filter { !$0.online && $0.version == .v5 }.count }
 }
 
-// MARK: - Seeded randomness
-
-/// SplitMix64: a small generator whose sequence depends only on the seed.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 // MARK: - The broker's own log, as a witness
 
 /// Reads B's `$SYS/broker/log/#` so that each operation can wait until the broker has done
@@ -245,7 +231,7 @@ final class DifferentialRun {
     let mesh: MeshCluster
     let seed: UInt64
     let port: Int32
-    var rng: SeededGenerator
+    var rng: SplitMix64
     var model = SessionModel()
     var clients: [String: HarnessClient] = [:]
     /// Offline sessions with a 1–2 s expiry → witness line count when they went offline.
@@ -270,13 +256,13 @@ final class DifferentialRun {
         self.mesh = mesh
         self.seed = seed
         port = mesh.brokers[mesh.index(of: "b")].port
-        rng = SeededGenerator(state: seed)
+        rng = SplitMix64(seed: seed)
         witness = try await LogWitness(port: port)
         reader = try await ControlReader(port: port)
 
         /// ASCII only (a cut inside a UTF-8 sequence is another matter); filters get levels
         /// of 12–40 bytes, well under Mosquitto's 200-level limit.
-        func longText(_ length: Int, levels: Bool, _ rng: inout SeededGenerator) -> String {
+        func longText(_ length: Int, levels: Bool, _ rng: inout SplitMix64) -> String {
             let alphabet = Array("abcdefghijklmnopqrstuvwxyz0123456789 ".utf8)
             var bytes: [UInt8] = []
             var levelEnd = levels ? Int.random(in: 12...40, using: &rng) : Int.max

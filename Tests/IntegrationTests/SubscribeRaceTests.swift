@@ -56,7 +56,7 @@ struct SubscribeRaceTests {
     static func race(nodes: [String], rounds: Int, agentArguments: [String] = []) async throws -> Outcome {
         let seed = ProcessInfo.processInfo.environment["MESH_RACE_SEED"].flatMap { UInt64($0) } ?? UInt64.random(in: 0...UInt64(UInt32.max))
         print("subscribe race \(nodes): seed \(seed) (replay with MESH_RACE_SEED=\(seed))")
-        var rng = SeededGenerator(state: seed)
+        var rng = SplitMix64(seed: seed)
         let plan: [(topic: String, filter: String, qos: Int32)] = (0..<rounds).map { r in
             let w1 = "w\(Int.random(in: 0..<5, using: &rng))", w2 = "v\(Int.random(in: 0..<5, using: &rng))"
             let topic = "race/\(seed)/\(r)/\(w1)/\(w2)"
