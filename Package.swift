@@ -1,9 +1,9 @@
 // swift-tools-version: 6.0
+// Linux only: the code uses Glibc, eventfd and glibc's allocator controls (no platforms entry).
 import PackageDescription
 
 let package = Package(
     name: "mosquitto-mesh",
-    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "mosquitto-mesh", targets: ["mosquitto-mesh"]),
         .library(name: "MeshCore", targets: ["MeshCore"]),
