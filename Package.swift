@@ -1,9 +1,9 @@
 // swift-tools-version: 6.0
+// Linux only: the code uses Glibc, eventfd and glibc's allocator controls (no platforms entry).
 import PackageDescription
 
 let package = Package(
     name: "mosquitto-mesh",
-    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "mosquitto-mesh", targets: ["mosquitto-mesh"]),
         .library(name: "MeshCore", targets: ["MeshCore"]),
@@ -69,7 +69,8 @@ let package = Package(
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ]
         ),
-        .testTarget(name: "MeshCoreTests", dependencies: ["MeshCore"]),
+        // MeshHarness for its seeded generator only.
+        .testTarget(name: "MeshCoreTests", dependencies: ["MeshCore", "MeshHarness"]),
         // In-process tests of the agent's parts (no brokers).
         .testTarget(name: "MeshAgentTests", dependencies: [
             "MeshAgent", "MeshCore", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

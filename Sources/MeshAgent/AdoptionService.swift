@@ -136,8 +136,7 @@ final class AdoptionService: Sendable {
             decoded = try SessionShardCodec.decode(payload, expectedNode: node, expectedShard: shard)
         } catch {
             peerMetrics.advertsRejected.increment()
-            let (log, n) = rejectThrottle.shouldLog()
-            if log { logger.warning("session directory shard rejected", metadata: ["node": "\(node)", "shard": "\(shard)", "reason": "\(error.reason)", "occurrence": "\(n)"]) }
+            rejectThrottle.log(.warning, to: logger, "session directory shard rejected", metadata: ["node": "\(node)", "shard": "\(shard)", "reason": "\(error.reason)"])
             return
         }
         state.withLock { s in
@@ -344,11 +343,8 @@ final class AdoptionService: Sendable {
 
     private func runtimeFailed(_ runtime: HAProxyRuntime, what: String, reason: String, count: Int) {
         metrics.haproxyRuntimeFailures.increment(by: count)
-        let (log, n) = runtimeThrottle.shouldLog()
-        if log {
-            logger.error("HAProxy runtime API command failed (stick table without 'store gpt0'? see deploy/haproxy/haproxy.cfg)",
-                         metadata: ["haproxy": "\(runtime.endpoint)", "what": "\(what)", "reason": "\(reason)", "occurrence": "\(n)"])
-        }
+        runtimeThrottle.log(.error, to: logger, "HAProxy runtime API command failed (stick table without 'store gpt0'? see deploy/haproxy/haproxy.cfg)",
+                             metadata: ["haproxy": "\(runtime.endpoint)", "what": "\(what)", "reason": "\(reason)"])
     }
 
     /// This broker's server id on each load balancer (resolved once).
@@ -445,8 +441,7 @@ final class AdoptionService: Sendable {
             ])
         }
         for (id, reason) in gaveUp {
-            let (log, n) = failureThrottle.shouldLog()
-            if log { logger.error("could not adopt a lost node's session", metadata: ["client_id": "\(id.prefix(200))", "lost": "\(node)", "reason": "\(reason)", "occurrence": "\(n)"]) }
+            failureThrottle.log(.error, to: logger, "could not adopt a lost node's session", metadata: ["client_id": "\(id.prefix(200))", "lost": "\(node)", "reason": "\(reason)"])
         }
     }
 
@@ -477,17 +472,9 @@ final class AdoptionService: Sendable {
         let client: MQTTClient
         do { client = try MQTTClient(configuration: cc, events: events) } catch { return .failed("\(error)") }
         return await client.closing {
-            do {
-                if let error = try client.start() { return .failed("\(error)") }
-            } catch { return .failed("\(error)") }
             let clock = ContinuousClock()
             let deadline = clock.now.advanced(by: Self.connectTimeout)
-            while connack.load(ordering: .acquiring) < 0 {
-                if clock.now >= deadline || Task.isCancelled { return .failed("no CONNACK within \(Self.connectTimeout)") }
-                try? await Task.sleep(for: .milliseconds(2))
-            }
-            let rc = connack.load(ordering: .acquiring)
-            guard rc == 0 else { return .failed("local broker refused the connection (reason code \(rc))") }
+            if let failure = await client.startAwaitingConnack(connack, deadline: deadline, timeout: Self.connectTimeout) { return .failed(failure) }
             var mids: [Int32] = []
             for (filter, qos) in record.filters.sorted(by: { $0.key < $1.key }) {
                 do { mids.append(try client.subscribe(filter, qos: Int32(qos))) } catch { return .failed("subscribe \(filter): \(error)") }
@@ -500,9 +487,7 @@ final class AdoptionService: Sendable {
             }
             let refused = acks.withLock { a in mids.filter { (a[$0] ?? []).contains { $0 >= 0x80 } }.count }
             let time = Self.now()
-            client.disconnect()
-            let closeBy = clock.now.advanced(by: .seconds(2))
-            while client.isConnected && clock.now < closeBy && !Task.isCancelled { try? await Task.sleep(for: .milliseconds(2)) }
+            await client.disconnectAwaitingClose()
             if refused > 0 {
                 return .failed("the local broker refused \(refused) of \(mids.count) subscriptions (ACL?)")
             }

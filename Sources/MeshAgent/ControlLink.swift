@@ -72,11 +72,7 @@ final class ControlLink: Sendable {
         events.disconnected = { rc in box.value?.disconnected(rc) }
         events.message = { m in box.value?.message(m) }
         events.subscribed = { mid, _ in box.value?.subscribed(mid) }
-        let libraryThrottle = LogThrottle(first: 5, every: 100)
-        events.libraryLog = { [logger] isError, message in
-            guard isError, libraryThrottle.shouldLog().0 else { return }
-            logger.warning("control link: \(message)")
-        }
+        events.libraryLog = LogThrottle.libraryLog(logger, link: "control link")
         client = try MQTTClient(configuration: cc, events: events)
         box.value = self
     }

@@ -77,11 +77,7 @@ final class DiscoveryService: Sendable {
         var events = ClientEvents()
         events.connected = { rc, _ in box.value?.connected(rc) }
         events.message = { m in box.value?.message(m) }
-        let libraryThrottle = LogThrottle(first: 5, every: 100)
-        events.libraryLog = { [logger] isError, message in
-            guard isError, libraryThrottle.shouldLog().0 else { return }
-            logger.warning("discovery link: \(message)")
-        }
+        events.libraryLog = LogThrottle.libraryLog(logger, link: "discovery link")
         client = try MQTTClient(configuration: cc, events: events)
         box.value = self
     }
@@ -119,8 +115,7 @@ final class DiscoveryService: Sendable {
 
     private func rejected(_ topic: String, _ error: AdvertDecodeError) {
         hellosRejected.increment()
-        let (log, n) = rejectThrottle.shouldLog()
-        if log { logger.warning("discovery: payload not usable, nothing learned from it", metadata: ["topic": "\(topic)", "reason": "\(error.reason)", "occurrence": "\(n)"]) }
+        rejectThrottle.log(.warning, to: logger, "discovery: payload not usable, nothing learned from it", metadata: ["topic": "\(topic)", "reason": "\(error.reason)"])
     }
 
     /// A new seed list (SIGHUP).

@@ -116,12 +116,9 @@ final class NodeInterest: Sendable {
             return changed
         case .failure(let error):
             metrics.logLinesUnparsed.increment()
-            let (log, n) = unparsedThrottle.shouldLog()
-            if log {
-                logger.warning("broker log line not understood; interest unchanged", metadata: [
-                    "topic": "\(error.topic)", "line": "\(error.line.prefix(300))", "reason": "\(error.reason)", "occurrence": "\(n)",
-                ])
-            }
+            unparsedThrottle.log(.warning, to: logger, "broker log line not understood; interest unchanged", metadata: [
+                "topic": "\(error.topic)", "line": "\(error.line.prefix(300))", "reason": "\(error.reason)",
+            ])
             return false
         }
     }
@@ -132,20 +129,14 @@ final class NodeInterest: Sendable {
         switch event {
         case .truncated(let cut):
             metrics.logLinesTruncated.increment()
-            let (log, n) = truncatedThrottle.shouldLog()
-            if log {
-                logger.warning("broker log line cut at its 1000-byte limit; interest kept or widened, never narrowed", metadata: [
-                    "topic": "\(topic)", "line_start": "\(line)", "kind": "\(cut.kind)", "readings": "\(cut.readings.count)", "occurrence": "\(n)",
-                ])
-            }
+            truncatedThrottle.log(.warning, to: logger, "broker log line cut at its 1000-byte limit; interest kept or widened, never narrowed", metadata: [
+                "topic": "\(topic)", "line_start": "\(line)", "kind": "\(cut.kind)", "readings": "\(cut.readings.count)",
+            ])
         case .ambiguous(let readings):
             metrics.logLinesAmbiguous.increment()
-            let (log, n) = ambiguousThrottle.shouldLog()
-            if log {
-                logger.warning("broker log line reads several ways (client ids with spaces or notice words); only added from", metadata: [
-                    "topic": "\(topic)", "line_start": "\(line)", "readings": "\(readings.count)", "occurrence": "\(n)",
-                ])
-            }
+            ambiguousThrottle.log(.warning, to: logger, "broker log line reads several ways (client ids with spaces or notice words); only added from", metadata: [
+                "topic": "\(topic)", "line_start": "\(line)", "readings": "\(readings.count)",
+            ])
         default:
             break
         }
@@ -194,13 +185,10 @@ final class NodeInterest: Sendable {
         let withoutProof = released.byGrace + released.byLimit
         if withoutProof > 0 {
             metrics.sessionsReleasedWithoutProof.increment(by: withoutProof)
-            let (log, n) = releaseThrottle.shouldLog()
-            if log {
-                logger.warning("sessions of unknown lifetime released without proof that they ended; if one resumes it counts as '#'", metadata: [
-                    "after_grace": "\(released.byGrace)", "over_limit": "\(released.byLimit)", "grace_seconds": "\(Int(grace))",
-                    "limit": "\(uncertainLimit)", "occurrence": "\(n)",
-                ])
-            }
+            releaseThrottle.log(.warning, to: logger, "sessions of unknown lifetime released without proof that they ended; if one resumes it counts as '#'", metadata: [
+                "after_grace": "\(released.byGrace)", "over_limit": "\(released.byLimit)", "grace_seconds": "\(Int(grace))",
+                "limit": "\(uncertainLimit)",
+            ])
         }
         return released.changedInterest
     }

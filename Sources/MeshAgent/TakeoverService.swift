@@ -114,8 +114,7 @@ final class TakeoverService: Sendable {
                 announceSignal.yield()
             } else {
                 metrics.clientConnectsUnannounced.increment()
-                let (log, n) = overflowThrottle.shouldLog()
-                if log { logger.error("client connect not announced: too many waiting (is the local link down?)", metadata: ["client_id": "\(connect.clientID.prefix(200))", "occurrence": "\(n)"]) }
+                overflowThrottle.log(.error, to: logger, "client connect not announced: too many waiting (is the local link down?)", metadata: ["client_id": "\(connect.clientID.prefix(200))"])
             }
         }
         if let t = outcome.takeover {
@@ -148,24 +147,12 @@ final class TakeoverService: Sendable {
     /// Returns whether the payload was an announcement.
     @discardableResult
     func handleAnnouncement(node: String, payload: UnsafeRawBufferPointer, peerMetrics: PeerMetrics) -> Bool {
-        let announcement: ConnectAnnouncement
-        do {
-            announcement = try ConnectAnnouncementCodec.decode(payload, expectedNode: node)
-        } catch {
-            rejected(error, what: "client connect announcement", node: node, bytes: payload.count, peerMetrics: peerMetrics)
-            return false
-        }
+        guard let announcement = decode("client connect announcement", node: node, payload: payload, peerMetrics: peerMetrics, { (p) throws(AdvertDecodeError) in
+            try ConnectAnnouncementCodec.decode(p, expectedNode: node)
+        }) else { return false }
         let now = Self.now()
-        let prefixCheck = isMeshClient
-        // Table first, then presence: the lock order of `observeLocal` (called under the
-        // interest lock).
-        let decisions = interest.withTable { table, _ in
-            presence.withLock { p in
-                announcement.connects.map { c -> TakeoverDecision in
-                    let session = table.sessions[c.clientID].map { (online: $0.online, meshClient: $0.excluded || prefixCheck(c.clientID)) }
-                    return p.observeRemote(c, from: node, at: now, session: session)
-                }
-            }
+        let decisions = withPresence { p, session in
+            announcement.connects.map { p.observeRemote($0, from: node, at: now, session: session($0.clientID)) }
         }
         metrics.clientConnectsReceived.increment(by: announcement.connects.count)
         for (c, decision) in zip(announcement.connects, decisions) where decision.ends {
@@ -179,22 +166,11 @@ final class TakeoverService: Sendable {
     /// agent restarted) are judged now. Returns whether the payload was a snapshot.
     @discardableResult
     func handlePresence(node: String, payload: UnsafeRawBufferPointer, peerMetrics: PeerMetrics) -> Bool {
-        let snapshot: PresenceSnapshot
-        do {
-            snapshot = try PresenceSnapshotCodec.decode(payload, expectedNode: node)
-        } catch {
-            rejected(error, what: "presence snapshot", node: node, bytes: payload.count, peerMetrics: peerMetrics)
-            return false
-        }
+        guard let snapshot = decode("presence snapshot", node: node, payload: payload, peerMetrics: peerMetrics, { (p) throws(AdvertDecodeError) in
+            try PresenceSnapshotCodec.decode(p, expectedNode: node)
+        }) else { return false }
         let now = Self.now()
-        let prefixCheck = isMeshClient
-        let takeovers = interest.withTable { table, _ in
-            presence.withLock { p in
-                p.reconcile(snapshot, at: now) { id in
-                    table.sessions[id].map { (online: $0.online, meshClient: $0.excluded || prefixCheck(id)) }
-                }
-            }
-        }
+        let takeovers = withPresence { p, session in p.reconcile(snapshot, at: now, session: session) }
         let online = Set(snapshot.online.keys)
         peerPresence.withLock { $0[node] = online }
         if !takeovers.isEmpty {
@@ -206,11 +182,28 @@ final class TakeoverService: Sendable {
         return true
     }
 
-    private func rejected(_ error: AdvertDecodeError, what: String, node: String, bytes: Int, peerMetrics: PeerMetrics) {
-        peerMetrics.advertsRejected.increment()
-        let (log, n) = rejectThrottle.shouldLog()
-        if log {
-            logger.warning("\(what) rejected", metadata: ["node": "\(node)", "reason": "\(error.reason)", "bytes": "\(bytes)", "occurrence": "\(n)"])
+    /// Decodes a peer's payload; one that does not decode is counted and logged (throttled)
+    /// as rejected, and nil.
+    private func decode<T>(_ what: String, node: String, payload: UnsafeRawBufferPointer, peerMetrics: PeerMetrics,
+                           _ decode: (UnsafeRawBufferPointer) throws(AdvertDecodeError) -> T) -> T? {
+        do throws(AdvertDecodeError) {
+            return try decode(payload)
+        } catch {
+            peerMetrics.advertsRejected.increment()
+            rejectThrottle.log(.warning, to: logger, "\(what) rejected", metadata: ["node": "\(node)", "reason": "\(error.reason)", "bytes": "\(payload.count)"])
+            return nil
+        }
+    }
+
+    /// Runs `body` on the presence with a lookup of a client's local session (mesh clients,
+    /// by flag or id prefix, count as such). Table first, then presence: the lock order of
+    /// `observeLocal` (called under the interest lock).
+    private func withPresence<R: Sendable>(_ body: (inout ClientPresence, (String) -> (online: Bool, meshClient: Bool)?) -> R) -> R {
+        let prefixCheck = isMeshClient
+        return interest.withTable { table, _ in
+            presence.withLock { p in
+                body(&p) { id in table.sessions[id].map { (online: $0.online, meshClient: $0.excluded || prefixCheck(id)) } }
+            }
         }
     }
 
@@ -375,15 +368,12 @@ final class TakeoverService: Sendable {
             case .endConnection: metrics.clientTakeovers.increment()
             default: metrics.clientSessionsEnded.increment()
             }
-            let (log, n) = takeoverThrottle.shouldLog()
-            if log {
-                logger.notice(decision == .endConnection
-                    ? "client id connected on another node: its older connection here was closed and its session ended"
-                    : "client id connected on another node: its offline session here was ended (queued messages discarded)", metadata: [
-                        "client_id": "\(id.prefix(200))", "node": "\(job.node)", "connected_there_ms": "\(job.connect.time)",
-                        "clean_start_there": "\(job.connect.cleanStart)", "occurrence": "\(n)",
-                    ])
-            }
+            takeoverThrottle.log(.notice, to: logger, decision == .endConnection
+                ? "client id connected on another node: its older connection here was closed and its session ended"
+                : "client id connected on another node: its offline session here was ended (queued messages discarded)", metadata: [
+                    "client_id": "\(id.prefix(200))", "node": "\(job.node)", "connected_there_ms": "\(job.connect.time)",
+                    "clean_start_there": "\(job.connect.cleanStart)",
+                ])
         case .failure(let reason):
             failed(job, reason: reason)
         }
@@ -430,12 +420,9 @@ final class TakeoverService: Sendable {
         switch await endLocally(id) {
         case .success:
             metrics.sessionsReleased.increment()
-            let (log, n) = releaseThrottle.shouldLog()
-            if log {
-                logger.notice("session released: it was adopted on another node while this node was lost (what was queued for it here is discarded)", metadata: [
-                    "client_id": "\(id.prefix(200))", "adopted_by": "\(job.node)", "adopted_at_ms": "\(job.connect.time)", "occurrence": "\(n)",
-                ])
-            }
+            releaseThrottle.log(.notice, to: logger, "session released: it was adopted on another node while this node was lost (what was queued for it here is discarded)", metadata: [
+                "client_id": "\(id.prefix(200))", "adopted_by": "\(job.node)", "adopted_at_ms": "\(job.connect.time)",
+            ])
         case .failure(let reason):
             failed(job, reason: reason)
         }
@@ -462,34 +449,18 @@ final class TakeoverService: Sendable {
             return .failure("\(error)")
         }
         return await client.closing {
-            do {
-                if let error = try client.start() { return .failure("\(error)") }
-            } catch {
-                return .failure("\(error)")
-            }
-            let clock = ContinuousClock()
-            let deadline = clock.now.advanced(by: Self.connectTimeout)
-            while connack.load(ordering: .acquiring) < 0 {
-                if clock.now >= deadline || Task.isCancelled { return .failure("no CONNACK within \(Self.connectTimeout)") }
-                try? await Task.sleep(for: .milliseconds(2))
-            }
-            let rc = connack.load(ordering: .acquiring)
-            guard rc == 0 else { return .failure("local broker refused the connection (reason code \(rc))") }
-            client.disconnect()
-            let closeBy = clock.now.advanced(by: .seconds(2))
-            while client.isConnected && clock.now < closeBy && !Task.isCancelled { try? await Task.sleep(for: .milliseconds(2)) }
+            let deadline = ContinuousClock.now.advanced(by: Self.connectTimeout)
+            if let failure = await client.startAwaitingConnack(connack, deadline: deadline, timeout: Self.connectTimeout) { return .failure(failure) }
+            await client.disconnectAwaitingClose()
             return .success
         }
     }
 
     private func failed(_ job: Job, reason: String) {
         metrics.clientTakeoverFailures.increment()
-        let (log, n) = failureThrottle.shouldLog()
-        if log {
-            logger.error("could not end a client's connection or session here after it connected on another node; both stay", metadata: [
-                "client_id": "\(job.connect.clientID.prefix(200))", "node": "\(job.node)", "reason": "\(reason)", "occurrence": "\(n)",
-            ])
-        }
+        failureThrottle.log(.error, to: logger, "could not end a client's connection or session here after it connected on another node; both stay", metadata: [
+            "client_id": "\(job.connect.clientID.prefix(200))", "node": "\(job.node)", "reason": "\(reason)",
+        ])
     }
 
     /// Forgets what is past (see `ClientPresence.prune`); call every few seconds.

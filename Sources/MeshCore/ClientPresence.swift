@@ -283,11 +283,6 @@ public struct ClientPresence: Sendable {
         public var decision: TakeoverDecision
         public var node: String
         public var connect: ClientConnect
-        public init(decision: TakeoverDecision, node: String, connect: ClientConnect) {
-            self.decision = decision
-            self.node = node
-            self.connect = connect
-        }
     }
 
     /// What a local log event means for the mesh.

@@ -2,11 +2,6 @@
 public struct NodeIDError: Error, Equatable, Sendable {
     public let id: String
     public let reason: String
-
-    public init(id: String, reason: String) {
-        self.id = id
-        self.reason = reason
-    }
 }
 
 /// Node ids name a broker+agent pair and become one topic level of the

@@ -5,12 +5,6 @@ public struct LogParseError: Error, Equatable, Sendable {
     public let topic: String
     public let line: String
     public let reason: String
-
-    public init(topic: String, line: String, reason: String) {
-        self.topic = topic
-        self.line = line
-        self.reason = reason
-    }
 }
 
 /// Turns Mosquitto 2.0 `log_dest topic` lines into `BrokerLogEvent`s.

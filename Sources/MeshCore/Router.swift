@@ -24,11 +24,6 @@ public struct SharedDelivery: Equatable, Sendable {
     /// publishing broker and on a target (or on several targets) gets one copy per such
     /// broker (`mesh_shared_extra_copies_total`).
     public var extraCopies: Int
-
-    public init(chosen: Int, extraCopies: Int) {
-        self.chosen = chosen
-        self.extraCopies = extraCopies
-    }
 }
 
 /// Why a message is neither forwarded nor republished.

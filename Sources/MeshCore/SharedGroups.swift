@@ -7,11 +7,6 @@ public struct SharedGroup: Hashable, Sendable, Comparable, CustomStringConvertib
     /// What the group matches (`a/+`); empty for `$share/g` and `$share/g/`, which match nothing.
     public let filter: String
 
-    public init(name: String, filter: String) {
-        self.name = name
-        self.filter = filter
-    }
-
     public static func < (l: SharedGroup, r: SharedGroup) -> Bool {
         if l.filter != r.filter { return l.filter.utf8.lexicographicallyPrecedes(r.filter.utf8) }
         return l.name.utf8.lexicographicallyPrecedes(r.name.utf8)

@@ -136,6 +136,13 @@ public final class HarnessClient: Sendable {
 
     public func disconnect() { client.disconnect() }
 
+    /// Sends DISCONNECT and waits until the connection is gone (the broker has ended or
+    /// kept the session by then).
+    public func disconnect(waitingUpTo timeout: Duration) async throws {
+        client.disconnect()
+        try await waitUntil(timeout: timeout, "\(client.configuration.clientID) to disconnect") { !self.client.isConnected }
+    }
+
     /// Closes the connection without a DISCONNECT, as a crashed client would (the broker
     /// logs "closed its connection" and keeps a persistent session), then frees the client.
     public func abruptClose(timeout: Duration = .seconds(10)) async throws {
@@ -147,14 +154,34 @@ public final class HarnessClient: Sendable {
 }
 
 /// Polls a condition until it holds or the timeout passes: the harness's way to wait for
-/// an event without sleeping a fixed time.
-public func waitUntil(timeout: Duration, _ what: @autoclosure () -> String, _ condition: @Sendable () -> Bool) async throws {
+/// an event without sleeping a fixed time. `every` is for a condition that costs something
+/// to check (a connection, a publish); a cheap one is checked every 5 ms.
+public func waitUntil(timeout: Duration, every interval: Duration = .milliseconds(5), _ what: @autoclosure () -> String,
+                      _ condition: () async throws -> Bool) async throws {
+    guard try await poll(timeout: timeout, every: interval, condition) else {
+        throw HarnessError("timed out after \(timeout) waiting for \(what())")
+    }
+}
+
+/// Takes `sample` until `done` accepts it or the timeout passes, and returns the last one:
+/// `waitUntil` for a caller that judges the outcome itself (an expectation with its own
+/// message) rather than failing on the timeout. At least one sample is taken.
+@discardableResult
+public func poll<T>(timeout: Duration, every interval: Duration = .milliseconds(5), _ sample: () async throws -> T,
+                    until done: (T) throws -> Bool) async throws -> T {
     let clock = ContinuousClock()
     let deadline = clock.now.advanced(by: timeout)
-    while !condition() {
-        if clock.now >= deadline { throw HarnessError("timed out after \(timeout) waiting for \(what())") }
-        try await Task.sleep(for: .milliseconds(5))
+    while true {
+        let value = try await sample()
+        if try done(value) || clock.now >= deadline { return value }
+        try await Task.sleep(for: interval)
     }
+}
+
+/// `poll` of a condition: whether it held before the timeout passed.
+@discardableResult
+public func poll(timeout: Duration, every interval: Duration = .milliseconds(5), _ condition: () async throws -> Bool) async throws -> Bool {
+    try await poll(timeout: timeout, every: interval, condition, until: { $0 })
 }
 
 /// A weak reference a callback closure can capture before `self` exists (every client

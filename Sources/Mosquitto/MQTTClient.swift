@@ -40,8 +40,12 @@ public struct ClientEvents: Sendable {
 /// reconnect. It owns the `struct mosquitto *` and the callback context and frees both
 /// exactly once, in `close()`.
 ///
-/// libmosquitto's calls are thread-safe in its threaded mode, which is why this type can
-/// be shared between the loop threads of several links.
+/// The client runs libmosquitto in its non-threaded mode, driven by `ClientLoop`'s thread.
+/// libmosquitto's publish and subscribe calls take its own locks in that mode
+/// too, so another thread (a link's loop thread) may publish on this client: the packet is
+/// written from the caller's thread, and the loop, woken by an eventfd, finishes any write
+/// that could not complete. That is why this type can be shared between the loop threads
+/// of several links.
 public final class MQTTClient: @unchecked Sendable {
     public let configuration: ClientConfiguration
     private let handle: OpaquePointer

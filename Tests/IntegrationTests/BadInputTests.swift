@@ -19,9 +19,7 @@ struct BadInputTests {
     @Test("garbage on a peer's control topic is rejected and counted; forwarding goes on")
     func hostileControlPayload() async throws {
         try await withMesh(["a", "b"], agentArguments: ["--stats-interval", "0.5"]) { mesh in
-            let sub = try await mesh.client("b", id: "victim-sub")
-            try await sub.subscribe("v/#", qos: 1)
-            try await mesh.waitForFilter("v/#", on: "b")
+            let sub = try await mesh.subscriber("b", id: "victim-sub", to: "v/#")
             // An attacker without the ACL of deploy/ writes to $mesh on B (the ACL test shows the
             // shipped config refuses this; here the agent itself must survive it).
             let evil = try await mesh.client("b", id: "evil")
@@ -48,9 +46,7 @@ struct BadInputTests {
     func unreachablePeer() async throws {
         let dead = Network.freePort()
         try await withMesh(["a", "b"], agentArguments: ["--peer", "127.0.0.1:\(dead)", "--peer-sync-timeout", "0.5"]) { mesh in
-            let sub = try await mesh.client("b", id: "sub")
-            try await sub.subscribe("u/#", qos: 1)
-            try await mesh.waitForFilter("u/#", on: "b")
+            let sub = try await mesh.subscriber("b", id: "sub", to: "u/#")
             let pub = try await mesh.client("a", id: "pub")
             try pub.publish("u/1", "through", qos: 1)
             #expect(try await sub.waitForMessages(1).first?.text == "through")

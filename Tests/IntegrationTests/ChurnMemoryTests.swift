@@ -54,13 +54,8 @@ struct ChurnMemoryTests {
                 #expect(behind <= 0, "agent \(agent.nodeID) is \(behind) log lines behind its broker")
                 #expect(agent.metric("mesh_log_lines_unparsed_total") == 0, "agent \(agent.nodeID) did not understand some log lines")
                 // Sessions that expire do so about a second after their client left.
-                let clock = ContinuousClock()
-                let deadline = clock.now.advanced(by: .seconds(20))
-                var now = gauges.map { agent.metric($0) }
-                while now != baseline[i].map(Optional.some) && clock.now < deadline {
-                    try await Task.sleep(for: .milliseconds(100))
-                    now = gauges.map { agent.metric($0) }
-                }
+                let now = try await poll(timeout: .seconds(20), every: .milliseconds(100), { gauges.map { agent.metric($0) } },
+                                         until: { $0 == baseline[i].map(Optional.some) })
                 for (g, name) in gauges.enumerated() {
                     #expect(now[g] == baseline[i][g],
                             "agent \(agent.nodeID): \(name) \(Int(now[g] ?? -1)), baseline \(Int(baseline[i][g])), after \(Self.ids) clients (\(kinds.map(\.rawValue))) left")

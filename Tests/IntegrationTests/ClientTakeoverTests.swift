@@ -24,11 +24,8 @@ struct ClientTakeoverTests {
         try await withMesh(["a", "b"]) { mesh in
             let persistent = variant == .persistent
             let expiry: UInt32 = persistent ? 3600 : 0
-            // A spy on A sees every message A's broker takes in, forwards included (its
-            // mesh-prefixed id keeps it out of the interest).
-            let spy = try HarnessClient(clientID: "mosquitto-mesh/spy", port: mesh.brokers[0].port)
-            try await spy.connect()
-            try await spy.subscribe("#", qos: 2)
+            // The spy on A sees forwards too.
+            let spy = try await mesh.spy(on: "a")
             let markerSub = try await mesh.client("a", id: "marker-sub")
             try await markerSub.subscribe("marker/#", qos: 1)
 
@@ -142,11 +139,8 @@ struct ClientTakeoverTests {
     @Test("a persistent session left offline on A is ended when its client id connects on B", arguments: [true, false])
     func offlineSessionEnded(cleanOnB: Bool) async throws {
         try await withMesh(["a", "b"]) { mesh in
-            let old = try await mesh.client("a", id: "left", cleanStart: false, sessionExpiry: 3600)
-            try await old.subscribe("left/#", qos: 1)
-            try await mesh.waitForFilter("left/#", on: "a")
-            old.disconnect()
-            try await waitUntil(timeout: .seconds(5), "the client on A to disconnect") { !old.client.isConnected }
+            let old = try await mesh.subscriber("a", id: "left", to: "left/#", cleanStart: false, sessionExpiry: 3600)
+            try await old.disconnect(waitingUpTo: .seconds(5))
             old.close()
             // The session stays on A (offline) and keeps its filters.
             try await mesh.waitForFilter("left/#", on: "a")
@@ -165,11 +159,8 @@ struct ClientTakeoverTests {
     @Test("a connect on B missed while A's agent was down is caught from B's presence when A's agent is back")
     func missedConnectCaughtFromPresence() async throws {
         try await withMesh(["a", "b"]) { mesh in
-            let old = try await mesh.client("a", id: "mover", cleanStart: false, sessionExpiry: 3600)
-            try await old.subscribe("mover/#", qos: 1)
-            try await mesh.waitForFilter("mover/#", on: "a")
-            old.disconnect()
-            try await waitUntil(timeout: .seconds(5), "the client on A to disconnect") { !old.client.isConnected }
+            let old = try await mesh.subscriber("a", id: "mover", to: "mover/#", cleanStart: false, sessionExpiry: 3600)
+            try await old.disconnect(waitingUpTo: .seconds(5))
             old.close()
             // A's agent is away while the client reconnects on B: B's announcement reaches nobody.
             #expect(await mesh.agents[0].stop() == 0)

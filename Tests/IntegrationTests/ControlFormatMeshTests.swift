@@ -12,9 +12,7 @@ struct ControlFormatMeshTests {
     func newerAdvertsWidenNeverNarrow() async throws {
         try await withMesh(["a", "b"]) { mesh in
             // What a's agent forwards to b's broker is visible there under the forward prefix.
-            let tap = try await mesh.client("b", id: "forward-tap")
-            try await tap.subscribe("forward/#", qos: 1)
-            try await mesh.waitForFilter("forward/#", on: "b")
+            let tap = try await mesh.subscriber("b", id: "forward-tap", to: "forward/#")
             // Nodes of a future release on b's broker, as a's link to b reads them.
             let future = try await mesh.client("b", id: "mosquitto-mesh/future-writer")
             try future.publish("$mesh/z/subscriptions",

@@ -26,8 +26,7 @@ struct HAProxyTests {
                 try await sub.subscribe("ps/\(tag)/#", qos: 1)
                 let home = try await stuckServer(of: subID, admin)
                 try await mesh.waitForFilter("ps/\(tag)/#", on: home)
-                sub.disconnect()
-                try await waitUntil(timeout: .seconds(10), "subscriber to disconnect") { !sub.client.isConnected }
+                try await sub.disconnect(waitingUpTo: .seconds(10))
                 sub.close()
 
                 // A publisher on the wanted broker: new ids alternate (roundrobin); bounded tries.
@@ -104,8 +103,7 @@ struct HAProxyTests {
                     try await c.subscribe("drain/\(tag)", qos: 1)
                     stuckID = id
                 }
-                c.disconnect()
-                try await waitUntil(timeout: .seconds(10), "client \(id) to disconnect") { !c.client.isConnected }
+                try await c.disconnect(waitingUpTo: .seconds(10))
                 c.close()
             }
             let oldID = try #require(stuckID, "no client landed on a within 10 connections")

@@ -97,20 +97,6 @@ struct SessionModel {
     var offlineV5Sessions: Int { sessions.values.filter { !$0.online && $0.version == .v5 }.count }
 }
 
-// MARK: - Seeded randomness
-
-/// SplitMix64: a small generator whose sequence depends only on the seed.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 // MARK: - The broker's own log, as a witness
 
 /// Reads B's `$SYS/broker/log/#` so that each operation can wait until the broker has done
@@ -245,7 +231,7 @@ final class DifferentialRun {
     let mesh: MeshCluster
     let seed: UInt64
     let port: Int32
-    var rng: SeededGenerator
+    var rng: SplitMix64
     var model = SessionModel()
     var clients: [String: HarnessClient] = [:]
     /// Offline sessions with a 1–2 s expiry → witness line count when they went offline.
@@ -270,13 +256,13 @@ final class DifferentialRun {
         self.mesh = mesh
         self.seed = seed
         port = mesh.brokers[mesh.index(of: "b")].port
-        rng = SeededGenerator(state: seed)
+        rng = SplitMix64(seed: seed)
         witness = try await LogWitness(port: port)
         reader = try await ControlReader(port: port)
 
         /// ASCII only (a cut inside a UTF-8 sequence is another matter); filters get levels
         /// of 12–40 bytes, well under Mosquitto's 200-level limit.
-        func longText(_ length: Int, levels: Bool, _ rng: inout SeededGenerator) -> String {
+        func longText(_ length: Int, levels: Bool, _ rng: inout SplitMix64) -> String {
             let alphabet = Array("abcdefghijklmnopqrstuvwxyz0123456789 ".utf8)
             var bytes: [UInt8] = []
             var levelEnd = levels ? Int.random(in: 12...40, using: &rng) : Int.max
@@ -469,18 +455,14 @@ final class DifferentialRun {
 
             let truth = model.interest
             let offlineV5 = model.offlineV5Sessions
-            var verdict = Verdict(truth: truth, advert: [:], exactRequired: false)
             // Bounded grace for an agent that settles a doubt a moment after the marker.
-            let deadline = clock.now.advanced(by: .seconds(2))
-            repeat {
+            let verdict = try await poll(timeout: .seconds(2), every: .milliseconds(50), {
                 let advert = (try? reader.advert(of: "b"))?.filters ?? [:]
                 let sure = metric(InterestDifferentialTests.truncatedMetric) == truncatedBefore
                     && metric(InterestDifferentialTests.ambiguousMetric) == ambiguousBefore
                     && metric(InterestDifferentialTests.uncertainMetric) == Double(offlineV5)
-                verdict = Verdict(truth: truth, advert: advert, exactRequired: sure)
-                if verdict.passes { break }
-                try await Task.sleep(for: .milliseconds(50))
-            } while clock.now < deadline
+                return Verdict(truth: truth, advert: advert, exactRequired: sure)
+            }, until: { $0.passes })
             if verdict.exactRequired { exactChecks += 1 }
             print("interest differential: batch \(batch): \(size) ops, \(truth.count) filters in \(model.sessions.count) sessions "
                   + "(\(offlineV5) offline v5), advert \(verdict.advert.count) filters, "

@@ -10,9 +10,7 @@ struct InterestIntegrityTests {
     @Test("MQTT 5: clean start with a session expiry keeps the session's filters while offline and after a silent resume")
     func v5SessionExpiry() async throws {
         try await withMesh(["a", "b"]) { mesh in
-            var sub = try await mesh.client("b", id: "v5-durable", cleanStart: true, sessionExpiry: 3600)
-            try await sub.subscribe("x/#", qos: 1)
-            try await mesh.waitForFilter("x/#", on: "b")
+            var sub = try await mesh.subscriber("b", id: "v5-durable", to: "x/#", cleanStart: true, sessionExpiry: 3600)
             sub.disconnect(); sub.close()
             let pub = try await mesh.client("a", id: "v5-pub")
             try pub.publish("x/while-away", "queued", qos: 1)
@@ -31,9 +29,7 @@ struct InterestIntegrityTests {
     @Test("MQTT 5 sessions that ended are let go once the broker's session count proves it")
     func v5EndedSessionsReleased() async throws {
         try await withMesh(["a", "b"]) { mesh in
-            let gone = try await mesh.client("b", id: "v5-gone", cleanStart: true, sessionExpiry: 0)
-            try await gone.subscribe("gone/#", qos: 1)
-            try await mesh.waitForFilter("gone/#", on: "b")
+            let gone = try await mesh.subscriber("b", id: "v5-gone", to: "gone/#", cleanStart: true, sessionExpiry: 0)
             gone.disconnect(); gone.close()
             // A few broker ticks: the count must reflect the disconnect and stand for a full tick.
             try await mesh.waitForInterest(of: "b", timeout: .seconds(20)) { $0["gone/#"] == nil }
@@ -44,9 +40,7 @@ struct InterestIntegrityTests {
     @Test("a crafted client id cut at the broker's line limit cannot end another client's interest")
     func craftedDisconnectId() async throws {
         try await withMesh(["a", "b"]) { mesh in
-            let victim = try await mesh.client("b", id: "victim", protocolVersion: .v311)
-            try await victim.subscribe("vic/#", qos: 1)
-            try await mesh.waitForFilter("vic/#", on: "b")
+            let victim = try await mesh.subscriber("b", id: "victim", to: "vic/#", protocolVersion: .v311)
             let linesBefore = mesh.metric(agent: "b", "mesh_log_lines_total") ?? 0
             let attacker = try await mesh.client("b", id: "victim disconnected due to " + String(repeating: "x", count: 1200),
                                                  protocolVersion: .v311)
@@ -68,9 +62,7 @@ struct InterestIntegrityTests {
     func lookalikeSubscribe() async throws {
         try await withMesh(["a", "b"]) { mesh in
             let attacker = try await mesh.client("b", id: "v 1 a", protocolVersion: .v311)
-            let victim = try await mesh.client("b", id: "v", protocolVersion: .v311)
-            try await victim.subscribe("a 1 b", qos: 1)
-            try await mesh.waitForFilter("a 1 b", on: "b")
+            let victim = try await mesh.subscriber("b", id: "v", to: "a 1 b", protocolVersion: .v311)
             let pub = try await mesh.client("a", id: "lookalike-pub")
             try pub.publish("a 1 b", "exact", qos: 1)
             #expect(try await victim.waitForMessages(1).first?.text == "exact")
@@ -81,9 +73,7 @@ struct InterestIntegrityTests {
     @Test("a client using the agent's own client id does not make the agent forget interest", arguments: ["local", "control"])
     func agentIdTakeover(link: String) async throws {
         try await withMesh(["a", "b"]) { mesh in
-            let sub = try await mesh.client("b", id: "bystander", protocolVersion: .v311)
-            try await sub.subscribe("t/#", qos: 1)
-            try await mesh.waitForFilter("t/#", on: "b")
+            let sub = try await mesh.subscriber("b", id: "bystander", to: "t/#", protocolVersion: .v311)
             let intruder = try await mesh.client("b", id: "mosquitto-mesh/b/\(link)", cleanStart: true)
             intruder.disconnect(); intruder.close()
             // The kicked link comes back (with its session gone) and the broker's next uptime

@@ -56,9 +56,7 @@ struct OperationsTests {
     @Test("/metrics counts exactly the traffic that was sent")
     func metricsMatchTraffic() async throws {
         try await withMesh(["a", "b"]) { mesh in
-            let sub = try await mesh.client("b", id: "m-sub")
-            try await sub.subscribe("wanted/#", qos: 1)
-            try await mesh.waitForFilter("wanted/#", on: "b")
+            let sub = try await mesh.subscriber("b", id: "m-sub", to: "wanted/#")
             let pub = try await mesh.client("a", id: "m-pub")
             for i in 0..<12 { try pub.publish("wanted/\(i)", "12345", qos: 1) }
             for i in 0..<7 { try pub.publish("unwanted/\(i)", "x", qos: 1) }

@@ -190,12 +190,10 @@ struct PartitionClients {
         for p in publishers { try await p.connect(timeout: .seconds(15)) }
         // Every subscriber hears every publisher before the numbered stream starts: the
         // mesh has learnt every subscriber's interest (bounded, no fixed sleep).
-        let clock = ContinuousClock()
-        let deadline = clock.now.advanced(by: .seconds(30))
-        while !subscribers.allSatisfy({ s in publishers.allSatisfy { s.hasExtra("probe p\($0.index)") } }) {
-            if clock.now >= deadline { throw HarnessError("subscribers did not hear every publisher's probe within 30 s") }
+        try await waitUntil(timeout: .seconds(30), every: .milliseconds(200), "the subscribers to hear every publisher's probe") {
+            if subscribers.allSatisfy({ s in publishers.allSatisfy { s.hasExtra("probe p\($0.index)") } }) { return true }
             for p in publishers { try p.publishExtra(topic: base + "/probe", text: "probe p\(p.index)") }
-            try await Task.sleep(for: .milliseconds(200))
+            return false
         }
     }
 
@@ -325,14 +323,11 @@ final class InterestProbe: Sendable {
     /// Publishes a probe from every sender not yet heard, every 50 ms, until all are heard
     /// or `timeout` passes.
     func probe(until timeout: Duration, only: [String]? = nil) async {
-        let clock = ContinuousClock()
-        let deadline = clock.now.advanced(by: timeout)
         let names = only ?? Array(senders.keys)
-        while clock.now < deadline {
+        _ = try? await poll(timeout: timeout, every: .milliseconds(50)) {
             let waiting = names.filter { heard(from: $0) == nil }
-            if waiting.isEmpty { return }
             for n in waiting { try? senders[n]?.publish("\(topicBase)/\(n)", "probe", qos: 1) }
-            try? await Task.sleep(for: .milliseconds(50))
+            return waiting.isEmpty
         }
     }
 

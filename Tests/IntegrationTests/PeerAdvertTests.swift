@@ -11,9 +11,7 @@ struct PeerAdvertTests {
     @Test("a $share//x subscriber on B (empty group, which Mosquitto 2.0.11 accepts) gets a message published on A")
     func emptyShareGroupCrosses() async throws {
         try await withMesh(["a", "b"]) { mesh in
-            let sub = try await mesh.client("b", id: "empty-group")
-            try await sub.subscribe("$share//x", qos: 1)
-            try await mesh.waitForFilter("$share//x", on: "b")
+            let sub = try await mesh.subscriber("b", id: "empty-group", to: "$share//x")
             let pub = try await mesh.client("a", id: "pub")
             try pub.publish("x", "to the empty group", qos: 1)
             let got = try await sub.waitForMessages(1)
@@ -34,9 +32,7 @@ struct PeerAdvertTests {
     func staleAdvertIgnored() async throws {
         try await withMesh(["a", "b"]) { mesh in
             let peerB = mesh.brokers[1].endpoint
-            let sub = try await mesh.client("b", id: "victim")
-            try await sub.subscribe("s/#", qos: 1)
-            try await mesh.waitForFilter("s/#", on: "b")
+            let sub = try await mesh.subscriber("b", id: "victim", to: "s/#")
             let onB = try await ControlReader(port: mesh.brokers[1].port)
             let onA = try await ControlReader(port: mesh.brokers[0].port)
             try await waitUntil(timeout: .seconds(10), "the retained advert of b") { (try? onB.advert(of: "b")) != nil }

@@ -11,9 +11,7 @@ struct RestartTests {
     @Test("restart of an agent under a steady QoS 1 stream", arguments: ["a", "b"], Fault.allCases)
     func restartUnderStream(node: String, fault: Fault) async throws {
         try await withMesh(["a", "b"]) { mesh in
-            let sub = try await mesh.client("b", id: "stream-sub")
-            try await sub.subscribe("stream/#", qos: 1)
-            try await mesh.waitForFilter("stream/#", on: "b")
+            let sub = try await mesh.subscriber("b", id: "stream-sub", to: "stream/#")
             let pub = try await mesh.client("a", id: "stream-pub")
             // SIGTERM: a steady ~500 msg/s. kill -9: ~5000 msg/s, so the agent holds as much as
             // it can at the instant of the kill (the window measured) and the stream goes on after it.

@@ -75,8 +75,7 @@ struct SessionSurvivalTests {
                 try await c.waitForMessages(1) { $0.text == "before" }
             }
             sleeper.client.stopReconnecting()
-            sleeper.disconnect()
-            try await waitUntil(timeout: .seconds(5), "the sleeper to be offline") { !sleeper.client.isConnected }
+            try await sleeper.disconnect(waitingUpTo: .seconds(5))
             // The survivors have read the victim's directory (its retained shards, read live), and
             // the victim's broker has saved its sessions (autosave every second), so that it comes
             // back with them.
@@ -140,12 +139,9 @@ struct SessionSurvivalTests {
                 mesh.metric(agent: victim, "mesh_sessions_released_total") == 1
             }
             let onVictimIDs = Set(onVictim.map { $0.client.configuration.clientID })
-            var left: Set<String> = onVictimIDs
-            let deadline = clock.now.advanced(by: .seconds(10))
-            repeat {
-                left = Set((try await SessionDirectoryProbe.sessions(port: victimBroker.port)[victim] ?? []).map(\.clientID)).intersection(onVictimIDs)
-                if !left.isEmpty { try await Task.sleep(for: .milliseconds(200)) }
-            } while !left.isEmpty && clock.now < deadline
+            let left = try await poll(timeout: .seconds(10), every: .milliseconds(200), {
+                Set((try await SessionDirectoryProbe.sessions(port: victimBroker.port)[victim] ?? []).map(\.clientID)).intersection(onVictimIDs)
+            }, until: { $0.isEmpty })
             #expect(left.isEmpty, "stale sessions still listed on the restarted broker: \(left)")
             // The sleeper comes back through HAProxy: its adopter, session present, and what was
             // published since the adoption, once.
@@ -240,13 +236,9 @@ struct SessionSurvivalTests {
                     .reduce(0.0) { $0 + (mesh.metric(agent: "a", $1) ?? 0) })
             }
             try await waitUntil(timeout: .seconds(15), "the restarted broker's stale sessions to be ended (\(ended()))") { ended() >= movedIDs.count }
-            var left: [SharedSession] = []
-            let clock = ContinuousClock()
-            let deadline = clock.now.advanced(by: .seconds(10))
-            repeat {
-                left = (try await SessionDirectoryProbe.sessions(port: victim.port)["a"] ?? []).filter { movedIDs.contains($0.clientID) }
-                if !left.isEmpty { try await Task.sleep(for: .milliseconds(200)) }
-            } while !left.isEmpty && clock.now < deadline
+            let left = try await poll(timeout: .seconds(10), every: .milliseconds(200), {
+                (try await SessionDirectoryProbe.sessions(port: victim.port)["a"] ?? []).filter { movedIDs.contains($0.clientID) }
+            }, until: { $0.isEmpty })
             #expect(left.isEmpty, "stale sessions still on the restarted broker: \(left.map(\.clientID))")
             print("restarted broker: released \(mesh.metric(agent: "a", "mesh_sessions_released_total") ?? 0), ended by takeover \(mesh.metric(agent: "a", "mesh_client_sessions_ended_total") ?? 0) offline + \(mesh.metric(agent: "a", "mesh_client_takeovers_total") ?? 0) connected")
         }
@@ -288,13 +280,9 @@ struct SessionSurvivalTests {
             }
             // The adopter's directory says so (published within a second).
             let ports = [mesh.brokers[1].port, mesh.brokers[2].port]
-            var adopted: Set<String> = []
-            let clock = ContinuousClock()
-            let deadline = clock.now.advanced(by: .seconds(5))
-            while adopted.isEmpty && clock.now < deadline {
-                adopted = Set(try await SessionDirectoryProbe.adoptions(from: "a", ports: ports).keys)
-                if adopted.isEmpty { try await Task.sleep(for: .milliseconds(100)) }
-            }
+            let adopted = try await poll(timeout: .seconds(5), every: .milliseconds(100), {
+                Set(try await SessionDirectoryProbe.adoptions(from: "a", ports: ports).keys)
+            }, until: { !$0.isEmpty })
             #expect(adopted == ["racer-3"])
             for c in racers {
                 #expect(c.client.isConnected, "\(c.client.configuration.clientID) was disconnected")

@@ -9,9 +9,7 @@ struct SessionTests {
     @Test("takeover: a clean reconnect of the same id drops the old filters, a persistent one keeps them")
     func takeover() async throws {
         try await withMesh(["a", "b"]) { mesh in
-            let first = try await mesh.client("b", id: "dup id", cleanStart: false, sessionExpiry: 3600)
-            try await first.subscribe("old/#", qos: 1)
-            try await mesh.waitForFilter("old/#", on: "b")
+            let first = try await mesh.subscriber("b", id: "dup id", to: "old/#", cleanStart: false, sessionExpiry: 3600)
             // Same id, persistent: takes over the session; Mosquitto logs no disconnect for the old one.
             let second = try await mesh.client("b", id: "dup id", cleanStart: false, sessionExpiry: 3600)
             #expect(second.sessionPresent)
@@ -28,9 +26,7 @@ struct SessionTests {
     @Test("a persistent client's filters survive a restart of the agent and of the broker", arguments: ["agent", "broker"])
     func survivesRestart(what: String) async throws {
         try await withMesh(["a", "b"]) { mesh in
-            var sub = try await mesh.client("b", id: "durable", cleanStart: false, sessionExpiry: 3600)
-            try await sub.subscribe("keep/#", qos: 1)
-            try await mesh.waitForFilter("keep/#", on: "b")
+            var sub = try await mesh.subscriber("b", id: "durable", to: "keep/#", cleanStart: false, sessionExpiry: 3600)
             sub.disconnect(); sub.close()
             let agentB = mesh.agents[1]
             if what == "agent" {
@@ -65,14 +61,10 @@ struct SessionTests {
             old.disconnect(); old.close()
             try agentB.start()
             try await agentB.waitUntilUp()
-            let first = try await mesh.client("b", id: "noise-1")
-            try await first.subscribe("noise/1", qos: 1)
-            try await mesh.waitForFilter("noise/1", on: "b")
+            let first = try await mesh.subscriber("b", id: "noise-1", to: "noise/1")
             let baseline = mesh.metric(agent: "b", "mesh_ignored_dollar_messages_total") ?? 0
             // More log lines: none may reach the forwarding link any more.
-            let second = try await mesh.client("b", id: "noise-2")
-            try await second.subscribe("noise/2", qos: 1)
-            try await mesh.waitForFilter("noise/2", on: "b")
+            let second = try await mesh.subscriber("b", id: "noise-2", to: "noise/2")
             #expect(mesh.metric(agent: "b", "mesh_ignored_dollar_messages_total") == baseline)
             first.close(); second.close()
         }
@@ -126,10 +118,10 @@ struct SessionTests {
                 let start = clock.now
                 try await sub.subscribe("lat/\(i)", qos: 1)
                 // Publish every millisecond until the first copy arrives: the wait a real subscriber sees.
-                let deadline = start.advanced(by: .seconds(5))
-                while sub.messages.isEmpty && clock.now < deadline {
+                try await poll(timeout: .seconds(5), every: .milliseconds(1)) {
+                    guard sub.messages.isEmpty else { return true }
                     try pub.publish("lat/\(i)", "probe", qos: 0)
-                    try await Task.sleep(for: .milliseconds(1))
+                    return false
                 }
                 let elapsed = clock.now - start
                 #expect(!sub.messages.isEmpty, "nothing forwarded within 5 s of the SUBACK")
@@ -161,9 +153,7 @@ struct SessionTests {
     @Test("a 4 MiB message crosses intact")
     func largeMessage() async throws {
         try await withMesh(["a", "b"]) { mesh in
-            let sub = try await mesh.client("b", id: "big-sub")
-            try await sub.subscribe("big", qos: 1)
-            try await mesh.waitForFilter("big", on: "b")
+            let sub = try await mesh.subscriber("b", id: "big-sub", to: "big")
             let pub = try await mesh.client("a", id: "big-pub")
             let payload = (0..<(4 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 31) }
             try pub.publish("big", bytes: payload, qos: 1)

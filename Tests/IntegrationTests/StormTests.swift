@@ -11,9 +11,7 @@ struct StormTests {
     func storm() async throws {
         let seconds = Double(ProcessInfo.processInfo.environment["MESH_STORM_SECONDS"] ?? "") ?? 30
         try await withMesh(["a", "b"]) { mesh in
-            let keeper = try await mesh.client("b", id: "storm-keeper", protocolVersion: .v311)
-            try await keeper.subscribe("kept/#", qos: 1)
-            try await mesh.waitForFilter("kept/#", on: "b")
+            let keeper = try await mesh.subscriber("b", id: "storm-keeper", to: "kept/#", protocolVersion: .v311)
             var storms: [StormClient] = []
             for i in 0..<4 {
                 let c = try StormClient(id: "storm-\(i)", port: mesh.brokers[1].port)

@@ -56,7 +56,7 @@ struct SubscribeRaceTests {
     static func race(nodes: [String], rounds: Int, agentArguments: [String] = []) async throws -> Outcome {
         let seed = ProcessInfo.processInfo.environment["MESH_RACE_SEED"].flatMap { UInt64($0) } ?? UInt64.random(in: 0...UInt64(UInt32.max))
         print("subscribe race \(nodes): seed \(seed) (replay with MESH_RACE_SEED=\(seed))")
-        var rng = SeededGenerator(state: seed)
+        var rng = SplitMix64(seed: seed)
         let plan: [(topic: String, filter: String, qos: Int32)] = (0..<rounds).map { r in
             let w1 = "w\(Int.random(in: 0..<5, using: &rng))", w2 = "v\(Int.random(in: 0..<5, using: &rng))"
             let topic = "race/\(seed)/\(r)/\(w1)/\(w2)"
@@ -93,13 +93,9 @@ struct SubscribeRaceTests {
             // all of it, or (replay off) for the stream to go quiet.
             let clock = ContinuousClock()
             var last = -1, quietSince = clock.now
-            let deadline = clock.now.advanced(by: .seconds(30))
-            while clock.now < deadline {
-                let n = subscriber.messages.count
-                if n >= outcome.expected { break }
+            try await poll(timeout: .seconds(30), every: .milliseconds(20), { subscriber.messages.count }) { n in
                 if n != last { last = n; quietSince = clock.now }
-                if clock.now - quietSince > .seconds(5) { break }
-                try await Task.sleep(for: .milliseconds(20))
+                return n >= outcome.expected || clock.now - quietSince > .seconds(5)
             }
             var seen: [String: Int] = [:]
             var lastK: [String: Int] = [:]

@@ -94,6 +94,25 @@ extension MeshCluster {
         try await waitForInterest(of: node) { filters in (filters[filter] != nil) == present }
     }
 
+    /// A client on `node` subscribed to `filter`, returned once every agent has read the
+    /// advert that carries it: from then on a message published anywhere must reach it.
+    func subscriber(_ node: String, id: String, to filter: String, qos: Int32 = 1, cleanStart: Bool = true,
+                    sessionExpiry: UInt32 = 0, protocolVersion: ClientConfiguration.ProtocolVersion = .v5) async throws -> HarnessClient {
+        let c = try await client(node, id: id, cleanStart: cleanStart, sessionExpiry: sessionExpiry, protocolVersion: protocolVersion)
+        try await c.subscribe(filter, qos: qos)
+        try await waitForFilter(filter, on: node)
+        return c
+    }
+
+    /// A client on `node` that sees every message the broker takes in (`#` at QoS 2). Its
+    /// mesh-prefixed id keeps it out of the interest, so it attracts no traffic itself.
+    func spy(on node: String) async throws -> HarnessClient {
+        let c = try HarnessClient(clientID: "mosquitto-mesh/spy", port: brokers[index(of: node)].port)
+        try await c.connect()
+        try await c.subscribe("#", qos: 2)
+        return c
+    }
+
     func client(_ node: String, id: String, cleanStart: Bool = true, sessionExpiry: UInt32 = 0,
                 protocolVersion: ClientConfiguration.ProtocolVersion = .v5) async throws -> HarnessClient {
         let c = try HarnessClient(clientID: id, port: brokers[index(of: node)].port, cleanStart: cleanStart,

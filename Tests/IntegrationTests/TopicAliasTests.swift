@@ -12,9 +12,7 @@ struct TopicAliasTests {
         try await withMesh(["a", "b"]) { mesh in
             let brokerB = mesh.brokers[1]
             let peerB = brokerB.endpoint
-            let sub = try await mesh.client("b", id: "alias-sub")
-            try await sub.subscribe("alias/#", qos: 1)
-            try await mesh.waitForFilter("alias/#", on: "b")
+            let sub = try await mesh.subscriber("b", id: "alias-sub", to: "alias/#")
             let pub = try await mesh.client("a", id: "alias-pub")
 
             // Two rounds over three topics: the second goes by alias only.
@@ -67,9 +65,7 @@ struct TopicAliasTests {
     @Test("--topic-aliases 0 sends every forward with its topic")
     func aliasesOff() async throws {
         try await withMesh(["a", "b"], agentArguments: ["--topic-aliases", "0"]) { mesh in
-            let sub = try await mesh.client("b", id: "plain-sub")
-            try await sub.subscribe("plain/#", qos: 1)
-            try await mesh.waitForFilter("plain/#", on: "b")
+            let sub = try await mesh.subscriber("b", id: "plain-sub", to: "plain/#")
             let pub = try await mesh.client("a", id: "plain-pub")
             for i in 0..<10 { try pub.publish("plain/x", "m-\(i)", qos: 1) }
             let got = try await sub.waitForMessages(10)
@@ -83,9 +79,7 @@ struct TopicAliasTests {
     @Test("a client's own mesh: user properties cross as nothing special and are not passed on")
     func reservedPropertiesAreNotMarkers() async throws {
         try await withMesh(["a", "b"]) { mesh in
-            let sub = try await mesh.client("b", id: "reserved-sub")
-            try await sub.subscribe("reserved/#", qos: 1)
-            try await mesh.waitForFilter("reserved/#", on: "b")
+            let sub = try await mesh.subscriber("b", id: "reserved-sub", to: "reserved/#")
             let pub = try await mesh.client("a", id: "reserved-pub")
             // Shaped like an alias announcement (empty, not retained, mesh:alias) …
             let announcementLike = PropertyList()

@@ -10,9 +10,7 @@ struct TwoNodeTests {
     @Test("a subscriber on B gets a message published on A exactly once, at its QoS", arguments: [Int32(0), 1, 2])
     func crossesOnce(qos: Int32) async throws {
         try await withMesh(["a", "b"]) { mesh in
-            let sub = try await mesh.client("b", id: "sub-wild")
-            try await sub.subscribe("a/+/c", qos: 2)
-            try await mesh.waitForFilter("a/+/c", on: "b")
+            let sub = try await mesh.subscriber("b", id: "sub-wild", to: "a/+/c", qos: 2)
             let pub = try await mesh.client("a", id: "pub")
             try pub.publish("a/b/c", "hello-\(qos)", qos: qos)
             try pub.publish("a/b/c", "second-\(qos)", qos: qos)
@@ -30,14 +28,8 @@ struct TwoNodeTests {
     @Test("a message nobody on B wants never crosses to B")
     func nothingCrossesWithoutInterest() async throws {
         try await withMesh(["a", "b"]) { mesh in
-            // A spy on B sees every message B's broker takes in (its mesh-prefixed id keeps
-            // it out of the interest, so it does not attract traffic itself).
-            let spy = try HarnessClient(clientID: "mosquitto-mesh/spy", port: mesh.brokers[1].port)
-            try await spy.connect()
-            try await spy.subscribe("#", qos: 2)
-            let sub = try await mesh.client("b", id: "marker-sub")
-            try await sub.subscribe("marker/#", qos: 1)
-            try await mesh.waitForFilter("marker/#", on: "b")
+            let spy = try await mesh.spy(on: "b")
+            let sub = try await mesh.subscriber("b", id: "marker-sub", to: "marker/#")
             let pub = try await mesh.client("a", id: "pub")
             for i in 0..<50 { try pub.publish("nobody/\(i)", "unwanted", qos: Int32(i % 3)) }
             // Same publisher, same path: once the marker is at B, anything forwarded before it would be too.
@@ -54,9 +46,7 @@ struct TwoNodeTests {
     @Test("v5 properties cross intact: user properties in order, content type, response topic, correlation data, payload format, expiry counting down")
     func propertiesCross() async throws {
         try await withMesh(["a", "b"]) { mesh in
-            let sub = try await mesh.client("b", id: "props-sub")
-            try await sub.subscribe("req/#", qos: 1)
-            try await mesh.waitForFilter("req/#", on: "b")
+            let sub = try await mesh.subscriber("b", id: "props-sub", to: "req/#")
             let pub = try await mesh.client("a", id: "props-pub")
             let props = PropertyList()
             try props.addUserProperty("k", "1")
@@ -82,9 +72,7 @@ struct TwoNodeTests {
     @Test("unsubscribe and clean disconnect stop forwarding")
     func unsubscribeStops() async throws {
         try await withMesh(["a", "b"]) { mesh in
-            let spy = try HarnessClient(clientID: "mosquitto-mesh/spy", port: mesh.brokers[1].port)
-            try await spy.connect()
-            try await spy.subscribe("#", qos: 2)
+            let spy = try await mesh.spy(on: "b")
             let keep = try await mesh.client("b", id: "keeper")
             try await keep.subscribe("marker/#", qos: 1)
             let sub = try await mesh.client("b", id: "leaver")
@@ -185,9 +173,7 @@ struct TwoNodeTests {
             try await mesh.waitForInterest(of: "a") { $0 == ["x/+/y": 1, "with space/#": 1, "$share/g1/jobs/#": 1] }
             // A shared subscriber on B is interest in the inner filter, for its group: g2 has
             // members only on B (g1's member on A gets its copy from A, nothing crosses for it).
-            let worker = try await mesh.client("b", id: "worker")
-            try await worker.subscribe("$share/g2/jobs/#", qos: 1)
-            try await mesh.waitForFilter("$share/g2/jobs/#", on: "b")
+            let worker = try await mesh.subscriber("b", id: "worker", to: "$share/g2/jobs/#")
             try c1.publish("jobs/1", "job", qos: 1)
             let jobs = try await worker.waitForMessages(1)
             #expect(jobs.first?.topic == "jobs/1")

@@ -7,7 +7,7 @@ struct EdgeTableTests {
     /// probing, backward-shift deletion, growth, shrinking and arena compaction.
     @Test(arguments: 0..<8)
     func matchesReferenceDictionary(_ seed: Int) {
-        var rng = SplitMix(seed: UInt64(seed))
+        var rng = seededGenerator(UInt64(seed))
         var table = EdgeTable()
         var reference: [EdgeKeyForTest: UInt32] = [:]
         var nextChild: UInt32 = 1

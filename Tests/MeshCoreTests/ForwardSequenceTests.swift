@@ -42,7 +42,7 @@ struct ForwardSequenceTests {
     /// A stream resent from any point after a cut: every copy is caught, nothing new is.
     @Test(arguments: 0..<4)
     func randomResends(seed: Int) {
-        var rng = SplitMix(seed: UInt64(seed))
+        var rng = seededGenerator(UInt64(seed))
         var s = ForwardSequence()
         var sent = 0
         for _ in 0..<200 {

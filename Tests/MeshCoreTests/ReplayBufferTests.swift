@@ -17,7 +17,7 @@ struct TopicMatchTests {
     /// Against `SubscriptionTree`, the matcher the hot path uses, on random small topics.
     @Test(arguments: 0..<4)
     func agreesWithTree(seed: Int) {
-        var rng = SplitMix(seed: UInt64(seed))
+        var rng = seededGenerator(UInt64(seed))
         let levels = ["a", "b", "", "$s"]
         func name() -> String { (0..<Int.random(in: 1...4, using: &rng)).map { _ in levels.randomElement(using: &rng)! }.joined(separator: "/") }
         for _ in 0..<3000 {
@@ -100,7 +100,7 @@ struct ReplayBufferTests {
     /// kept messages the model says, in order, and never one twice to the same peer.
     @Test(arguments: 0..<6)
     func differential(seed: Int) {
-        var rng = SplitMix(seed: UInt64(seed) &+ 77)
+        var rng = seededGenerator(UInt64(seed) &+ 77)
         let window = 1.0
         var b = Buffer(window: window, byteLimit: 1 << 30)
         struct Kept { var time: Double; var topic: String; var sent: Set<Int> }

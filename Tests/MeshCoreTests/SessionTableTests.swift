@@ -184,7 +184,7 @@ struct SessionTableTests {
     /// always equal the interest recomputed from sessions.
     @Test(arguments: 0..<20)
     func incrementalInterestMatchesRecomputation(_ seed: Int) {
-        var rng = SplitMix(seed: UInt64(seed))
+        var rng = seededGenerator(UInt64(seed))
         var table = SessionTable()
         let ids = ["a", "b", "c", "mosquitto-mesh/x"]
         let filters = ["x", "y/+", "$share/g/x"]

@@ -193,7 +193,7 @@ struct SharedSubscriptionRoutingTests {
     /// extra copies are what the brokers would deliver, added peers are member brokers, and
     /// wherever some choice of peers gives every group exactly one copy the router finds one.
     @Test func randomMeshesAgainstTheModel() {
-        var rng = SplitMix(seed: 0x5EED_0010) // LogLineParserTests.swift
+        var rng = seededGenerator(0x5EED_0010) // LogLineParserTests.swift
         let ordinaryPool = ["a/b", "a/+", "a/#", "+/b", "#", "b/c", "a/b/c", "+/+"]
         let groupFilters = ["a/+", "a/#", "#", "+/b", "a/b", "b/c"]
         let topics = ["a/b", "a/c", "b/c", "a/b/c", "b/b", "x"]
