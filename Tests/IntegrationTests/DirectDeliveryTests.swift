@@ -15,10 +15,7 @@ struct DirectDeliveryTests {
         try await withMesh(["a", "b", "c"], agentArguments: Self.direct) { mesh in
             var subs: [HarnessClient] = []
             for node in ["a", "b", "c"] {
-                let s = try await mesh.client(node, id: "sub-\(node)")
-                try await s.subscribe("d/#", qos: 2)
-                try await mesh.waitForFilter("d/#", on: node)
-                subs.append(s)
+                subs.append(try await mesh.subscriber(node, id: "sub-\(node)", to: "d/#", qos: 2))
             }
             let pub = try await mesh.client("a", id: "pub")
             let n = 60
@@ -50,9 +47,7 @@ struct DirectDeliveryTests {
     @Test("a retained message delivered directly is stored by the peer broker: a later subscriber there gets it")
     func retainedIsStored() async throws {
         try await withMesh(["a", "b"], agentArguments: Self.direct) { mesh in
-            let early = try await mesh.client("b", id: "early")
-            try await early.subscribe("r/#", qos: 1)
-            try await mesh.waitForFilter("r/#", on: "b")
+            let early = try await mesh.subscriber("b", id: "early", to: "r/#", qos: 1)
             let pub = try await mesh.client("a", id: "pub")
             try pub.publish("r/1", "kept", qos: 1, retain: true)
             _ = try await early.waitForMessages(1)
@@ -67,9 +62,7 @@ struct DirectDeliveryTests {
     @Test("a client's own mesh:o mark does not stop its message: forwarded prefixed (never directly), counted, the mark dropped")
     func forgedMarkIsForwarded() async throws {
         try await withMesh(["a", "b"], agentArguments: Self.direct) { mesh in
-            let sub = try await mesh.client("b", id: "sub")
-            try await sub.subscribe("f/#", qos: 1)
-            try await mesh.waitForFilter("f/#", on: "b")
+            let sub = try await mesh.subscriber("b", id: "sub", to: "f/#", qos: 1)
             let pub = try await mesh.client("a", id: "forger")
             let props = PropertyList()
             var random = SystemRandomNumberGenerator()
@@ -92,15 +85,8 @@ struct DirectDeliveryTests {
 
     @Test("mixed fleet: a direct node and a prefixed one deliver both ways; the view says which")
     func mixedModes() async throws {
-        let dir = MeshCluster.temporaryDirectory("directmixed")
-        let mesh = MeshCluster(nodes: ["a", "b"], directory: dir, nodeArguments: ["a": Self.direct])
-        do {
-            try await mesh.start()
-            let subA = try await mesh.client("a", id: "sub-a"), subB = try await mesh.client("b", id: "sub-b")
-            try await subA.subscribe("x/#", qos: 1)
-            try await subB.subscribe("x/#", qos: 1)
-            try await mesh.waitForFilter("x/#", on: "a")
-            try await mesh.waitForFilter("x/#", on: "b")
+        try await withMesh(["a", "b"], nodeArguments: ["a": Self.direct, "b": ["--delivery", "prefixed"]]) { mesh in
+            let subA = try await mesh.subscriber("a", id: "sub-a", to: "x/#"), subB = try await mesh.subscriber("b", id: "sub-b", to: "x/#")
             let pubA = try await mesh.client("a", id: "pub-a"), pubB = try await mesh.client("b", id: "pub-b")
             try pubA.publish("x/from-a", "1", qos: 1)
             try pubB.publish("x/from-b", "2", qos: 1)
@@ -116,12 +102,6 @@ struct DirectDeliveryTests {
             }
             reader.close()
             for c in [subA, subB, pubA, pubB] { c.close() }
-        } catch {
-            for a in mesh.agents { print("--- agent \(a.nodeID) log ---\n\(a.logTail())") }
-            await mesh.stop()
-            throw error
         }
-        await mesh.stop()
-        try? FileManager.default.removeItem(atPath: dir)
     }
 }

@@ -4,11 +4,18 @@ import MeshHarness
 import Mosquitto
 import Testing
 
+/// Agent arguments every test mesh gets from the environment: `MESH_TEST_DELIVERY=direct`
+/// runs the suites that use `withMesh` with `--delivery direct` (CI runs a selection so).
+let environmentAgentArguments: [String] = ProcessInfo.processInfo.environment["MESH_TEST_DELIVERY"].map { ["--delivery", $0] } ?? []
+
 /// Runs `body` against a fresh mesh of real brokers and agents, and always tears it down.
+/// `nodeArguments`: extra agent arguments for single nodes.
 func withMesh(_ nodes: [String], label: String = #function, brokerOptions: BrokerProcess.Options = .init(),
-              agentArguments: [String] = [], _ body: (MeshCluster) async throws -> Void) async throws {
+              agentArguments: [String] = [], nodeArguments: [String: [String]] = [:],
+              _ body: (MeshCluster) async throws -> Void) async throws {
     let dir = MeshCluster.temporaryDirectory(label.filter { $0.isLetter || $0.isNumber })
-    let cluster = MeshCluster(nodes: nodes, directory: dir, brokerOptions: brokerOptions, agentArguments: agentArguments)
+    let cluster = MeshCluster(nodes: nodes, directory: dir, brokerOptions: brokerOptions,
+                              agentArguments: environmentAgentArguments + agentArguments, nodeArguments: nodeArguments)
     do {
         try await cluster.start()
         try await body(cluster)
