@@ -46,8 +46,18 @@ package struct BenchSection: Encodable, Sendable {
     /// own with `nodes` brokers, and adds the rows.
     mutating func measureEverySetup(variant: String, nodes: Int, label: String,
                                     _ measure: (BenchTopology) async throws -> [String: Double]) async throws {
-        for setup in BenchSetup.allCases {
-            let metrics = try await BenchTopology.with(setup, nodes: nodes, label: label, measure)
+        for setup in BenchSetup.selected.value {
+            var metrics = try await BenchTopology.with(setup, nodes: nodes, label: label) { t in
+                let cpuBefore = t.agentCPUSeconds()
+                var m = try await measure(t)
+                // The agents' cost per message, over the whole measurement (probes included).
+                if setup.isMesh, let delivered = m["delivered"], delivered > 0 {
+                    m["agent_cpu_s_per_10k"] = (t.agentCPUSeconds() - cpuBefore) / delivered * 10_000
+                }
+                return m
+            }
+            metrics = metrics.filter { !$0.value.isNaN }
+            if metrics["agent_cpu_s_per_10k"] != nil, !columns.contains("agent_cpu_s_per_10k") { columns.append("agent_cpu_s_per_10k") }
             rows.append(BenchRow(scenario: scenario, variant: variant, setup: setup.rawValue, metrics: metrics))
         }
     }
@@ -57,10 +67,14 @@ package struct BenchSection: Encodable, Sendable {
         row(.mesh, variant).map { 100 * ($0.metrics["delivered"] ?? 0) / max(1, $0.metrics["expected"] ?? 1) }
     }
 
-    /// mesh ÷ bridge of `metric` for `variant`, recorded under `name`.
+    /// mesh ÷ bridge of `metric` for `variant`, recorded under `name` (and, when the run
+    /// measured direct delivery, mesh-direct ÷ bridge under `name (direct)`). Returns the
+    /// default mode's ratio, or the direct one's when that is the only mesh measured.
     @discardableResult
     mutating func ratio(_ name: String, _ metric: String, variant: String) -> Double? {
-        guard let m = row(.mesh, variant)?.metrics[metric], let b = row(.bridge, variant)?.metrics[metric], b > 0 else { return nil }
+        guard let b = row(.bridge, variant)?.metrics[metric], b > 0 else { return nil }
+        if let d = row(.meshDirect, variant)?.metrics[metric] { ratios[name + " (direct)"] = d / b }
+        guard let m = row(.mesh, variant)?.metrics[metric] else { return row(.meshDirect, variant)?.metrics[metric].map { $0 / b } }
         ratios[name] = m / b
         return m / b
     }

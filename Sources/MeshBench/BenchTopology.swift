@@ -1,14 +1,24 @@
 import Foundation
 import MeshHarness
 
-/// The three setups every scenario compares.
-enum BenchSetup: String, CaseIterable, Codable, Sendable {
+/// The setups every scenario compares.
+package enum BenchSetup: String, CaseIterable, Codable, Sendable {
     /// One broker: every client on it; the ceiling for what one broker can do.
     case single
     /// Mosquitto's native bridge, `topic # both 2` (a star for three or more brokers).
     case bridge
-    /// Our agents, full mesh.
+    /// Our agents, full mesh, the default mode (`--delivery prefixed`).
     case mesh
+    /// Our agents with `--delivery direct`.
+    case meshDirect = "mesh-direct"
+
+    /// The setups a run measures (`bench --mode`): the mesh modes asked for, after the
+    /// single broker and the bridge they are compared with.
+    package static let selected = LockedValue<[BenchSetup]>([.single, .bridge, .mesh])
+
+    /// Extra agent arguments of a mesh setup.
+    var agentArguments: [String] { self == .meshDirect ? ["--delivery", "direct"] : [] }
+    var isMesh: Bool { self == .mesh || self == .meshDirect }
 }
 
 /// One setup's processes on loopback, started and stopped by the benchmark itself.
@@ -48,8 +58,8 @@ final class BenchTopology: Sendable {
             brokers = b.brokers
             bridge = b
             mesh = nil
-        case .mesh:
-            let m = MeshCluster(nodes: names, directory: directory, brokerOptions: Self.brokerOptions)
+        case .mesh, .meshDirect:
+            let m = MeshCluster(nodes: names, directory: directory, brokerOptions: Self.brokerOptions, agentArguments: setup.agentArguments)
             brokers = m.brokers
             mesh = m
             bridge = nil
@@ -64,7 +74,7 @@ final class BenchTopology: Sendable {
         switch setup {
         case .single: try await brokers[0].start()
         case .bridge: try await bridge!.start()
-        case .mesh: try await mesh!.start()
+        case .mesh, .meshDirect: try await mesh!.start()
         }
     }
 
@@ -87,7 +97,7 @@ final class BenchTopology: Sendable {
         switch setup {
         case .single: await brokers[0].stop()
         case .bridge: await bridge!.stop()
-        case .mesh: await mesh!.stop()
+        case .mesh, .meshDirect: await mesh!.stop()
         }
     }
 
@@ -97,7 +107,7 @@ final class BenchTopology: Sendable {
         switch setup {
         case .single: return false
         case .bridge: return bridge!.isInterBroker(c)
-        case .mesh: return mesh!.isInterBroker(c)
+        case .mesh, .meshDirect: return mesh!.isInterBroker(c)
         }
     }
 
@@ -122,6 +132,11 @@ final class BenchTopology: Sendable {
             last = now
             if clock.now - quietSince >= quiet { return }
         }
+    }
+
+    /// CPU seconds (user + system) the agents have used so far; 0 without agents.
+    func agentCPUSeconds() -> Double {
+        mesh?.agents.compactMap(\.pid).reduce(0) { $0 + (ProcessCPU.seconds(pid: $1) ?? 0) } ?? 0
     }
 
     /// Runs `body` against a started topology and always stops it.

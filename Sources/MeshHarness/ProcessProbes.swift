@@ -46,6 +46,19 @@ public enum ProcessMemory {
     }
 }
 
+public enum ProcessCPU {
+    /// User plus system CPU seconds the process has used (`/proc/<pid>/stat` fields 14 and
+    /// 15, after the parenthesised command name, which may hold spaces).
+    public static func seconds(pid: pid_t) -> Double? {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = text.lastIndex(of: ")") else { return nil }
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        // After ")": state is field 3, so utime (14) and stime (15) are at 11 and 12.
+        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
+        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+}
+
 /// Counts the lines a broker has written to its log file so far. Mosquitto writes each
 /// line to the file (line-buffered) and, for the same `log_type`s, to `$SYS/broker/log/...`,
 /// so the file is an independent count of what the agent should have read.

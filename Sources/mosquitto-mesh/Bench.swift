@@ -29,6 +29,20 @@ struct BenchOptions: ParsableArguments {
 
     @Option(help: "Also write the results as JSON to this path.")
     var json: String?
+
+    @Option(help: "Mesh modes to measure beside the single broker and the bridge: prefixed (default), direct (--delivery direct) or all.")
+    var mode = "prefixed"
+
+    func validate() throws {
+        guard Self.modes[mode] != nil else { throw ValidationError("invalid --mode '\(mode)': expected prefixed, direct or all") }
+    }
+
+    static let modes: [String: [BenchSetup]] = [
+        "prefixed": [.single, .bridge, .mesh], "direct": [.single, .bridge, .meshDirect], "all": [.single, .bridge, .mesh, .meshDirect],
+    ]
+
+    /// Puts the mode into effect for this run.
+    func apply() { BenchSetup.selected.value = Self.modes[mode] ?? [.single, .bridge, .mesh] }
 }
 
 /// One comparison scenario, or `all`, as a subcommand: the options every comparison takes,
@@ -45,7 +59,10 @@ extension BenchScenarioCommand {
             : CommandConfiguration(commandName: "all", abstract: "Every scenario in turn, one report.")
     }
 
-    func run() async throws { try await runBench(Self.scenarios, quick: options.quick, json: options.json) }
+    func run() async throws {
+        options.apply()
+        try await runBench(Self.scenarios, quick: options.quick, json: options.json)
+    }
 }
 
 extension BenchScenario {
