@@ -159,9 +159,10 @@ extension MosquittoMesh {
                 let updated = n.updated.map { "\(max(0, Int(now - $0)))s ago" } ?? "-"
                 let source = n.source == "own" ? "own topics" : "mirrored by \(n.source)"
                 let clients = n.presence.map { "\($0.onlineCount)+\($0.offline)" } ?? "-"
-                return [name, n.status ?? "?", n.seq.map(String.init) ?? "-", "\(n.filters.count)", "\(n.filters.values.reduce(0, +))", clients, source, updated]
+                return [name, n.status ?? "?", n.seq.map(String.init) ?? "-", "\(n.filters.count)", "\(n.filters.values.reduce(0, +))", clients,
+                        n.delivery ?? "-", source, updated]
             }
-            printTable(["NODE", "STATUS", "SEQ", "FILTERS", "SUBSCRIPTIONS", "CLIENTS", "SOURCE", "UPDATED"], rows)
+            printTable(["NODE", "STATUS", "SEQ", "FILTERS", "SUBSCRIPTIONS", "CLIENTS", "DELIVERY", "SOURCE", "UPDATED"], rows)
             print("(CLIENTS: connected + offline sessions)")
             let down = picture.nodes.keys.sorted().flatMap { name in
                 (picture.nodes[name]?.links ?? []).filter { !$0.connected }.map { link -> String in

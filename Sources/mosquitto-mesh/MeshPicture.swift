@@ -17,6 +17,9 @@ struct MeshPicture: Sendable {
         var presence: Presence?
         /// The node's peer links as its view (`$mesh/<node>/view`) states them.
         var links: [Link]?
+        /// `prefixed` or `direct` (`--delivery`), from the node's view; nil before a view is read
+        /// (or from releases before direct delivery: prefixed).
+        var delivery: String?
         /// What the node adopted from lost nodes (`$mesh/<node>/adoptions`), own or mirrored.
         var adoptions: Adoptions?
     }
@@ -116,6 +119,7 @@ struct MeshPicture: Sendable {
                     return
                 }
                 if let t = view.time { noteUpdate(owner, t) }
+                nodes[owner, default: Node()].delivery = view.delivery
                 nodes[owner, default: Node()].links = view.peers.map {
                     Link(endpoint: $0.endpoint, connected: $0.connected, downSince: $0.downSince, reachableVia: $0.reachableVia)
                 }
