@@ -23,8 +23,10 @@ final class RoutingTable: Sendable {
         var replays: [ReplayRequest] = []
         /// Each shared group's round-robin turn.
         var cursors = SharedCursors()
-        /// Peer agents' origin tokens by node (`InterestAdvert.origin`)...
-        var origins: [String: String] = [:]
+        /// Peer agents' origin tokens by node (`InterestAdvert.origin`): the current one and
+        /// the one before it, whose deliveries may still reach the broker after the peer's
+        /// agent restarted (they were on their way, or waited in the broker's queue)...
+        var origins: [String: (current: String?, previous: String?)] = [:]
         /// ...and all of them, for the check of a direct delivery's mark.
         var originTokens: Set<String> = []
     }
@@ -110,9 +112,10 @@ final class RoutingTable: Sendable {
     /// Records `node`'s origin token as its latest advert gives it (nil: none, or the node left).
     func setOrigin(node: String, token: String?) {
         state.withLock { s in
-            guard s.origins[node] != token else { return }
-            s.origins[node] = token
-            s.originTokens = Set(s.origins.values)
+            let known = s.origins[node]
+            guard known?.current != token else { return }
+            s.origins[node] = (token, known?.current ?? known?.previous)
+            s.originTokens = Set(s.origins.values.flatMap { [$0.current, $0.previous].compactMap { $0 } })
         }
     }
 

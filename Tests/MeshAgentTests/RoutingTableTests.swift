@@ -47,3 +47,25 @@ struct RoutingTableTests {
         #expect(table.removeNode(peer: 0, node: "b") == 1)
     }
 }
+
+/// Which direct-delivery marks count as a peer's (`RoutingTable.isPeerOrigin`): a node's
+/// current token and the one before it (deliveries of its previous run may still arrive),
+/// never an older one, never one nobody advertised.
+@Suite("routing table origin tokens")
+struct OriginTokenTests {
+    @Test func currentAndPreviousTokenOfEachNode() {
+        let table = RoutingTable(forwardPrefix: "forward/")
+        #expect(!table.isPeerOrigin("t1"))
+        table.setOrigin(node: "b", token: "t1")
+        table.setOrigin(node: "c", token: "u1")
+        #expect(table.isPeerOrigin("t1") && table.isPeerOrigin("u1") && !table.isPeerOrigin("x"))
+        table.setOrigin(node: "b", token: "t1")  // the same advert again: nothing changes
+        table.setOrigin(node: "b", token: "t2")  // b restarted
+        #expect(table.isPeerOrigin("t2") && table.isPeerOrigin("t1"))
+        table.setOrigin(node: "b", token: "t3")
+        #expect(table.isPeerOrigin("t3") && table.isPeerOrigin("t2") && !table.isPeerOrigin("t1"))
+        table.setOrigin(node: "b", token: nil)   // b left (or its agent no longer advertises one)
+        #expect(!table.isPeerOrigin("t2") && table.isPeerOrigin("t3"), "the last token stays for deliveries on their way")
+        #expect(table.isPeerOrigin("u1"))
+    }
+}
