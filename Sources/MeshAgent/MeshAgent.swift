@@ -458,7 +458,11 @@ public final class MeshAgent: Service, Sendable {
             }
             return await group.reduce(0, +)
         }
-        for peer in links { await peer.close() }
+        // Closed at once too: each close joins its loop thread, up to ~5 s for one stuck in
+        // a connect, which in turn would add up past systemd's stop timeout.
+        await withTaskGroup(of: Void.self) { group in
+            for peer in links { group.addTask { await peer.close() } }
+        }
         changesContinuation.finish()
         // Forwards a peer never acknowledged may be lost; local publishes written before the
         // DISCONNECT were taken by the broker (only their acknowledgement went unread).
