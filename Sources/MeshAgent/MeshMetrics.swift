@@ -118,6 +118,8 @@ public final class MeshMetrics: Sendable {
     public let localFilters = MeshGauge("mesh_local_subscriptions", help: "Distinct filters this node advertises.")
     public let localSessions = MeshGauge("mesh_local_sessions", help: "Client sessions in the agent's table (updated every broker tick).")
     /// The allocator's bytes in use, beside RSS: a flat heap under a rising RSS is the allocator.
+    /// How long the last return of free pages to the system took (microseconds).
+    public let trimMicroseconds = MeshGauge("mesh_process_trim_microseconds", help: "How long the agent's last return of free heap pages to the system took (glibc malloc_trim, every 5 s), in microseconds: the pause it puts on allocations meanwhile.")
     public let heapInUse = MeshGauge("mesh_process_heap_bytes", help: "Bytes the agent's allocator has handed out and not had back (glibc mallinfo2: in-use arena chunks plus mapped blocks; updated every broker tick). Freed memory the allocator keeps counts in the process's RSS but not here.")
     /// Log lines the broker cut at its 1000-byte limit: read only for what cannot shrink interest.
     public let logLinesTruncated = MeshCounter("mesh_log_lines_truncated_total", help: "Log lines the broker cut at its 1000-byte limit: read only for what cannot make interest smaller.")

@@ -39,6 +39,17 @@ public enum ProcessMemory {
         return .fixedThresholds
     }
 
+    /// Gives free pages inside the arenas back to the system (glibc `malloc_trim(0)`): the
+    /// space time-bounded structures freed after a peak, which the thresholds alone keep
+    /// resident when small live blocks sit above it. Returns how long it took (seconds).
+    @discardableResult
+    public static func returnFreePages() -> Double {
+        let start = ContinuousClock.now
+        malloc_trim(0)
+        let d = ContinuousClock.now - start
+        return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+    }
+
     /// What the process's allocator has handed out and not had back (glibc `mallinfo2`).
     /// Unlike RSS it excludes freed space the allocator keeps, so a rising RSS over a flat
     /// heap is the allocator, not a leak. Walks every arena: per scrape or tick, not per message.
