@@ -259,4 +259,16 @@ enum ControlPayload {
         }
         return members
     }
+
+    /// The payload's `node`: a valid node id, and the one its topic names (`expected`) if given.
+    static func node(of members: [(key: String, value: JSONValue)], expected: String?) throws(AdvertDecodeError) -> String {
+        guard case .string(let node) = members.first(where: { $0.key == "node" })?.value else {
+            throw AdvertDecodeError(reason: "missing or ill-typed 'node'")
+        }
+        do { try NodeID.validate(node) } catch { throw AdvertDecodeError(reason: "'node' is not a valid node id: \(error.reason)") }
+        if let expected, !node.utf8.elementsEqual(expected.utf8) {
+            throw AdvertDecodeError(reason: "'node' is \(InterestAdvertCodec.quoted(node)) but the topic says \(InterestAdvertCodec.quoted(expected))")
+        }
+        return node
+    }
 }
