@@ -531,13 +531,7 @@ public enum PresenceSnapshotCodec {
         w.key("time"); w.int(Int(s.time))
         w.key("offline"); w.int(s.offline)
         w.key("unlisted"); w.int(s.unlisted)
-        w.key("online")
-        w.beginObject()
-        for id in s.online.keys.sorted(by: { $0.utf8.lexicographicallyPrecedes($1.utf8) }) {
-            w.key(id)
-            w.int(Int(s.online[id]!))
-        }
-        w.endObject()
+        w.key("online"); w.counts(s.online, by: { $0.utf8.lexicographicallyPrecedes($1.utf8) })
         w.endObject()
         return w.bytes
     }

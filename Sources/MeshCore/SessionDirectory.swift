@@ -386,13 +386,7 @@ public enum ReachReportCodec {
         w.beginObject()
         w.key("node"); w.string(r.node)
         w.key("time"); w.int(Int(r.time))
-        w.key("down")
-        w.beginObject()
-        for n in r.down.keys.sorted() {
-            w.key(n)
-            w.int(Int(r.down[n]!))
-        }
-        w.endObject()
+        w.key("down"); w.counts(r.down)
         w.endObject()
         return w.bytes
     }
