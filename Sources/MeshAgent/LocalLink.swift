@@ -45,11 +45,7 @@ final class LocalLink: Sendable {
         events.message = { m in box.value?.forwarder.message(m) }
         events.subscribed = { _, granted in box.value?.subscribed(granted) }
         if replay.isEnabled { events.loopTurn = { replay.turn() } }
-        let libraryThrottle = LogThrottle(first: 5, every: 100)
-        events.libraryLog = { [logger] isError, message in
-            guard isError, libraryThrottle.shouldLog().0 else { return }
-            logger.warning("local link: \(message)")
-        }
+        events.libraryLog = LogThrottle.libraryLog(logger, link: "local link")
         client = try MQTTClient(configuration: cc, events: events)
         forwarder = Forwarder(client: client, replay: replay, configuration: configuration, routing: routing, metrics: metrics, logger: logger)
         box.value = self

@@ -143,12 +143,7 @@ final class PeerLink: Sendable {
         events.loopTurn = { box.value?.checkLiveness() }
         // An acknowledgement proves the link carries traffic as well as a heartbeat does.
         events.acknowledged = { box.value?.heard() }
-        let libraryThrottle = LogThrottle(first: 5, every: 100)
-        let linkLogger = self.logger
-        events.libraryLog = { isError, message in
-            guard isError, libraryThrottle.shouldLog().0 else { return }
-            linkLogger.warning("peer link: \(message)")
-        }
+        events.libraryLog = LogThrottle.libraryLog(self.logger, link: "peer link")
         client = try MQTTClient(configuration: cc, events: events)
         box.value = self
     }
@@ -230,11 +225,8 @@ final class PeerLink: Sendable {
         let heard = lastHeard.load(ordering: .relaxed)
         if now - heard > silenceLimitNanos {
             metrics.silentDrops.increment()
-            let (log, n) = silenceThrottle.shouldLog()
-            if log {
-                logger.warning("peer link heard nothing, not even its heartbeat, within the peer timeout: declaring it down and reconnecting",
-                               metadata: ["silent_seconds": "\(Double(now - heard) / 1e9)", "occurrence": "\(n)"])
-            }
+            silenceThrottle.log(.warning, to: logger, "peer link heard nothing, not even its heartbeat, within the peer timeout: declaring it down and reconnecting",
+                                metadata: ["silent_seconds": "\(Double(now - heard) / 1e9)"])
             lastHeard.store(now, ordering: .relaxed)
             client.dropConnection()
             return
@@ -382,12 +374,9 @@ final class PeerLink: Sendable {
                 if !reading.widened.isEmpty { widened(node: node, reading) }
             } catch {
                 metrics.advertsRejected.increment()
-                let (log, n) = rejectThrottle.shouldLog()
-                if log {
-                    logger.warning("control payload rejected; keeping last good interest", metadata: [
-                        "topic": "\(topic)", "reason": "\(error.reason)", "bytes": "\(m.payload.count)", "occurrence": "\(n)",
-                    ])
-                }
+                rejectThrottle.log(.warning, to: logger, "control payload rejected; keeping last good interest", metadata: [
+                    "topic": "\(topic)", "reason": "\(error.reason)", "bytes": "\(m.payload.count)",
+                ])
                 return
             }
             // Judged and recorded under one lock; applied to routing after it. Only this
@@ -413,20 +402,14 @@ final class PeerLink: Sendable {
                 return
             case .stale(let accepted):
                 metrics.advertsStale.increment()
-                let (log, n) = staleThrottle.shouldLog()
-                if log {
-                    logger.warning("stale advert ignored: its seq is not newer than the one already applied; keeping that interest", metadata: [
-                        "node": "\(node)", "seq": "\(advert.seq)", "applied_seq": "\(accepted)", "occurrence": "\(n)",
-                    ])
-                }
+                staleThrottle.log(.warning, to: logger, "stale advert ignored: its seq is not newer than the one already applied; keeping that interest", metadata: [
+                    "node": "\(node)", "seq": "\(advert.seq)", "applied_seq": "\(accepted)",
+                ])
                 return
             case .restarted(let previous):
-                let (log, n) = restartThrottle.shouldLog()
-                if log {
-                    logger.notice("peer node's advert seq went back; taking it (the node restarted, or this is the retained advert read on reconnect)", metadata: [
-                        "node": "\(node)", "seq": "\(advert.seq)", "previous_seq": "\(previous)", "occurrence": "\(n)",
-                    ])
-                }
+                restartThrottle.log(.notice, to: logger, "peer node's advert seq went back; taking it (the node restarted, or this is the retained advert read on reconnect)", metadata: [
+                    "node": "\(node)", "seq": "\(advert.seq)", "previous_seq": "\(previous)",
+                ])
             case .newer:
                 break
             }
@@ -483,12 +466,9 @@ final class PeerLink: Sendable {
     /// applied with those entries widened, counted and logged.
     private func widened(node: String, _ reading: AdvertReading) {
         metrics.advertEntriesWidened.increment(by: max(1, reading.widened.count))
-        let (log, n) = rejectThrottle.shouldLog()
-        if log {
-            logger.warning("advert entries this agent cannot use were widened (interest over-estimated, never narrowed)", metadata: [
-                "node": "\(node)", "format": "\(reading.format)", "entries": "\(reading.widened.prefix(3).joined(separator: "; "))", "occurrence": "\(n)",
-            ])
-        }
+        rejectThrottle.log(.warning, to: logger, "advert entries this agent cannot use were widened (interest over-estimated, never narrowed)", metadata: [
+            "node": "\(node)", "format": "\(reading.format)", "entries": "\(reading.widened.prefix(3).joined(separator: "; "))",
+        ])
     }
 
     private func setMirror(_ topic: String, _ payload: [UInt8]) {

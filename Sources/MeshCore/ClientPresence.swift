@@ -92,11 +92,7 @@ public enum ConnectAnnouncementCodec {
         let members = try ControlPayload.members(payload, maximumBytes: maximumPayloadBytes)
         try ControlFormat.requireUnderstood(members)
         func member(_ name: String, in members: [(key: String, value: JSONValue)]) -> JSONValue? { members.first { $0.key == name }?.value }
-        guard case .string(let node) = member("node", in: members) else { throw AdvertDecodeError(reason: "missing or ill-typed 'node'") }
-        do { try NodeID.validate(node) } catch { throw AdvertDecodeError(reason: "'node' is not a valid node id: \(error.reason)") }
-        if let expectedNode, !node.utf8.elementsEqual(expectedNode.utf8) {
-            throw AdvertDecodeError(reason: "'node' is \(InterestAdvertCodec.quoted(node)) but the topic says \(InterestAdvertCodec.quoted(expectedNode))")
-        }
+        let node = try ControlPayload.node(of: members, expected: expectedNode)
         guard case .array(let items) = member("connects", in: members) else { throw AdvertDecodeError(reason: "missing or ill-typed 'connects'") }
         var connects: [ClientConnect] = []
         connects.reserveCapacity(items.count)
@@ -535,13 +531,7 @@ public enum PresenceSnapshotCodec {
         w.key("time"); w.int(Int(s.time))
         w.key("offline"); w.int(s.offline)
         w.key("unlisted"); w.int(s.unlisted)
-        w.key("online")
-        w.beginObject()
-        for id in s.online.keys.sorted(by: { $0.utf8.lexicographicallyPrecedes($1.utf8) }) {
-            w.key(id)
-            w.int(Int(s.online[id]!))
-        }
-        w.endObject()
+        w.key("online"); w.counts(s.online, by: { $0.utf8.lexicographicallyPrecedes($1.utf8) })
         w.endObject()
         return w.bytes
     }
@@ -556,11 +546,7 @@ public enum PresenceSnapshotCodec {
             }
             return n
         }
-        guard case .string(let node) = member("node") else { throw AdvertDecodeError(reason: "missing or ill-typed 'node'") }
-        do { try NodeID.validate(node) } catch { throw AdvertDecodeError(reason: "'node' is not a valid node id: \(error.reason)") }
-        if let expectedNode, !node.utf8.elementsEqual(expectedNode.utf8) {
-            throw AdvertDecodeError(reason: "'node' is \(InterestAdvertCodec.quoted(node)) but the topic says \(InterestAdvertCodec.quoted(expectedNode))")
-        }
+        let node = try ControlPayload.node(of: members, expected: expectedNode)
         let time = Int64(try count("time"))
         let offline = try count("offline")
         let unlisted = try count("unlisted")

@@ -88,6 +88,16 @@ struct JSONParser {
         guard depth <= Self.maximumDepth else { throw fail("nested deeper than \(Self.maximumDepth) levels") }
     }
 
+    /// After a member or an element: consumes the `,` before the next one (false) or the
+    /// container's `closer` (true).
+    private mutating func endsAfterItem(_ closer: UInt8) throws(JSONSyntaxError) -> Bool {
+        skipWhitespace()
+        if current == UInt8(ascii: ",") { position += 1; return false }
+        guard current == closer else { throw fail("expected ',' or '\(Character(Unicode.Scalar(closer)))'") }
+        position += 1
+        return true
+    }
+
     private mutating func parseObject() throws(JSONSyntaxError) -> JSONValue {
         try enter()
         defer { depth -= 1 }
@@ -106,12 +116,7 @@ struct JSONParser {
             position += 1
             skipWhitespace()
             members.append((key, try parseValue()))
-            skipWhitespace()
-            switch current {
-            case UInt8(ascii: ","): position += 1
-            case UInt8(ascii: "}"): position += 1; return .object(members)
-            default: throw fail("expected ',' or '}'")
-            }
+            if try endsAfterItem(UInt8(ascii: "}")) { return .object(members) }
         }
     }
 
@@ -125,12 +130,7 @@ struct JSONParser {
         while true {
             skipWhitespace()
             elements.append(try parseValue())
-            skipWhitespace()
-            switch current {
-            case UInt8(ascii: ","): position += 1
-            case UInt8(ascii: "]"): position += 1; return .array(elements)
-            default: throw fail("expected ',' or ']'")
-            }
+            if try endsAfterItem(UInt8(ascii: "]")) { return .array(elements) }
         }
     }
 
@@ -258,5 +258,17 @@ enum ControlPayload {
             throw AdvertDecodeError(reason: "top level is not a JSON object")
         }
         return members
+    }
+
+    /// The payload's `node`: a valid node id, and the one its topic names (`expected`) if given.
+    static func node(of members: [(key: String, value: JSONValue)], expected: String?) throws(AdvertDecodeError) -> String {
+        guard case .string(let node) = members.first(where: { $0.key == "node" })?.value else {
+            throw AdvertDecodeError(reason: "missing or ill-typed 'node'")
+        }
+        do { try NodeID.validate(node) } catch { throw AdvertDecodeError(reason: "'node' is not a valid node id: \(error.reason)") }
+        if let expected, !node.utf8.elementsEqual(expected.utf8) {
+            throw AdvertDecodeError(reason: "'node' is \(InterestAdvertCodec.quoted(node)) but the topic says \(InterestAdvertCodec.quoted(expected))")
+        }
+        return node
     }
 }

@@ -33,12 +33,13 @@ public struct JSONWriter: Sendable {
         bytes.append(contentsOf: (value.isFinite ? String(value) : "null").utf8)
     }
 
-    /// `{ key: int, … }` in key order.
-    public mutating func counts(_ dictionary: [String: Int]) {
+    /// `{ key: int, … }` in key order (String's, unless `areInIncreasingOrder` says otherwise).
+    public mutating func counts<Value: BinaryInteger>(_ dictionary: [String: Value],
+                                                      by areInIncreasingOrder: (String, String) -> Bool = { $0 < $1 }) {
         beginObject()
-        for k in dictionary.keys.sorted() {
+        for k in dictionary.keys.sorted(by: areInIncreasingOrder) {
             key(k)
-            int(dictionary[k]!)
+            int(Int(dictionary[k]!))
         }
         endObject()
     }

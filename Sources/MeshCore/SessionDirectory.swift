@@ -208,11 +208,7 @@ public enum SessionShardCodec {
             guard case .number(let text, true) = v else { return nil }
             return Int(text)
         }
-        guard case .string(let node) = member("node", members) else { throw AdvertDecodeError(reason: "missing or ill-typed 'node'") }
-        do { try NodeID.validate(node) } catch { throw AdvertDecodeError(reason: "'node' is not a valid node id: \(error.reason)") }
-        if let expectedNode, !node.utf8.elementsEqual(expectedNode.utf8) {
-            throw AdvertDecodeError(reason: "'node' is \(InterestAdvertCodec.quoted(node)) but the topic says \(InterestAdvertCodec.quoted(expectedNode))")
-        }
+        let node = try ControlPayload.node(of: members, expected: expectedNode)
         guard let count = integer(member("of", members)), count >= 1, count <= 65_536 else {
             throw AdvertDecodeError(reason: "'of' is not a shard count in 1...65536")
         }
@@ -390,13 +386,7 @@ public enum ReachReportCodec {
         w.beginObject()
         w.key("node"); w.string(r.node)
         w.key("time"); w.int(Int(r.time))
-        w.key("down")
-        w.beginObject()
-        for n in r.down.keys.sorted() {
-            w.key(n)
-            w.int(Int(r.down[n]!))
-        }
-        w.endObject()
+        w.key("down"); w.counts(r.down)
         w.endObject()
         return w.bytes
     }
@@ -404,11 +394,7 @@ public enum ReachReportCodec {
     public static func decode(_ payload: some Collection<UInt8>, expectedNode: String?) throws(AdvertDecodeError) -> ReachReport {
         let members = try ControlPayload.members(payload, maximumBytes: maximumPayloadBytes)
         func member(_ name: String) -> JSONValue? { members.first { $0.key == name }?.value }
-        guard case .string(let node) = member("node") else { throw AdvertDecodeError(reason: "missing or ill-typed 'node'") }
-        do { try NodeID.validate(node) } catch { throw AdvertDecodeError(reason: "'node' is not a valid node id: \(error.reason)") }
-        if let expectedNode, !node.utf8.elementsEqual(expectedNode.utf8) {
-            throw AdvertDecodeError(reason: "'node' is \(InterestAdvertCodec.quoted(node)) but the topic says \(InterestAdvertCodec.quoted(expectedNode))")
-        }
+        let node = try ControlPayload.node(of: members, expected: expectedNode)
         guard case .number(let tText, true) = member("time"), let time = Int64(tText), time >= 0 else {
             throw AdvertDecodeError(reason: "'time' is not a non-negative integer")
         }

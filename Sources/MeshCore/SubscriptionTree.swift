@@ -143,21 +143,18 @@ public struct SubscriptionTree: Sendable, Equatable {
         freeNodes.append(node)
     }
 
+    /// The `+` or `#` child of `parent` (the node's `slot`), made if absent and `create`.
+    private mutating func wildcardChild(of parent: UInt32, _ slot: WritableKeyPath<Node, UInt32>, create: Bool) -> UInt32? {
+        let existing = nodes[Int(parent)][keyPath: slot]
+        if existing != 0 || !create { return existing == 0 ? nil : existing }
+        let new = allocate()
+        nodes[Int(parent)][keyPath: slot] = new
+        return new
+    }
+
     private mutating func child(of parent: UInt32, level: UnsafeRawBufferPointer, create: Bool) -> UInt32? {
-        if Self.isWildcard(level, UInt8(ascii: "+")) {
-            let existing = nodes[Int(parent)].plus
-            if existing != 0 || !create { return existing == 0 ? nil : existing }
-            let new = allocate()
-            nodes[Int(parent)].plus = new
-            return new
-        }
-        if Self.isWildcard(level, UInt8(ascii: "#")) {
-            let existing = nodes[Int(parent)].hash
-            if existing != 0 || !create { return existing == 0 ? nil : existing }
-            let new = allocate()
-            nodes[Int(parent)].hash = new
-            return new
-        }
+        if Self.isWildcard(level, UInt8(ascii: "+")) { return wildcardChild(of: parent, \.plus, create: create) }
+        if Self.isWildcard(level, UInt8(ascii: "#")) { return wildcardChild(of: parent, \.hash, create: create) }
         if let existing = edges.child(of: parent, level: level) { return existing }
         guard create else { return nil }
         let new = allocate()

@@ -11,18 +11,13 @@ public final class IdleSubscriber: Sendable {
     /// Connects to host:port, subscribes `filter` at `qos`, and returns once CONNACK and
     /// SUBACK arrived (each read bounded by `timeoutSeconds`).
     public init(clientID: String, port: Int32, filter: String, qos: UInt8 = 1, timeoutSeconds: Int = 10) throws {
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw HarnessError("idle subscriber \(clientID): socket() failed: errno \(errno)") }
-        var tv = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = in_port_t(UInt16(port).bigEndian)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let rc = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        do throws(Network.ConnectFailure) {
+            fd = try Network.tcpConnect(port: port, timeoutSeconds: timeoutSeconds)
+        } catch where error.call == "socket" {
+            throw HarnessError("idle subscriber \(clientID): socket() failed: errno \(error.errno)")
+        } catch {
+            throw HarnessError("idle subscriber \(clientID): connect to \(port) failed: errno \(error.errno)")
         }
-        guard rc == 0 else { close(fd); throw HarnessError("idle subscriber \(clientID): connect to \(port) failed: errno \(errno)") }
         do {
             // CONNECT: protocol "MQTT" v5, clean start, keepalive 0 (never pings), no properties.
             try send(packet(0x10, [0, 4] + Array("MQTT".utf8) + [5, 0x02, 0, 0, 0] + Self.string(clientID)))

@@ -76,6 +76,14 @@ public enum Network {
         defer { close(fd) }
         let request = Array("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".utf8)
         _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        let text = String(decoding: readToEnd(fd), as: UTF8.self)
+        guard let headerEnd = text.range(of: "\r\n\r\n"),
+              let status = Int(text.split(separator: " ").dropFirst().first ?? "") else { return nil }
+        return (status, String(text[headerEnd.upperBound...]))
+    }
+
+    /// Everything `fd` yields until end of file, an error or a read timeout.
+    public static func readToEnd(_ fd: Int32) -> [UInt8] {
         var data: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65536)
         while true {
@@ -83,16 +91,27 @@ public enum Network {
             if n <= 0 { break }
             data += buffer[..<n]
         }
-        let text = String(decoding: data, as: UTF8.self)
-        guard let headerEnd = text.range(of: "\r\n\r\n"),
-              let status = Int(text.split(separator: " ").dropFirst().first ?? "") else { return nil }
-        return (status, String(text[headerEnd.upperBound...]))
+        return data
     }
 
-    /// A TCP connection to host:port (IPv4), or nil. The caller closes it.
-    private static func connected(host: String, port: Int32) -> Int32? {
+    /// Why `tcpConnect` failed: the call (`socket`, `connect`) and its errno.
+    public struct ConnectFailure: Error {
+        public let call: String
+        public let errno: Int32
+    }
+
+    /// A TCP connection to host:port (IPv4); the caller closes it. `timeoutSeconds` bounds each
+    /// read (SO_RCVTIMEO); with `boundingSends` each send and the connect itself too
+    /// (SO_SNDTIMEO), for a peer that may not answer at all.
+    public static func tcpConnect(host: String = "127.0.0.1", port: Int32, timeoutSeconds: Int? = nil,
+                                  boundingSends: Bool = false) throws(ConnectFailure) -> Int32 {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return nil }
+        guard fd >= 0 else { throw ConnectFailure(call: "socket", errno: errno) }
+        if let timeoutSeconds {
+            var tv = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+            if boundingSends { setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size)) }
+        }
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_port = in_port_t(UInt16(port).bigEndian)
@@ -101,9 +120,15 @@ public enum Network {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
         guard rc == 0 else {
+            let failure = ConnectFailure(call: "connect", errno: errno)
             close(fd)
-            return nil
+            throw failure
         }
         return fd
+    }
+
+    /// A TCP connection to host:port (IPv4), or nil. The caller closes it.
+    private static func connected(host: String, port: Int32) -> Int32? {
+        try? tcpConnect(host: host, port: port)
     }
 }

@@ -11,12 +11,7 @@ import Testing
 struct FailoverTests {
     @Test("kill -9 a broker behind HAProxy under a QoS 1 stream: clients come back, nothing acknowledged by the survivor is lost")
     func brokerKillOnLoopback() async throws {
-        let dir = MeshCluster.temporaryDirectory("failover-loopback")
-        let cluster = MeshCluster(nodes: ["a", "b"], directory: dir)
-        let lb = cluster.makeLoadBalancer(balance: "leastconn")
-        do {
-            try await cluster.start()
-            try await lb.start()
+        try await withMeshBehindHAProxy(["a", "b"], balance: "leastconn") { cluster, lb in
             var plan = FailoverPlan(host: "127.0.0.1", port: lb.port)
             plan.publishers = 4
             plan.subscribers = 4
@@ -41,14 +36,7 @@ struct FailoverTests {
             #expect(a.unacknowledged == 0, "messages never acknowledged although every client was back")
             #expect(a.expectedPairs > 0)
             #expect(a.lostAcknowledged == 0, "acknowledged by the surviving broker and lost: \(a.lostExamples)")
-        } catch {
-            await lb.stop()
-            await cluster.stop()
-            throw error
         }
-        await lb.stop()
-        await cluster.stop()
-        try? FileManager.default.removeItem(atPath: dir)
     }
 
     /// The seed topology in network namespaces (examples/ha-netns/run.sh): kill -9 broker b1,

@@ -259,19 +259,13 @@ enum RawMQTT {
         guard body.count < 128 else { return .other("client id too long for this helper") }
         let packet: [UInt8] = [0x10, UInt8(body.count)] + body
 
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return .other("socket: errno \(errno)") }
-        defer { close(fd) }
-        var tv = timeval(tv_sec: timeout, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = in_port_t(UInt16(port).bigEndian)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let rc = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        let fd: Int32
+        do throws(Network.ConnectFailure) {
+            fd = try Network.tcpConnect(port: port, timeoutSeconds: timeout)
+        } catch {
+            return .other("\(error.call): errno \(error.errno)")
         }
-        guard rc == 0 else { return .other("connect: errno \(errno)") }
+        defer { close(fd) }
         guard packet.withUnsafeBytes({ write(fd, $0.baseAddress, $0.count) }) == packet.count else { return .other("short write") }
         // CONNACK: 0x20, remaining length (one byte here), flags, return code.
         var answer: [UInt8] = []

@@ -31,6 +31,81 @@ func scenarioSeconds(_ variable: String, default value: Double) -> Double {
     ProcessInfo.processInfo.environment[variable].flatMap(Double.init) ?? value
 }
 
+/// What rows 1 and 2 of the partition table cut: a node off from every peer, or the path
+/// between two nodes.
+enum PartitionCut {
+    case node(String)
+    case pair(String, String)
+
+    func apply(_ mesh: NetnsMesh) async throws {
+        switch self {
+        case .node(let n): try await mesh.partition(n)
+        case .pair(let a, let b): try await mesh.partition(a, b)
+        }
+    }
+
+    func heal(_ mesh: NetnsMesh) async throws {
+        switch self {
+        case .node(let n): try await mesh.heal(n)
+        case .pair(let a, let b): try await mesh.heal(a, b)
+        }
+    }
+}
+
+/// A run of rows 1 and 2, for the row to judge: the clients and the late subscriber (open
+/// until the row returns), the sampled metrics and the moments on `timeline`.
+struct InterestCutRun {
+    let clients: PartitionClients
+    let late: InterestProbe
+    let timeline: Timeline
+    let sampler: MeshSampler
+    let tCut: Double
+    let tSubscribed: Double
+    let tHeal: Double
+    let tEnd: Double
+    /// What did not settle.
+    let notes: [String]
+}
+
+/// The schedule rows 1 and 2 share: QoS 1 streams from each of a, b and c to each at `rate`
+/// msg/s, `cut` made 5 s in and kept `seconds`, a subscription made on c `subscribeAfter`
+/// seconds into the cut (then, during the cut, probes from `probeDuringCut` only), probes
+/// from a and b after the heal, 5 s more streaming, the settle; then `judge`.
+func withInterestCut(_ mesh: NetnsMesh, _ cut: PartitionCut, seconds: Double, rate: Int, subscribeAfter: Double,
+                     probeDuringCut: [String]? = nil, _ judge: (InterestCutRun) async throws -> Void) async throws {
+    let run = String(UInt32.random(in: 0...UInt32.max), radix: 36)
+    let clients = try PartitionClients(mesh, run: run, publishersOn: ["a", "b", "c"], subscribersOn: ["a", "b", "c"],
+                                       capacity: Int(Double(rate) * (seconds + 30)) + 1000)
+    defer { clients.close() }
+    try await clients.connect()
+    let late = try InterestProbe(mesh, run: run, subscriberOn: "c", sendersOn: ["a", "b"])
+    defer { late.close() }
+
+    let tl = Timeline()
+    let sampler = MeshSampler(mesh, timeline: tl)
+    sampler.start()
+    let stream = PacedStream(clients.publishers, rate: rate)
+    try await tl.sleep(until: 5)
+    let tCut = tl.now
+    try await cut.apply(mesh)
+    try await tl.sleep(until: tCut + subscribeAfter)
+    let tSubscribed = tl.seconds(try await late.subscribe())
+    if let only = probeDuringCut {
+        await late.probe(until: .milliseconds(Int64(max(0, tCut + seconds - tl.now) * 1000)), only: only)
+    }
+    try await tl.sleep(until: tCut + seconds)
+    let tHeal = tl.now
+    try await cut.heal(mesh)
+    await late.probe(until: .seconds(30))
+    try await tl.sleep(until: tHeal + 5)
+    try await stream.stop()
+    let notes = await clients.settle(timeout: .seconds(60))
+    let tEnd = tl.now
+    await sampler.stop()
+    try await judge(InterestCutRun(clients: clients, late: late, timeline: tl, sampler: sampler, tCut: tCut, tSubscribed: tSubscribed,
+                                   tHeal: tHeal, tEnd: tEnd, notes: notes))
+}
+
 /// Seconds since `origin` (monotonic).
 struct Timeline: Sendable {
     let origin = monotonicNanos()

@@ -79,96 +79,74 @@ struct PartitionTests {
         let cut = scenarioSeconds("MESH_PARTITION_CUT_S", default: 30)
         let rate = 200
         try await withNetnsMesh(["a", "b", "c"]) { mesh in
-            let run = String(UInt32.random(in: 0...UInt32.max), radix: 36)
-            let capacity = Int(Double(rate) * (cut + 30)) + 1000
-            let clients = try PartitionClients(mesh, run: run, publishersOn: ["a", "b", "c"], subscribersOn: ["a", "b", "c"], capacity: capacity)
-            defer { clients.close() }
-            try await clients.connect()
-            let late = try InterestProbe(mesh, run: run, subscriberOn: "c", sendersOn: ["a", "b"])
-            defer { late.close() }
+            try await withInterestCut(mesh, .node("c"), seconds: cut, rate: rate, subscribeAfter: min(10, cut / 3)) { r in
+                let (clients, late, tl, sampler) = (r.clients, r.late, r.timeline, r.sampler)
+                let (tCut, tSubscribed, tHeal, tEnd, notes) = (r.tCut, r.tSubscribed, r.tHeal, r.tEnd, r.notes)
 
-            let tl = Timeline()
-            let sampler = MeshSampler(mesh, timeline: tl)
-            sampler.start()
-            let stream = PacedStream(clients.publishers, rate: rate)
-            try await tl.sleep(until: 5)
-            let tCut = tl.now
-            try await mesh.partition("c")
-            try await tl.sleep(until: tCut + min(10, cut / 3))
-            let tSubscribed = tl.seconds(try await late.subscribe())
-            try await tl.sleep(until: tCut + cut)
-            let tHeal = tl.now
-            try await mesh.heal("c")
-            await late.probe(until: .seconds(30))
-            try await tl.sleep(until: tHeal + 5)
-            try await stream.stop()
-            let notes = await clients.settle(timeout: .seconds(60))
-            let tEnd = tl.now
-            await sampler.stop()
+                // Detection, drain, reconnect, from the sampled metrics and health answers.
+                func detected(_ viewer: String, _ peer: String) -> Double? {
+                    sampler.first(after: tCut, before: tHeal) { $0.linkUp(viewer, to: peer, in: mesh) == false }.map { $0 - tCut }
+                }
+                /// Only a link that went down can come back; one that never did is reported as such.
+                func reconnected(_ viewer: String, _ peer: String) -> Double? {
+                    sampler.first(after: tHeal) { $0.linkUp(viewer, to: peer, in: mesh) == true }.map { $0 - tHeal }
+                }
+                let detection = [("a", "c"), ("b", "c"), ("c", "a"), ("c", "b")].map { ($0, $1, detected($0, $1)) }
+                let reconnect = detection.filter { $0.2 != nil }.map { ($0.0, $0.1, reconnected($0.0, $0.1)) }
+                let backlogGone = sampler.first(after: tHeal) { $0.value("a", "mesh_peer_pending_messages", peer: "c", in: mesh) == 0 }.map { $0 - tHeal }
+                let drain = sampler.first(after: tCut, before: tHeal) { $0.health["c"] == "drain" }.map { $0 - tCut }
+                let othersDrained = sampler.any(from: tCut, to: tHeal) { $0.health["a"] == "drain" || $0.health["b"] == "drain" }
+                let heldMax = ["a", "b"].map { v in (v, sampler.maximum(from: tCut, to: tHeal) { $0.value(v, "mesh_peer_pending_messages", peer: "c", in: mesh) }) }
+                let heldBytesMax = ["a", "b"].map { v in (v, sampler.maximum(from: tCut, to: tHeal) { $0.value(v, "mesh_peer_pending_bytes", peer: "c", in: mesh) }) }
+                let pendingMax = sampler.maximum(from: tCut, to: tHeal) { $0.value("a", "mesh_peer_pending_messages", peer: "c", in: mesh) }
+                // Gauges are refreshed periodically: wait (bounded) for a's to come down rather than read one sample.
+                try? await waitUntil(timeout: .seconds(5), "a's held messages for c to be 0") {
+                    mesh.metric("a", "mesh_peer_pending_messages", peer: "c") == 0
+                }
+                let heldAfter = mesh.metric("a", "mesh_peer_pending_messages", peer: "c")
+                let linkBackA = sampler.first(after: tHeal) { $0.linkUp("a", to: "c", in: mesh) == true } ?? tHeal
+                let linkBackB = sampler.first(after: tHeal) { $0.linkUp("b", to: "c", in: mesh) == true } ?? tHeal
+                let heardA = late.heard(from: "a").map { tl.seconds($0) }
+                let heardB = late.heard(from: "b").map { tl.seconds($0) }
 
-            // Detection, drain, reconnect, from the sampled metrics and health answers.
-            func detected(_ viewer: String, _ peer: String) -> Double? {
-                sampler.first(after: tCut, before: tHeal) { $0.linkUp(viewer, to: peer, in: mesh) == false }.map { $0 - tCut }
-            }
-            /// Only a link that went down can come back; one that never did is reported as such.
-            func reconnected(_ viewer: String, _ peer: String) -> Double? {
-                sampler.first(after: tHeal) { $0.linkUp(viewer, to: peer, in: mesh) == true }.map { $0 - tHeal }
-            }
-            let detection = [("a", "c"), ("b", "c"), ("c", "a"), ("c", "b")].map { ($0, $1, detected($0, $1)) }
-            let reconnect = detection.filter { $0.2 != nil }.map { ($0.0, $0.1, reconnected($0.0, $0.1)) }
-            let backlogGone = sampler.first(after: tHeal) { $0.value("a", "mesh_peer_pending_messages", peer: "c", in: mesh) == 0 }.map { $0 - tHeal }
-            let drain = sampler.first(after: tCut, before: tHeal) { $0.health["c"] == "drain" }.map { $0 - tCut }
-            let othersDrained = sampler.any(from: tCut, to: tHeal) { $0.health["a"] == "drain" || $0.health["b"] == "drain" }
-            let heldMax = ["a", "b"].map { v in (v, sampler.maximum(from: tCut, to: tHeal) { $0.value(v, "mesh_peer_pending_messages", peer: "c", in: mesh) }) }
-            let heldBytesMax = ["a", "b"].map { v in (v, sampler.maximum(from: tCut, to: tHeal) { $0.value(v, "mesh_peer_pending_bytes", peer: "c", in: mesh) }) }
-            let pendingMax = sampler.maximum(from: tCut, to: tHeal) { $0.value("a", "mesh_peer_pending_messages", peer: "c", in: mesh) }
-            // Gauges are refreshed periodically: wait (bounded) for a's to come down rather than read one sample.
-            try? await waitUntil(timeout: .seconds(5), "a's held messages for c to be 0") {
-                mesh.metric("a", "mesh_peer_pending_messages", peer: "c") == 0
-            }
-            let heldAfter = mesh.metric("a", "mesh_peer_pending_messages", peer: "c")
-            let linkBackA = sampler.first(after: tHeal) { $0.linkUp("a", to: "c", in: mesh) == true } ?? tHeal
-            let linkBackB = sampler.first(after: tHeal) { $0.linkUp("b", to: "c", in: mesh) == true } ?? tHeal
-            let heardA = late.heard(from: "a").map { tl.seconds($0) }
-            let heardB = late.heard(from: "b").map { tl.seconds($0) }
+                // Throughput between the healthy nodes a and b, before and during the cut.
+                let healthy: (Int, Int) -> Bool = { p, s in p < 2 && s < 2 }
+                let before = clients.throughput(tl, from: 1, to: tCut, healthy)
+                let during = clients.throughput(tl, from: tCut + 1, to: tHeal, healthy)
+                let tally = clients.tally { _, _ in true }
+                let dupDropped = mesh.nodes.compactMap { mesh.metrics($0.name)?["mesh_duplicates_dropped_total"] }.reduce(0, +)
+                let dropped = ["a", "b"].compactMap { mesh.metric($0, "mesh_forward_dropped_total", peer: "c") }.reduce(0, +)
 
-            // Throughput between the healthy nodes a and b, before and during the cut.
-            let healthy: (Int, Int) -> Bool = { p, s in p < 2 && s < 2 }
-            let before = clients.throughput(tl, from: 1, to: tCut, healthy)
-            let during = clients.throughput(tl, from: tCut + 1, to: tHeal, healthy)
-            let tally = clients.tally { _, _ in true }
-            let dupDropped = mesh.nodes.compactMap { mesh.metrics($0.name)?["mesh_duplicates_dropped_total"] }.reduce(0, +)
-            let dropped = ["a", "b"].compactMap { mesh.metric($0, "mesh_forward_dropped_total", peer: "c") }.reduce(0, +)
+                print("""
+                partition[row 1: c cut off \(Int(cut)) s, 3×\(rate) msg/s QoS 1]:
+                  detection (link_up→0): \(detection.map { "\($0)→\($1) \(seconds($2))" }.joined(separator: ", ")) (target ≤ \(Self.peerTimeout) s)
+                  c drain after \(seconds(drain)) (target ≤ \(Self.drainWithin) s); a or b drained meanwhile: \(othersDrained)
+                  held for c during the cut (max): messages \(heldMax.map { "\($0) \($1.map { String(Int($0)) } ?? "n/a")" }), bytes \(heldBytesMax.map { "\($0) \(mib($1))" }), a's pending \(pendingMax.map { String(Int($0)) } ?? "n/a"); a's held after: \(heldAfter.map { String(Int($0)) } ?? "n/a")
+                  reconnect after heal: \(reconnect.isEmpty ? "no link went down" : reconnect.map { "\($0)→\($1) \(seconds($2))" }.joined(separator: ", ")) (target ≤ \(Self.reconnectWithin) s); a's pending for c back to 0 after \(seconds(backlogGone))
+                  subscription on c at +\(String(format: "%.1f", tSubscribed - tCut)) s into the cut: probe from a after heal \(seconds(heardA.map { $0 - tHeal })) (link back \(seconds(linkBackA - tHeal))), from b \(seconds(heardB.map { $0 - tHeal })) (link back \(seconds(linkBackB - tHeal))) (target ≤ \(Self.interestWithin) s after the link)
+                  throughput a↔b per pair: before \(Int(before)) msg/s, during \(Int(during)) msg/s
+                  messages: \(tally); dropped (counted) for c: \(Int(dropped)); duplicates dropped by agents: \(Int(dupDropped))
+                  settle: \(notes.isEmpty ? "ok" : notes.joined(separator: "; ")) (run \(String(format: "%.0f", tEnd)) s)
+                """)
 
-            print("""
-            partition[row 1: c cut off \(Int(cut)) s, 3×\(rate) msg/s QoS 1]:
-              detection (link_up→0): \(detection.map { "\($0)→\($1) \(seconds($2))" }.joined(separator: ", ")) (target ≤ \(Self.peerTimeout) s)
-              c drain after \(seconds(drain)) (target ≤ \(Self.drainWithin) s); a or b drained meanwhile: \(othersDrained)
-              held for c during the cut (max): messages \(heldMax.map { "\($0) \($1.map { String(Int($0)) } ?? "n/a")" }), bytes \(heldBytesMax.map { "\($0) \(mib($1))" }), a's pending \(pendingMax.map { String(Int($0)) } ?? "n/a"); a's held after: \(heldAfter.map { String(Int($0)) } ?? "n/a")
-              reconnect after heal: \(reconnect.isEmpty ? "no link went down" : reconnect.map { "\($0)→\($1) \(seconds($2))" }.joined(separator: ", ")) (target ≤ \(Self.reconnectWithin) s); a's pending for c back to 0 after \(seconds(backlogGone))
-              subscription on c at +\(String(format: "%.1f", tSubscribed - tCut)) s into the cut: probe from a after heal \(seconds(heardA.map { $0 - tHeal })) (link back \(seconds(linkBackA - tHeal))), from b \(seconds(heardB.map { $0 - tHeal })) (link back \(seconds(linkBackB - tHeal))) (target ≤ \(Self.interestWithin) s after the link)
-              throughput a↔b per pair: before \(Int(before)) msg/s, during \(Int(during)) msg/s
-              messages: \(tally); dropped (counted) for c: \(Int(dropped)); duplicates dropped by agents: \(Int(dupDropped))
-              settle: \(notes.isEmpty ? "ok" : notes.joined(separator: "; ")) (run \(String(format: "%.0f", tEnd)) s)
-            """)
-
-            for (v, p, d) in detection {
-                #expect(d != nil && d! <= Self.peerTimeout + Self.slack, "\(v) did not detect \(p) down within \(Self.peerTimeout) s: \(seconds(d))")
+                for (v, p, d) in detection {
+                    #expect(d != nil && d! <= Self.peerTimeout + Self.slack, "\(v) did not detect \(p) down within \(Self.peerTimeout) s: \(seconds(d))")
+                }
+                #expect(drain != nil && drain! <= Self.drainWithin + Self.slack, "c did not answer drain within \(Self.drainWithin) s: \(seconds(drain))")
+                #expect(!othersDrained, "a or b answered drain although they reach each other")
+                for (v, m) in heldMax { #expect(m != nil && m! > 0, "\(v) shows no held messages for c (mesh_peer_pending_messages)") }
+                #expect(heldAfter == 0, "a still holds messages for c after the heal")
+                for (v, p, r) in reconnect {
+                    #expect(r != nil && r! <= Self.reconnectWithin + Self.slack, "\(v)→\(p) not back within \(Self.reconnectWithin) s of the heal: \(seconds(r))")
+                }
+                #expect(heardA != nil && heardA! - linkBackA <= Self.interestWithin + Self.slack, "a did not know c's new subscription within 1 s of the link")
+                #expect(heardB != nil && heardB! - linkBackB <= Self.interestWithin + Self.slack, "b did not know c's new subscription within 1 s of the link")
+                #expect(before > 0 && during >= 0.9 * before, "throughput between healthy nodes fell during the cut: \(Int(before)) → \(Int(during)) msg/s")
+                #expect(notes.isEmpty, "did not settle: \(notes)")
+                #expect(tally.acknowledged > 0)
+                #expect(tally.lost == 0, "acknowledged and lost: \(tally)")
+                #expect(tally.duplicates == 0, "duplicates at subscribers: \(tally)")
             }
-            #expect(drain != nil && drain! <= Self.drainWithin + Self.slack, "c did not answer drain within \(Self.drainWithin) s: \(seconds(drain))")
-            #expect(!othersDrained, "a or b answered drain although they reach each other")
-            for (v, m) in heldMax { #expect(m != nil && m! > 0, "\(v) shows no held messages for c (mesh_peer_pending_messages)") }
-            #expect(heldAfter == 0, "a still holds messages for c after the heal")
-            for (v, p, r) in reconnect {
-                #expect(r != nil && r! <= Self.reconnectWithin + Self.slack, "\(v)→\(p) not back within \(Self.reconnectWithin) s of the heal: \(seconds(r))")
-            }
-            #expect(heardA != nil && heardA! - linkBackA <= Self.interestWithin + Self.slack, "a did not know c's new subscription within 1 s of the link")
-            #expect(heardB != nil && heardB! - linkBackB <= Self.interestWithin + Self.slack, "b did not know c's new subscription within 1 s of the link")
-            #expect(before > 0 && during >= 0.9 * before, "throughput between healthy nodes fell during the cut: \(Int(before)) → \(Int(during)) msg/s")
-            #expect(notes.isEmpty, "did not settle: \(notes)")
-            #expect(tally.acknowledged > 0)
-            #expect(tally.lost == 0, "acknowledged and lost: \(tally)")
-            #expect(tally.duplicates == 0, "duplicates at subscribers: \(tally)")
         }
     }
 
@@ -177,89 +155,67 @@ struct PartitionTests {
         let cut = scenarioSeconds("MESH_PARTITION_ASYM_S", default: 15)
         let rate = 200
         try await withNetnsMesh(["a", "b", "c"]) { mesh in
-            let run = String(UInt32.random(in: 0...UInt32.max), radix: 36)
-            let clients = try PartitionClients(mesh, run: run, publishersOn: ["a", "b", "c"], subscribersOn: ["a", "b", "c"],
-                                               capacity: Int(Double(rate) * (cut + 30)) + 1000)
-            defer { clients.close() }
-            try await clients.connect()
-            let late = try InterestProbe(mesh, run: run, subscriberOn: "c", sendersOn: ["a", "b"])
-            defer { late.close() }
-
-            let tl = Timeline()
-            let sampler = MeshSampler(mesh, timeline: tl)
-            sampler.start()
-            let stream = PacedStream(clients.publishers, rate: rate)
-            try await tl.sleep(until: 5)
-            let tCut = tl.now
-            try await mesh.partition("a", "c")
-            try await tl.sleep(until: tCut + min(5, cut / 3))
-            let tSubscribed = tl.seconds(try await late.subscribe())
             // b reaches c throughout: it must learn the subscription during the cut.
-            await late.probe(until: .milliseconds(Int64(max(0, tCut + cut - tl.now) * 1000)), only: ["b"])
-            try await tl.sleep(until: tCut + cut)
-            let tHeal = tl.now
-            try await mesh.heal("a", "c")
-            await late.probe(until: .seconds(30))
-            try await tl.sleep(until: tHeal + 5)
-            try await stream.stop()
-            let notes = await clients.settle(timeout: .seconds(60))
-            await sampler.stop()
+            try await withInterestCut(mesh, .pair("a", "c"), seconds: cut, rate: rate, subscribeAfter: min(5, cut / 3), probeDuringCut: ["b"]) { r in
+                let (clients, late, tl, sampler) = (r.clients, r.late, r.timeline, r.sampler)
+                let (tCut, tSubscribed, tHeal, notes) = (r.tCut, r.tSubscribed, r.tHeal, r.notes)
 
-            let cutPaths = [("a", "c"), ("c", "a")]
-            let keptPaths = [("a", "b"), ("b", "a"), ("b", "c"), ("c", "b")]
-            let detection = cutPaths.map { v, p in
-                (v, p, sampler.first(after: tCut, before: tHeal) { $0.linkUp(v, to: p, in: mesh) == false }.map { $0 - tCut })
-            }
-            let falseAlarms = keptPaths.filter { v, p in sampler.any(from: tCut, to: tHeal) { $0.linkUp(v, to: p, in: mesh) == false } }
-            let reconnect = detection.filter { $0.2 != nil }.map { v, p, _ in
-                (v, p, sampler.first(after: tHeal) { $0.linkUp(v, to: p, in: mesh) == true }.map { $0 - tHeal })
-            }
-            let drained = ["a", "b", "c"].filter { n in sampler.any(from: tCut, to: tHeal) { $0.health[n] == "drain" } }
-            let heldMax = sampler.maximum(from: tCut, to: tHeal) { $0.value("a", "mesh_peer_pending_messages", peer: "c", in: mesh) }
-            // Reported as asymmetric: a cannot reach c, b reports its own link to c up.
-            let asymmetricSeen = ["a", "c"].map { v in
-                (v, sampler.first(after: tCut, before: tHeal) { $0.value(v, "mesh_peer_asymmetric_partition", peer: v == "a" ? "c" : "a", in: mesh) == 1 }.map { $0 - tCut })
-            }
-            let linkBackA = sampler.first(after: tHeal) { $0.linkUp("a", to: "c", in: mesh) == true } ?? tHeal
-            let heardA = late.heard(from: "a").map { tl.seconds($0) }
-            let heardB = late.heard(from: "b").map { tl.seconds($0) }
-            // Pairs whose path is not a↔c (publisher index = node index a, b, c; same for subscribers).
-            let uncut: (Int, Int) -> Bool = { p, s in !((p == 0 && s == 2) || (p == 2 && s == 0)) }
-            let before = clients.throughput(tl, from: 1, to: tCut, uncut)
-            let during = clients.throughput(tl, from: tCut + 1, to: tHeal, uncut)
-            let tally = clients.tally { _, _ in true }
-            let dupDropped = mesh.nodes.compactMap { mesh.metrics($0.name)?["mesh_duplicates_dropped_total"] }.reduce(0, +)
+                let cutPaths = [("a", "c"), ("c", "a")]
+                let keptPaths = [("a", "b"), ("b", "a"), ("b", "c"), ("c", "b")]
+                let detection = cutPaths.map { v, p in
+                    (v, p, sampler.first(after: tCut, before: tHeal) { $0.linkUp(v, to: p, in: mesh) == false }.map { $0 - tCut })
+                }
+                let falseAlarms = keptPaths.filter { v, p in sampler.any(from: tCut, to: tHeal) { $0.linkUp(v, to: p, in: mesh) == false } }
+                let reconnect = detection.filter { $0.2 != nil }.map { v, p, _ in
+                    (v, p, sampler.first(after: tHeal) { $0.linkUp(v, to: p, in: mesh) == true }.map { $0 - tHeal })
+                }
+                let drained = ["a", "b", "c"].filter { n in sampler.any(from: tCut, to: tHeal) { $0.health[n] == "drain" } }
+                let heldMax = sampler.maximum(from: tCut, to: tHeal) { $0.value("a", "mesh_peer_pending_messages", peer: "c", in: mesh) }
+                // Reported as asymmetric: a cannot reach c, b reports its own link to c up.
+                let asymmetricSeen = ["a", "c"].map { v in
+                    (v, sampler.first(after: tCut, before: tHeal) { $0.value(v, "mesh_peer_asymmetric_partition", peer: v == "a" ? "c" : "a", in: mesh) == 1 }.map { $0 - tCut })
+                }
+                let linkBackA = sampler.first(after: tHeal) { $0.linkUp("a", to: "c", in: mesh) == true } ?? tHeal
+                let heardA = late.heard(from: "a").map { tl.seconds($0) }
+                let heardB = late.heard(from: "b").map { tl.seconds($0) }
+                // Pairs whose path is not a↔c (publisher index = node index a, b, c; same for subscribers).
+                let uncut: (Int, Int) -> Bool = { p, s in !((p == 0 && s == 2) || (p == 2 && s == 0)) }
+                let before = clients.throughput(tl, from: 1, to: tCut, uncut)
+                let during = clients.throughput(tl, from: tCut + 1, to: tHeal, uncut)
+                let tally = clients.tally { _, _ in true }
+                let dupDropped = mesh.nodes.compactMap { mesh.metrics($0.name)?["mesh_duplicates_dropped_total"] }.reduce(0, +)
 
-            print("""
-            partition[row 2: a↔c cut \(Int(cut)) s, both reach b, 3×\(rate) msg/s QoS 1]:
-              detection (link_up→0): \(detection.map { "\($0)→\($1) \(seconds($2))" }.joined(separator: ", ")) (target ≤ \(Self.peerTimeout) s); paths through b seen down: \(falseAlarms.map { "\($0)→\($1)" })
-              drained during the cut: \(drained) (target: none); a's held for c (max): \(heldMax.map { String(Int($0)) } ?? "n/a")
-              reported as asymmetric (mesh_peer_asymmetric_partition = 1): \(asymmetricSeen.map { "\($0) after \(seconds($1))" }.joined(separator: ", "))
-              reconnect after heal: \(reconnect.isEmpty ? "no link went down" : reconnect.map { "\($0)→\($1) \(seconds($2))" }.joined(separator: ", ")) (target ≤ \(Self.reconnectWithin) s)
-              subscription on c at +\(String(format: "%.1f", tSubscribed - tCut)) s into the cut: b knew after \(seconds(heardB.map { $0 - tSubscribed })), a after the heal \(seconds(heardA.map { $0 - tHeal })) (link back \(seconds(linkBackA - tHeal)); target ≤ \(Self.interestWithin) s after the link)
-              throughput per pair not crossing a↔c: before \(Int(before)) msg/s, during \(Int(during)) msg/s
-              messages: \(tally); duplicates dropped by agents: \(Int(dupDropped))
-              settle: \(notes.isEmpty ? "ok" : notes.joined(separator: "; "))
-            """)
+                print("""
+                partition[row 2: a↔c cut \(Int(cut)) s, both reach b, 3×\(rate) msg/s QoS 1]:
+                  detection (link_up→0): \(detection.map { "\($0)→\($1) \(seconds($2))" }.joined(separator: ", ")) (target ≤ \(Self.peerTimeout) s); paths through b seen down: \(falseAlarms.map { "\($0)→\($1)" })
+                  drained during the cut: \(drained) (target: none); a's held for c (max): \(heldMax.map { String(Int($0)) } ?? "n/a")
+                  reported as asymmetric (mesh_peer_asymmetric_partition = 1): \(asymmetricSeen.map { "\($0) after \(seconds($1))" }.joined(separator: ", "))
+                  reconnect after heal: \(reconnect.isEmpty ? "no link went down" : reconnect.map { "\($0)→\($1) \(seconds($2))" }.joined(separator: ", ")) (target ≤ \(Self.reconnectWithin) s)
+                  subscription on c at +\(String(format: "%.1f", tSubscribed - tCut)) s into the cut: b knew after \(seconds(heardB.map { $0 - tSubscribed })), a after the heal \(seconds(heardA.map { $0 - tHeal })) (link back \(seconds(linkBackA - tHeal)); target ≤ \(Self.interestWithin) s after the link)
+                  throughput per pair not crossing a↔c: before \(Int(before)) msg/s, during \(Int(during)) msg/s
+                  messages: \(tally); duplicates dropped by agents: \(Int(dupDropped))
+                  settle: \(notes.isEmpty ? "ok" : notes.joined(separator: "; "))
+                """)
 
-            for (v, p, d) in detection {
-                #expect(d != nil && d! <= Self.peerTimeout + Self.slack, "\(v) did not detect \(p) down within \(Self.peerTimeout) s: \(seconds(d))")
+                for (v, p, d) in detection {
+                    #expect(d != nil && d! <= Self.peerTimeout + Self.slack, "\(v) did not detect \(p) down within \(Self.peerTimeout) s: \(seconds(d))")
+                }
+                #expect(falseAlarms.isEmpty, "links that were not cut went down: \(falseAlarms)")
+                #expect(drained.isEmpty, "nodes that still reach a peer answered drain: \(drained)")
+                for (v, t) in asymmetricSeen { #expect(t != nil && t! <= Self.peerTimeout + 2, "\(v) did not report the a↔c cut as asymmetric: \(seconds(t))") }
+                #expect(heldMax != nil && heldMax! > 0, "a shows no held messages for c (mesh_peer_pending_messages)")
+                for (v, p, r) in reconnect {
+                    #expect(r != nil && r! <= Self.reconnectWithin + Self.slack, "\(v)→\(p) not back within \(Self.reconnectWithin) s of the heal: \(seconds(r))")
+                }
+                #expect(heardB != nil && heardB! < tHeal && heardB! - tSubscribed <= Self.interestWithin + Self.slack,
+                        "b, which reaches c, did not learn c's subscription within 1 s during the cut: \(seconds(heardB.map { $0 - tSubscribed }))")
+                #expect(heardA != nil && heardA! - linkBackA <= Self.interestWithin + Self.slack, "a did not know c's new subscription within 1 s of the link")
+                #expect(before > 0 && during >= 0.9 * before, "throughput on paths that were not cut fell: \(Int(before)) → \(Int(during)) msg/s")
+                #expect(notes.isEmpty, "did not settle: \(notes)")
+                #expect(tally.acknowledged > 0)
+                #expect(tally.lost == 0, "acknowledged and lost: \(tally)")
+                #expect(tally.duplicates == 0, "duplicates at subscribers: \(tally)")
             }
-            #expect(falseAlarms.isEmpty, "links that were not cut went down: \(falseAlarms)")
-            #expect(drained.isEmpty, "nodes that still reach a peer answered drain: \(drained)")
-            for (v, t) in asymmetricSeen { #expect(t != nil && t! <= Self.peerTimeout + 2, "\(v) did not report the a↔c cut as asymmetric: \(seconds(t))") }
-            #expect(heldMax != nil && heldMax! > 0, "a shows no held messages for c (mesh_peer_pending_messages)")
-            for (v, p, r) in reconnect {
-                #expect(r != nil && r! <= Self.reconnectWithin + Self.slack, "\(v)→\(p) not back within \(Self.reconnectWithin) s of the heal: \(seconds(r))")
-            }
-            #expect(heardB != nil && heardB! < tHeal && heardB! - tSubscribed <= Self.interestWithin + Self.slack,
-                    "b, which reaches c, did not learn c's subscription within 1 s during the cut: \(seconds(heardB.map { $0 - tSubscribed }))")
-            #expect(heardA != nil && heardA! - linkBackA <= Self.interestWithin + Self.slack, "a did not know c's new subscription within 1 s of the link")
-            #expect(before > 0 && during >= 0.9 * before, "throughput on paths that were not cut fell: \(Int(before)) → \(Int(during)) msg/s")
-            #expect(notes.isEmpty, "did not settle: \(notes)")
-            #expect(tally.acknowledged > 0)
-            #expect(tally.lost == 0, "acknowledged and lost: \(tally)")
-            #expect(tally.duplicates == 0, "duplicates at subscribers: \(tally)")
         }
     }
 

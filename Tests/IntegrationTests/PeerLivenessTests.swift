@@ -19,12 +19,8 @@ struct PeerLivenessTests {
     @Test("a silent peer is declared down within --peer-timeout, back within 2 s of the heal; a QoS 1 stream loses nothing and duplicates nothing")
     func silentPeer() async throws {
         try await withMesh(["a", "b", "c"]) { mesh in
-            let subB = try await mesh.client("b", id: "live-sub-b")
-            let subC = try await mesh.client("c", id: "live-sub-c")
-            try await subB.subscribe("live/#", qos: 1)
-            try await subC.subscribe("live/#", qos: 1)
-            try await mesh.waitForFilter("live/#", on: "b")
-            try await mesh.waitForFilter("live/#", on: "c")
+            let subB = try await mesh.subscriber("b", id: "live-sub-b", to: "live/#")
+            let subC = try await mesh.subscriber("c", id: "live-sub-c", to: "live/#")
             let pub = try await mesh.client("a", id: "live-pub")
             defer { subB.close(); subC.close(); pub.close() }
 
@@ -94,12 +90,8 @@ struct PeerLivenessTests {
     @Test("what a dead peer holds is bounded by --max-pending and a full, dead peer does not slow the others")
     func boundedHolding() async throws {
         try await withMesh(["a", "b", "c"], agentArguments: ["--max-pending", "300"]) { mesh in
-            let subB = try await mesh.client("b", id: "hold-sub-b")
-            let subC = try await mesh.client("c", id: "hold-sub-c")
-            try await subB.subscribe("hold/#", qos: 1)
-            try await subC.subscribe("hold/#", qos: 1)
-            try await mesh.waitForFilter("hold/#", on: "b")
-            try await mesh.waitForFilter("hold/#", on: "c")
+            let subB = try await mesh.subscriber("b", id: "hold-sub-b", to: "hold/#")
+            let subC = try await mesh.subscriber("c", id: "hold-sub-c", to: "hold/#")
             let pub = try await mesh.client("a", id: "hold-pub")
             defer { subB.close(); subC.close(); pub.close() }
 

@@ -16,28 +16,15 @@ struct SessionSurvivalTests {
     /// A mesh of three with adoption on, behind HAProxy (leastconn, stickiness, holds).
     static func withAdoptingMesh(label: String = #function, adoptAfter: Double = 2,
                                  _ body: (MeshCluster, HAProxyProcess) async throws -> Void) async throws {
-        let dir = MeshCluster.temporaryDirectory(label.filter { $0.isLetter || $0.isNumber })
         let runtime = Network.freePort()
-        let cluster = MeshCluster(nodes: nodes, directory: dir,
-                                  nodeArguments: MeshCluster.adoptionArguments(nodes: nodes, runtimePort: runtime, adoptAfter: adoptAfter))
-        let lb = cluster.makeLoadBalancer(balance: "leastconn", runtimePort: runtime)
-        do {
-            try await cluster.start()
-            try await lb.start()
+        try await withMeshBehindHAProxy(nodes, label: label, balance: "leastconn", runtimePort: runtime,
+                                        nodeArguments: MeshCluster.adoptionArguments(nodes: nodes, runtimePort: runtime, adoptAfter: adoptAfter)) { cluster, lb in
             try await body(cluster, lb)
             for a in cluster.agents {
                 let lines = a.logTail().split(separator: "\n").filter { $0.contains("adopt") || $0.contains("holding") || $0.contains("lost") || $0.contains("released") || $0.contains("HAProxy") }
                 if !lines.isEmpty { print("--- agent \(a.nodeID): \(lines.count) adoption lines ---\n" + lines.suffix(12).joined(separator: "\n")) }
             }
-        } catch {
-            for a in cluster.agents { print("--- agent \(a.nodeID) log ---\n\(a.logTail())") }
-            await lb.stop()
-            await cluster.stop()
-            throw error
         }
-        await lb.stop()
-        await cluster.stop()
-        try? FileManager.default.removeItem(atPath: dir)
     }
 
     @Test("kill -9 a broker: its persistent subscribers (3.1.1 and 5) come back through HAProxy on their adopter with session present and get what is published after; when it restarts, its copy of a session whose client stayed away is released")

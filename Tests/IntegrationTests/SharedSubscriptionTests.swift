@@ -16,6 +16,19 @@ struct SharedSubscriptionTests {
         }
     }
 
+    /// The group's members, member-a on A and member-b on B, each subscribed to the group and
+    /// to the barriers (the caller waits for the interest it needs).
+    static func members(_ mesh: MeshCluster) async throws -> [HarnessClient] {
+        var members: [HarnessClient] = []
+        for n in ["a", "b"] {
+            let m = try await mesh.client(n, id: "member-\(n)")
+            try await m.subscribe(group, qos: 1)
+            try await m.subscribe("barrier/#", qos: 1)
+            members.append(m)
+        }
+        return members
+    }
+
     static func texts(_ client: HarnessClient, _ prefix: String) -> [String] {
         client.messages.filter { $0.topic.hasPrefix("jobs/") && $0.text.hasPrefix(prefix) }.map(\.text)
     }
@@ -51,13 +64,7 @@ struct SharedSubscriptionTests {
         // round-robin is the default: that case runs unchanged against agents without the flag.
         let flags = balance == "round-robin" ? [] : ["--shared-balance", balance]
         try await withMesh(["a", "b", "c"], agentArguments: flags) { mesh in
-            var members: [HarnessClient] = []
-            for n in ["a", "b"] {
-                let m = try await mesh.client(n, id: "member-\(n)")
-                try await m.subscribe(Self.group, qos: 1)
-                try await m.subscribe("barrier/#", qos: 1)
-                members.append(m)
-            }
+            let members = try await Self.members(mesh)
             for n in ["a", "b"] {
                 try await mesh.waitForInterest(of: n) { $0[Self.group] == 1 && $0["barrier/#"] == 1 }
             }
@@ -102,13 +109,7 @@ struct SharedSubscriptionTests {
     @Test("an ordinary subscriber on B forces a second copy to the group (counted); retained messages reach every member broker (counted)")
     func forcedCopiesAreCounted() async throws {
         try await withMesh(["a", "b", "c"]) { mesh in
-            var members: [HarnessClient] = []
-            for n in ["a", "b"] {
-                let m = try await mesh.client(n, id: "member-\(n)")
-                try await m.subscribe(Self.group, qos: 1)
-                try await m.subscribe("barrier/#", qos: 1)
-                members.append(m)
-            }
+            let members = try await Self.members(mesh)
             let ordinary = try await mesh.client("b", id: "ordinary-b")
             try await ordinary.subscribe("jobs/#", qos: 1)
             try await ordinary.subscribe("barrier/#", qos: 1)

@@ -28,6 +28,31 @@ func withMesh(_ nodes: [String], label: String = #function, brokerOptions: Broke
     try? FileManager.default.removeItem(atPath: dir)
 }
 
+/// Runs `body` against a fresh mesh behind a real HAProxy (`balance`; its runtime API on
+/// `runtimePort` if given), started after the mesh, and always stops HAProxy then the mesh;
+/// the agents' logs are printed when it fails. Agents get only `nodeArguments` (no
+/// environment arguments: what HAProxy sees is the test's own set-up).
+func withMeshBehindHAProxy(_ nodes: [String], label: String = #function, balance: String, runtimePort: Int32? = nil,
+                           nodeArguments: [String: [String]] = [:],
+                           _ body: (MeshCluster, HAProxyProcess) async throws -> Void) async throws {
+    let dir = MeshCluster.temporaryDirectory(label.filter { $0.isLetter || $0.isNumber })
+    let cluster = MeshCluster(nodes: nodes, directory: dir, nodeArguments: nodeArguments)
+    let lb = cluster.makeLoadBalancer(balance: balance, runtimePort: runtimePort)
+    do {
+        try await cluster.start()
+        try await lb.start()
+        try await body(cluster, lb)
+    } catch {
+        for a in cluster.agents { print("--- agent \(a.nodeID) log ---\n\(a.logTail())") }
+        await lb.stop()
+        await cluster.stop()
+        throw error
+    }
+    await lb.stop()
+    await cluster.stop()
+    try? FileManager.default.removeItem(atPath: dir)
+}
+
 /// Reads the retained `$mesh/...` control topics of one broker, as an operator would with
 /// `mosquitto_sub -t '$mesh/#'`. Its client id carries the mesh prefix, so it never counts
 /// as interest itself.

@@ -14,6 +14,14 @@ struct SessionEvidenceTests {
     }
     static func sub(_ id: String, _ filter: String) -> BrokerLogEvent { .subscribed(clientID: id, qos: 1, filter: filter) }
 
+    /// A clean-start MQTT 5 client `id` that subscribed `filter` and disconnected: kept, its
+    /// session's expiry not being in the log.
+    static func v5Left(_ table: inout SessionTable, _ id: String, _ filter: String) {
+        table.apply(connect5(id))
+        table.apply(sub(id, filter))
+        table.apply(.disconnected(clientID: id, reason: .clean))
+    }
+
     /// Ticks the table's clock `n` times, one second apart.
     static func tick(_ table: inout SessionTable, _ n: Int = 1) {
         for _ in 0..<n { table.advance(to: .init(tick: table.clock.tick + 1, time: table.clock.time + 1)) }
@@ -40,9 +48,7 @@ struct SessionEvidenceTests {
         table.apply(Self.connect3("durable", clean: false))
         table.apply(Self.sub("durable", "d"))
         table.apply(.disconnected(clientID: "durable", reason: .clean))
-        table.apply(Self.connect5("gone"))
-        table.apply(Self.sub("gone", "g"))
-        table.apply(.disconnected(clientID: "gone", reason: .clean))
+        Self.v5Left(&table, "gone", "g")
         // The broker counts one offline session: the durable one, so "gone" is gone.
         let snapshot = table.censusSnapshot(pendingSocketsComplete: true)
         // Not while the log connection may be lagging (counts could overtake lines).
@@ -79,9 +85,7 @@ struct SessionEvidenceTests {
     @Test("a session that comes back between the snapshot and its counts is not released")
     func censusSkipsSessionsThatChanged() {
         var table = SessionTable()
-        table.apply(Self.connect5("back"))
-        table.apply(Self.sub("back", "b"))
-        table.apply(.disconnected(clientID: "back", reason: .clean))
+        Self.v5Left(&table, "back", "b")
         let snapshot = table.censusSnapshot(pendingSocketsComplete: true)
         table.apply(Self.connect5("back", clean: false))
         #expect(table.census(snapshot, counts: .init(disconnected: 0, connected: 0), caughtUp: true).byEvidence == 0)
@@ -91,9 +95,7 @@ struct SessionEvidenceTests {
     @Test("an MQTT 5 session the counters show alive is kept")
     func censusKeepsLiveSessions() {
         var table = SessionTable()
-        table.apply(Self.connect5("alive"))
-        table.apply(Self.sub("alive", "a"))
-        table.apply(.disconnected(clientID: "alive", reason: .clean))
+        Self.v5Left(&table, "alive", "a")
         let snapshot = table.censusSnapshot(pendingSocketsComplete: true)
         #expect(table.census(snapshot, counts: .init(disconnected: 1, connected: 0), caughtUp: true).byEvidence == 0)
         #expect(table.interest == ["a": 1])
@@ -103,9 +105,7 @@ struct SessionEvidenceTests {
     func graceAndLimit() {
         var table = SessionTable()
         for i in 0..<5 {
-            table.apply(Self.connect5("s\(i)"))
-            table.apply(Self.sub("s\(i)", "t/\(i)"))
-            table.apply(.disconnected(clientID: "s\(i)", reason: .clean))
+            Self.v5Left(&table, "s\(i)", "t/\(i)")
             Self.tick(&table)
         }
         var released = table.sweep(grace: 100, limit: 3)

@@ -16,6 +16,16 @@ struct SessionTableTests {
         .subscribed(clientID: id, qos: qos, filter: filter)
     }
 
+    /// A table holding one persistent 3.1.1 session `id` with `filter` (QoS 1), offline
+    /// after a disconnect for `reason`.
+    static func offlinePersistent(_ id: String, _ filter: String, reason: DisconnectReason = .closed) -> SessionTable {
+        var table = SessionTable()
+        table.apply(connect(id, clean: false))
+        table.apply(sub(id, filter))
+        table.apply(.disconnected(clientID: id, reason: reason))
+        return table
+    }
+
     @Test func cleanSessionLifecycle() {
         var table = SessionTable()
         #expect(table.apply(Self.connect("c", clean: true)) == false)
@@ -40,20 +50,14 @@ struct SessionTableTests {
     }
 
     @Test func persistentReconnectRestoresSilently() {
-        var table = SessionTable()
-        table.apply(Self.connect("p", clean: false))
-        table.apply(Self.sub("p", "x"))
-        table.apply(.disconnected(clientID: "p", reason: .closed))
+        var table = Self.offlinePersistent("p", "x")
         #expect(table.apply(Self.connect("p", clean: false)) == false)
         #expect(table.sessions["p"] == .init(persistent: true, online: true, filters: ["x": 1]))
         #expect(table.interest == ["x": 1])
     }
 
     @Test func cleanReconnectDropsPersistentSession() {
-        var table = SessionTable()
-        table.apply(Self.connect("p", clean: false))
-        table.apply(Self.sub("p", "x"))
-        table.apply(.disconnected(clientID: "p", reason: .closed))
+        var table = Self.offlinePersistent("p", "x")
         #expect(table.apply(Self.connect("p", clean: true)) == true)
         #expect(table.sessions["p"] == .init(persistent: false, online: true, filters: [:]))
         #expect(table.interest.isEmpty)
@@ -73,10 +77,7 @@ struct SessionTableTests {
     }
 
     @Test func expiryRemovesSession() {
-        var table = SessionTable()
-        table.apply(Self.connect("e", clean: false))
-        table.apply(Self.sub("e", "q"))
-        table.apply(.disconnected(clientID: "e", reason: .keepaliveTimeout))
+        var table = Self.offlinePersistent("e", "q", reason: .keepaliveTimeout)
         #expect(table.apply(.expired(clientID: "e")) == true)
         #expect(!table.isKnownClient("e"))
         #expect(table.interest.isEmpty)
