@@ -193,11 +193,8 @@ final class PeerLink: Sendable {
 
     // MARK: liveness
 
-    private static func monotonicNanos() -> Int64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
-    }
+    /// The package's monotonic clock (`Mosquitto.monotonicNanos`), signed for differences.
+    private static func monotonicNanos() -> Int64 { Int64(bitPattern: Mosquitto.monotonicNanos()) }
 
     private func heard() { lastHeard.store(Self.monotonicNanos(), ordering: .relaxed) }
 
@@ -441,7 +438,7 @@ final class PeerLink: Sendable {
             // Which peers that node's links reach: tells an asymmetric partition (our link to a
             // peer is down while another node's is up) from a dead peer.
             let reached: [String: Bool]
-            if let view = try? JSONDecoder().decode(MeshView.self, from: Data(m.payloadBytes)) {
+            if let view = MeshView.decode(m.payload) {
                 reached = Dictionary(view.peers.map { ($0.endpoint, $0.connected) }, uniquingKeysWith: { $0 || $1 })
             } else {
                 reached = [:]

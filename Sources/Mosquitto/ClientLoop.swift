@@ -91,7 +91,7 @@ final class ClientLoop: @unchecked Sendable {
 
     /// A non-blocking connect attempt has just been started (by `start` or the loop).
     func connectAttemptStarted() {
-        attemptStarted.withLock { $0 = ClientLoop.monotonicSeconds() }
+        attemptStarted.withLock { $0 = monotonicSeconds() }
     }
 
     /// The CONNACK of the current attempt arrived.
@@ -106,12 +106,6 @@ final class ClientLoop: @unchecked Sendable {
         let sock = mosquitto_socket(handle)
         if sock >= 0 { _ = shutdown(sock, Int32(SHUT_RDWR)) }
         wake()
-    }
-
-    static func monotonicSeconds() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
     }
 
     /// Ends the loop and waits (bounded) for its thread. Must not be called on the loop
@@ -191,7 +185,7 @@ final class ClientLoop: @unchecked Sendable {
                 pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0),
             ]
             if let connectTimeout, let started = attemptStarted.withLock({ $0 }),
-               ClientLoop.monotonicSeconds() - started > connectTimeout {
+               monotonicSeconds() - started > connectTimeout {
                 // No CONNACK in time (SYN or CONNECT lost in a partition, or a frozen broker):
                 // start over on a new socket, so the first attempt after a heal succeeds.
                 connectAttemptStarted()
