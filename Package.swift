@@ -70,6 +70,8 @@ let package = Package(
             ]
         ),
         // MeshHarness for its seeded generator only.
+        // In-process tests of the C boundary's types (no brokers).
+        .testTarget(name: "MosquittoTests", dependencies: ["Mosquitto", "CMosquitto"]),
         .testTarget(name: "MeshCoreTests", dependencies: ["MeshCore", "MeshHarness"]),
         // In-process tests of the agent's parts (no brokers).
         .testTarget(name: "MeshAgentTests", dependencies: [
