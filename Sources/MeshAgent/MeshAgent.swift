@@ -344,6 +344,7 @@ public final class MeshAgent: Service, Sendable {
         var view = MeshView(node: configuration.nodeID, seq: interest.snapshot.seq, peers: peers.map(\.view),
                             time: Date().timeIntervalSince1970, advertise: discovery?.viewAdvertise)
         view.delivery = configuration.delivery.rawValue
+        view.origin = configuration.originToken
         let changed = lastView.withLock { last in
             if view.sameContent(as: last) { return false }
             last = view

@@ -63,11 +63,18 @@ final class PeerLink: Sendable {
     /// never forwards a message marked with this agent's token, so `--delivery direct` may
     /// publish to its broker directly. False until its advert says so.
     let acceptsDirect = Atomic<Bool>(false)
+    /// Whether the peer's agent has read this agent run's token: its view, published by its
+    /// current run (the view's own token is the one its advert gives), lists this node with
+    /// this run's token. Until then a direct delivery would look like a client's message to it
+    /// and be forwarded again (a duplicate at other brokers): forwards stay prefixed.
+    let peerKnowsOurToken = Atomic<Bool>(false)
     /// `<node>.<run>:`: which agent run numbered the forwards (`forwardSequence` restarts with
     /// it), ready for the number to be appended.
     let sequenceSource: String
     /// `--delivery direct` on this agent.
     private let directDelivery: Bool
+    /// This agent run's origin token.
+    private let ownOriginToken: String
     private let silenceThrottle = LogThrottle()
     private let backlogWarned = Atomic<Bool>(false)
     /// Per node advertising at this peer: its own links' endpoints → up (from its view).
@@ -117,6 +124,7 @@ final class PeerLink: Sendable {
         heartbeatTopic = ControlTopic.heartbeat(node: configuration.nodeID)
         sequenceSource = "\(configuration.nodeID).\(configuration.runID):"
         directDelivery = configuration.delivery == .direct
+        ownOriginToken = configuration.originToken
         var log = logger
         log[metadataKey: "peer"] = "\(endpoint)"
         self.logger = log
@@ -168,7 +176,9 @@ final class PeerLink: Sendable {
     var view: PeerView {
         let result = nodes.withLock { known in
             var result: [String: PeerView.Node] = [:]
-            for (node, filters) in known.filters { result[node] = PeerView.Node(seq: known.floor.seq(of: node), filters: filters.count) }
+            for (node, filters) in known.filters {
+                result[node] = PeerView.Node(seq: known.floor.seq(of: node), filters: filters.count, origin: routing.origin(of: node))
+            }
             return result
         }
         let down = downSinceBits.load(ordering: .relaxed)
@@ -181,7 +191,9 @@ final class PeerLink: Sendable {
 
     /// Whether forwards to this peer go to its broker directly (`--delivery direct`, and its
     /// agent advertises an origin token).
-    var deliversDirect: Bool { directDelivery && acceptsDirect.load(ordering: .relaxed) }
+    var deliversDirect: Bool {
+        directDelivery && acceptsDirect.load(ordering: .relaxed) && peerKnowsOurToken.load(ordering: .relaxed)
+    }
 
     /// Whether one more QoS 1/2 forward of `bytes` would pass the per-peer limits.
     @inline(__always)
@@ -439,6 +451,8 @@ final class PeerLink: Sendable {
             // peer is down while another node's is up) from a dead peer.
             let reached: [String: Bool]
             if let view = MeshView.decode(m.payload) {
+                let current = view.origin != nil && view.origin == routing.origin(of: node)
+                peerKnowsOurToken.store(current && view.peers.contains { $0.nodes[ownNodeID]?.origin == ownOriginToken }, ordering: .relaxed)
                 reached = Dictionary(view.peers.map { ($0.endpoint, $0.connected) }, uniquingKeysWith: { $0 || $1 })
             } else {
                 reached = [:]

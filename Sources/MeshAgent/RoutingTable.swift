@@ -119,6 +119,11 @@ final class RoutingTable: Sendable {
         }
     }
 
+    /// `node`'s current origin token (nil: none read).
+    func origin(of node: String) -> String? {
+        state.withLock { $0.origins[node]?.current }
+    }
+
     /// Whether `token` is a peer agent's origin token: a message carrying it as its `mesh:o`
     /// mark was published here by that agent (`--delivery direct`) and must not be forwarded.
     func isPeerOrigin(_ token: String) -> Bool {

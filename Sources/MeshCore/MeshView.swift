@@ -22,6 +22,10 @@ public struct MeshView: Codable, Sendable, Equatable {
     /// How this node's forwards reach its peers: `prefixed` or `direct` (`--delivery`);
     /// absent in views of releases before direct delivery (all prefixed).
     public var delivery: String?
+    /// This node's agent run's origin token (`InterestAdvert.origin`): a peer reading this
+    /// view knows it comes from the agent run it holds the token of, not a retained view of
+    /// an earlier run. Absent in views of releases before direct delivery.
+    public var origin: String?
 
     public init(node: String, seq: UInt64, peers: [PeerView], time: Double? = nil, advertise: String? = nil) {
         self.node = node
@@ -34,7 +38,7 @@ public struct MeshView: Codable, Sendable, Equatable {
     /// Equal apart from the time stamp: whether a new view needs publishing.
     public func sameContent(as other: MeshView?) -> Bool {
         guard let other else { return false }
-        return node == other.node && seq == other.seq && peers == other.peers && advertise == other.advertise && delivery == other.delivery
+        return node == other.node && seq == other.seq && peers == other.peers && advertise == other.advertise && delivery == other.delivery && origin == other.origin
     }
 }
 
@@ -43,10 +47,14 @@ public struct PeerView: Codable, Sendable, Equatable {
         /// Sequence number of the last advert read (nil: restored from disk, not yet read).
         public var seq: UInt64?
         public var filters: Int
+        /// The node's origin token as this agent read it from the node's advert: the node's
+        /// agent delivers to this one directly only once it sees its current token here.
+        public var origin: String?
 
-        public init(seq: UInt64?, filters: Int) {
+        public init(seq: UInt64?, filters: Int, origin: String? = nil) {
             self.seq = seq
             self.filters = filters
+            self.origin = origin
         }
     }
     public var endpoint: String
@@ -96,6 +104,7 @@ extension MeshView {
         var view = MeshView(node: node, seq: seq, peers: peers, time: o.double("time"), advertise: o.string("advertise"))
         view.format = o.int("format")
         view.delivery = o.string("delivery")
+        view.origin = o.string("origin")
         return view
     }
 }
@@ -109,7 +118,7 @@ extension PeerView {
             guard case .object(let fields) = value else { return nil }
             let n = JSONObject(fields)
             guard let filters = n.int("filters") else { return nil }
-            nodes[name] = Node(seq: n.uint64("seq"), filters: filters)
+            nodes[name] = Node(seq: n.uint64("seq"), filters: filters, origin: n.string("origin"))
         }
         var reachableVia: [String]?
         if case .array(let list)? = o["reachableVia"] {

@@ -39,6 +39,8 @@ struct DirectDeliveryTests {
                 #expect((mesh.metric(agent: node, "mesh_direct_deliveries_received_total") ?? 0) >= Double(n))
                 #expect(mesh.metric(agent: node, "mesh_republished_messages_total") == 0)
                 #expect(mesh.metric(agent: node, "mesh_origin_marks_unverified_total") == 0)
+                #expect((mesh.metric(agent: "a", "mesh_forwarded_direct_total", peer: mesh.brokers[mesh.index(of: node)].endpoint) ?? 0) >= 1,
+                        "the restarted agent delivers to \(node) directly again")
             }
             subs.forEach { $0.close() }; pub.close()
         }
@@ -80,6 +82,48 @@ struct DirectDeliveryTests {
             #expect(mesh.metric(agent: "b", "mesh_republished_messages_total") == 1)
             #expect(mesh.metric(agent: "a", "mesh_forwarded_direct_total", peer: mesh.brokers[1].endpoint) == 0)
             sub.close(); pub.close()
+        }
+    }
+
+    /// A restarted agent has a new token. Were its first direct deliveries to reach a peer
+    /// before that peer read its new advert, the peer would take them for a client's and
+    /// forward them again: a second copy at every other subscriber.
+    @Test("an agent restarted under a stream delivers directly only once its peers know its new token: no unverified mark, no duplicate")
+    func restartKeepsMarksKnown() async throws {
+        try await withMesh(["a", "b", "c"], agentArguments: Self.direct) { mesh in
+            let subs = [try await mesh.subscriber("b", id: "sub-b", to: "s/#"), try await mesh.subscriber("c", id: "sub-c", to: "s/#")]
+            let pub = try await mesh.client("a", id: "pub")
+            let total = 1500
+            let stream = Task {
+                for i in 0..<total {
+                    try pub.publish("s/x", "\(i)", qos: 1)
+                    if i % 2 == 0 { try await Task.sleep(for: .milliseconds(2)) }
+                }
+            }
+            try await subs[1].waitForMessages(200, timeout: .seconds(20))
+            let agent = mesh.agents[mesh.index(of: "a")]
+            #expect(await agent.stop() == 0)
+            try agent.start()
+            try await agent.waitUntilUp()
+            try await stream.value
+            try await pub.waitForAcks()
+            // Direct delivery resumes once both peers show the new token in their views.
+            let reader = try await ControlReader(port: mesh.brokers[0].port)
+            try await waitUntil(timeout: .seconds(15), "a's view to show direct delivery to both peers") {
+                reader.view(of: "a").map { $0.peers.count == 2 && $0.peers.allSatisfy { $0.direct == true } } ?? false
+            }
+            reader.close()
+            try pub.publish("s/x", "marker", qos: 1)
+            for (s, node) in zip(subs, ["b", "c"]) {
+                _ = try await s.waitForMessages(1, timeout: .seconds(30)) { $0.text == "marker" }
+                let received = s.messages.compactMap { Int($0.text) }
+                #expect(Set(received) == Set(0..<total), "lost at \(node): \(Set(0..<total).subtracting(received).sorted().prefix(10))")
+                #expect(received.count == Set(received).count, "\(received.count - Set(received).count) duplicates at \(node)")
+                #expect(mesh.metric(agent: node, "mesh_origin_marks_unverified_total") == 0)
+                #expect((mesh.metric(agent: "a", "mesh_forwarded_direct_total", peer: mesh.brokers[mesh.index(of: node)].endpoint) ?? 0) >= 1,
+                        "the restarted agent delivers to \(node) directly again")
+            }
+            subs.forEach { $0.close() }; pub.close()
         }
     }
 
