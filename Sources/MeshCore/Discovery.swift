@@ -224,11 +224,7 @@ public struct DiscoveryView: Sendable, Equatable {
         public var endpoint: String
         public var connected: Bool
         public var nodes: [String]
-        public init(endpoint: String, connected: Bool, nodes: [String]) {
-            self.endpoint = endpoint
-            self.connected = connected
-            self.nodes = nodes
-        }
+        // Built only by `DiscoveryCodec` (and tests): the synthesised init serves.
     }
     public var node: String
     public var format: Int
