@@ -363,9 +363,12 @@ public final class MeshAgent: Service, Sendable {
         while !Task.isCancelled {
             for peer in peers { peer.checkBacklog(maxMessages: configuration.maxPendingPerPeer, maxBytes: configuration.maxPendingBytesPerPeer) }
             checkAsymmetricPartitions()
+            // Every second: what the time-bounded tables hold (peers' recent connects: 10 s
+            // of every connect in the mesh) stays within a second of their horizon, so their
+            // size, and the capacity they keep, follows the connect rate closely.
+            takeover.prune()
             if clock.now >= nextPrune {
                 nextPrune = clock.now.advanced(by: .seconds(5))
-                takeover.prune()
                 // Time-bounded structures (remote connects, clean-start marks) rise and fall
                 // with the connect rate; what they freed goes back to the system.
                 metrics.trimMicroseconds.set(Int(ProcessMemory.returnFreePages() * 1e6))
