@@ -58,11 +58,13 @@ public enum ProcessMemory {
         public var arenaBytes: Int
         /// Blocks in their own mappings (`hblkhd`): the large ones the policy keeps out of the arenas.
         public var mappedBytes: Int
+        /// Free space kept in the arenas (`fordblks`), resident or not.
+        public var freeArenaBytes: Int
         public var inUseBytes: Int { arenaBytes + mappedBytes }
     }
 
     public static func heapUsage() -> HeapUsage {
         let info = mallinfo2()
-        return HeapUsage(arenaBytes: Int(info.uordblks), mappedBytes: Int(info.hblkhd))
+        return HeapUsage(arenaBytes: Int(info.uordblks), mappedBytes: Int(info.hblkhd), freeArenaBytes: Int(info.fordblks))
     }
 }

@@ -13,15 +13,27 @@ struct ProcessMemoryTests {
     @Test("a large block after a larger one was freed still gets its own mapping")
     func largeBlocksStayMapped() {
         #expect(ProcessMemory.keepResidentSetFlat(environment: [:]) == .fixedThresholds)
-        let grown = UnsafeMutableRawPointer.allocate(byteCount: 4 << 20, alignment: 16)
+        // glibc's dynamic threshold would now be 24 MiB (it rises to the size of a freed mapped
+        // block, up to 32 MiB): a 16 MiB block would then come from the arenas. Under the
+        // policy it gets a mapping of its own — unless a free chunk of 16 MiB sits in an arena
+        // already: the thresholds decide only when an arena has to grow. So the check holds
+        // only while the arenas keep less than that free in all (the test process's other
+        // suites may leave more; then it says so and checks nothing more).
+        let grown = UnsafeMutableRawPointer.allocate(byteCount: 24 << 20, alignment: 16)
         grown.deallocate()
-        let block = UnsafeMutableRawPointer.allocate(byteCount: 512 * 1024, alignment: 16)
+        let size = 16 << 20
+        let freeBefore = ProcessMemory.heapUsage().freeArenaBytes
+        let block = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 16)
         defer { block.deallocate() }
         // glibc's chunk header, the word before the block, has IS_MMAPPED (0x2) set for a block
         // in its own mapping. Read from the block itself: other tests allocating and freeing
         // at the same time cannot disturb it, as they do the process-wide mallinfo2 totals.
         let header = (block - MemoryLayout<UInt>.size).load(as: UInt.self)
-        #expect(header & 0x2 != 0, "a 512 KiB block came from the arenas (chunk header \(String(header, radix: 16)))")
+        if freeBefore < size {
+            #expect(header & 0x2 != 0, "a 16 MiB block came from the arenas (chunk header \(String(header, radix: 16)))")
+        } else {
+            print("process memory: \(freeBefore) B free in the arenas already; whether a large block is mapped cannot be told here")
+        }
     }
 
     @Test("malloc tunables the operator set in GLIBC_TUNABLES win")
