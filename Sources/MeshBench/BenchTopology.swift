@@ -136,7 +136,7 @@ final class BenchTopology: Sendable {
 
     /// CPU seconds (user + system) the agents have used so far; 0 without agents.
     func agentCPUSeconds() -> Double {
-        mesh?.agents.compactMap(\.pid).reduce(0) { $0 + (ProcessCPU.seconds(pid: $1) ?? 0) } ?? 0
+        mesh?.agents.compactMap(\.pid).reduce(0) { $0 + (ProcessProbe.cpuSeconds(pid: $1) ?? 0) } ?? 0
     }
 
     /// Runs `body` against a started topology and always stops it.

@@ -346,7 +346,7 @@ public final class NetnsMesh: Sendable {
     public func agentPID(_ name: String) -> pid_t? { agents[node(name).index].pid }
     public func brokerPID(_ name: String) -> pid_t? { brokers[node(name).index].pid }
     public func agentIsRunning(_ name: String) -> Bool { agents[node(name).index].isRunning }
-    public func agentResidentBytes(_ name: String) -> Int? { agentPID(name).flatMap(ProcessMemory.residentBytes) }
+    public func agentResidentBytes(_ name: String) -> Int? { agentPID(name).flatMap(ProcessProbe.residentBytes) }
 
     /// The agent-check line (`up ready`, `drain`, `down`), read over the access link.
     public func health(_ name: String) -> String? {

@@ -26,15 +26,16 @@ extension AgentProcess {
     }
 
     /// Resident set size of the running agent (bytes).
-    public var residentBytes: Int? { pid.flatMap(ProcessMemory.residentBytes) }
+    public var residentBytes: Int? { pid.flatMap(ProcessProbe.residentBytes) }
 }
 
 extension BrokerProcess {
     /// Resident set size of the running broker (bytes).
-    public var residentBytes: Int? { pid.flatMap(ProcessMemory.residentBytes) }
+    public var residentBytes: Int? { pid.flatMap(ProcessProbe.residentBytes) }
 }
 
-public enum ProcessMemory {
+/// What `/proc` says of another process (an agent or broker under test).
+public enum ProcessProbe {
     /// `VmRSS` of `/proc/<pid>/status`, in bytes: what the kernel holds resident for the
     /// process now (heap growth shows here, page by page).
     public static func residentBytes(pid: pid_t) -> Int? {
@@ -44,12 +45,10 @@ public enum ProcessMemory {
         guard fields.count >= 2, let kb = Int(fields[1]) else { return nil }
         return kb * 1024
     }
-}
 
-public enum ProcessCPU {
     /// User plus system CPU seconds the process has used (`/proc/<pid>/stat` fields 14 and
     /// 15, after the parenthesised command name, which may hold spaces).
-    public static func seconds(pid: pid_t) -> Double? {
+    public static func cpuSeconds(pid: pid_t) -> Double? {
         guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
               let close = text.lastIndex(of: ")") else { return nil }
         let fields = text[text.index(after: close)...].split(separator: " ")
