@@ -119,11 +119,13 @@ final class ForwardReplay: Sendable {
         let body = entry.body
         var properties = body.properties
         var topic = forwardPrefix + entry.topic
+        var direct = false
         if !body.prefixedOnly, peer.deliversDirect, let list = try? PropertyList.copy(of: body.properties),
            (try? Forwarder.marked(list, token: originToken)) != nil {
             // Directly, like the forward it replaces (`Forwarder.forward`): own topic, marked, unnumbered.
             properties = list
             topic = entry.topic
+            direct = true
         } else if body.qos > 0 {
             // Numbered like every QoS 1/2 forward (`Forwarder.sequenceMarker`).
             let number = peer.forwardSequence.add(1, ordering: .relaxed).oldValue
@@ -134,7 +136,7 @@ final class ForwardReplay: Sendable {
         }
         switch outcome {
         case .sent:
-            if topic.utf8.count == entry.topic.utf8.count { peer.metrics.forwardedDirect.increment() }
+            if direct { peer.metrics.forwardedDirect.increment() }
             peer.metrics.forwardedMessages.increment()
             peer.metrics.forwardedBytes.increment(by: body.payload.count)
             peer.metrics.replayed.increment()

@@ -47,7 +47,7 @@ package struct BenchSection: Encodable, Sendable {
     mutating func measureEverySetup(variant: String, nodes: Int, label: String,
                                     _ measure: (BenchTopology) async throws -> [String: Double]) async throws {
         for setup in BenchSetup.selected.value {
-            var metrics = try await BenchTopology.with(setup, nodes: nodes, label: label) { t in
+            let metrics = try await BenchTopology.with(setup, nodes: nodes, label: label) { t in
                 let cpuBefore = t.agentCPUSeconds()
                 var m = try await measure(t)
                 // The agents' cost per message, over the whole measurement (probes included).
@@ -56,7 +56,6 @@ package struct BenchSection: Encodable, Sendable {
                 }
                 return m
             }
-            metrics = metrics.filter { !$0.value.isNaN }
             if metrics["agent_cpu_s_per_10k"] != nil, !columns.contains("agent_cpu_s_per_10k") { columns.append("agent_cpu_s_per_10k") }
             rows.append(BenchRow(scenario: scenario, variant: variant, setup: setup.rawValue, metrics: metrics))
         }
