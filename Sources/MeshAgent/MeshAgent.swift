@@ -367,6 +367,7 @@ public final class MeshAgent: Service, Sendable {
             // of every connect in the mesh) stays within a second of their horizon, so their
             // size, and the capacity they keep, follows the connect rate closely.
             takeover.prune()
+            metrics.heapInUse.set(ProcessMemory.heapUsage().inUseBytes)
             if clock.now >= nextPrune {
                 nextPrune = clock.now.advanced(by: .seconds(5))
                 // Time-bounded structures (remote connects, clean-start marks) rise and fall

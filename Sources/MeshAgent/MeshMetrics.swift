@@ -120,7 +120,7 @@ public final class MeshMetrics: Sendable {
     /// The allocator's bytes in use, beside RSS: a flat heap under a rising RSS is the allocator.
     /// How long the last return of free pages to the system took (microseconds).
     public let trimMicroseconds = MeshGauge("mesh_process_trim_microseconds", help: "How long the agent's last return of free heap pages to the system took (glibc malloc_trim, every 5 s), in microseconds: the pause it puts on allocations meanwhile.")
-    public let heapInUse = MeshGauge("mesh_process_heap_bytes", help: "Bytes the agent's allocator has handed out and not had back (glibc mallinfo2: in-use arena chunks plus mapped blocks; updated every broker tick). Freed memory the allocator keeps counts in the process's RSS but not here.")
+    public let heapInUse = MeshGauge("mesh_process_heap_bytes", help: "Bytes the agent's allocator has handed out and not had back (glibc mallinfo2: in-use arena chunks plus mapped blocks; updated every second). Freed memory the allocator keeps counts in the process's RSS but not here.")
     /// Log lines the broker cut at its 1000-byte limit: read only for what cannot shrink interest.
     public let logLinesTruncated = MeshCounter("mesh_log_lines_truncated_total", help: "Log lines the broker cut at its 1000-byte limit: read only for what cannot make interest smaller.")
     /// Log lines that read several ways (ids holding spaces or a notice's words): only added from.

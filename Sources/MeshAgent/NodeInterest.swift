@@ -180,7 +180,6 @@ final class NodeInterest: Sendable {
         metrics.sessionsUnknownFilters.set(unknown)
         metrics.localSessions.set(sessions)
         metrics.localFilters.set(filters)
-        metrics.heapInUse.set(ProcessMemory.heapUsage().inUseBytes)
         if released.byEvidence > 0 { metrics.sessionsReleasedByEvidence.increment(by: released.byEvidence) }
         let withoutProof = released.byGrace + released.byLimit
         if withoutProof > 0 {
