@@ -121,39 +121,28 @@ static const int mesh_prop_topic_alias_maximum = MQTT_PROP_TOPIC_ALIAS_MAXIMUM;
 static const int mesh_protocol_v5 = MQTT_PROTOCOL_V5;
 static const int mesh_protocol_v311 = MQTT_PROTOCOL_V311;
 
-/// Whether a received property list holds a user property named `key` (any value).
-static inline bool mesh_has_user_property(const mosquitto_property *in, const char *key)
+/// Looks for the first user property named `key`. Returns 0 if there is none, 1 if there is
+/// (its value copied into `buf`, NUL-terminated, when `buf` is given and the value is shorter
+/// than `cap`), 2 if there is one whose value does not fit `buf`.
+static inline int mesh_find_user_property(const mosquitto_property *in, const char *key, char *buf, size_t cap)
 {
     for (const mosquitto_property *p = in; p != NULL; p = mosquitto_property_next(p)) {
         if (mosquitto_property_identifier(p) != MQTT_PROP_USER_PROPERTY) { continue; }
         char *name = NULL, *value = NULL;
         if (mosquitto_property_read_string_pair(p, MQTT_PROP_USER_PROPERTY, &name, &value, false) != NULL) {
-            bool match = name != NULL && strcmp(name, key) == 0;
+            int found = 0;
+            if (name != NULL && value != NULL && strcmp(name, key) == 0) {
+                found = 1;
+                if (buf != NULL) {
+                    if (strlen(value) < cap) { strcpy(buf, value); } else { found = 2; }
+                }
+            }
             free(name);
             free(value);
-            if (match) { return true; }
+            if (found) { return found; }
         }
     }
-    return false;
-}
-
-/// Copies the value of the first user property named `key` into `buf` (NUL-terminated) when
-/// shorter than `cap`; false if there is none or it does not fit.
-static inline bool mesh_user_property_value(const mosquitto_property *in, const char *key, char *buf, size_t cap)
-{
-    for (const mosquitto_property *p = in; p != NULL; p = mosquitto_property_next(p)) {
-        if (mosquitto_property_identifier(p) != MQTT_PROP_USER_PROPERTY) { continue; }
-        char *name = NULL, *value = NULL;
-        if (mosquitto_property_read_string_pair(p, MQTT_PROP_USER_PROPERTY, &name, &value, false) != NULL) {
-            bool match = name != NULL && value != NULL && strcmp(name, key) == 0;
-            bool fits = match && strlen(value) < cap;
-            if (fits) { strcpy(buf, value); }
-            free(name);
-            free(value);
-            if (match) { return fits; }
-        }
-    }
-    return false;
+    return 0;
 }
 
 /// The Topic Alias Maximum of a CONNACK's properties; 0 (aliases not accepted) if absent.

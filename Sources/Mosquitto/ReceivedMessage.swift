@@ -32,7 +32,7 @@ public struct ReceivedMessage {
 
     /// Whether the message carries a user property named `key` (any value).
     public func hasUserProperty(_ key: UserPropertyKey) -> Bool {
-        mesh_has_user_property(properties, key.cString)
+        mesh_find_user_property(properties, key.cString, nil, 0) != 0
     }
 
     /// The value of the first user property named `key`, if it is shorter than 64 bytes
@@ -40,7 +40,7 @@ public struct ReceivedMessage {
     public func userPropertyValue(_ key: UserPropertyKey) -> String? {
         guard let properties else { return nil }
         return withUnsafeTemporaryAllocation(of: CChar.self, capacity: 64) { buffer -> String? in
-            guard let base = buffer.baseAddress, mesh_user_property_value(properties, key.cString, base, 64) else { return nil }
+            guard let base = buffer.baseAddress, mesh_find_user_property(properties, key.cString, base, 64) == 1 else { return nil }
             return String(cString: base)
         }
     }
