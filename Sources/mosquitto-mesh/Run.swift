@@ -189,7 +189,8 @@ extension MosquittoMesh {
                                             ("forward-prefix", fresh.forwardPrefix != configuration.forwardPrefix),
                                             ("discovery", fresh.discovery != configuration.discovery),
                                             ("discovery-expiry", fresh.discoveryExpiry != configuration.discoveryExpiry),
-                                            ("advertise-address", fresh.advertiseAddress != configuration.advertiseAddress)] where changed {
+                                            ("advertise-address", fresh.advertiseAddress != configuration.advertiseAddress),
+                                            ("delivery", fresh.delivery != configuration.delivery)] where changed {
                         logger.warning("SIGHUP: '\(name)' changed; it takes effect only after a restart")
                     }
                     try await agent.updateSeeds(fresh.peers)
