@@ -47,6 +47,8 @@ final class Forwarder: Sendable {
     private let logger: Logger
     /// The forward prefix's length: cut off a forward's topic before the local republish.
     private let prefixLength: Int
+    /// The forward prefix (`--forward-prefix`).
+    private let forwardPrefix: String
     /// The properties of a direct delivery of a message that has none: the mark alone, built
     /// once (a publish copies its properties). Nil if that failed (logged at start).
     private let markOnly: PropertyList?
@@ -58,6 +60,7 @@ final class Forwarder: Sendable {
         self.configuration = configuration
         let buffer = TopicPrefixBuffer(prefix: configuration.forwardPrefix)
         prefixLength = buffer.prefixLength
+        forwardPrefix = configuration.forwardPrefix
         state = LoopConfined(State(topicBuffer: buffer))
         do {
             markOnly = try Self.marked(PropertyList(), token: configuration.originToken)
@@ -81,7 +84,11 @@ final class Forwarder: Sendable {
         /// not know each other's tokens yet (both just restarted) would pass it back and forth;
         /// a prefixed forward is republished with no local echo and ends there.
         var unverifiedMark = false
-        if m.hasProperties, let mark = m.userPropertyValue(Self.originMarker) {
+        let topic = m.topic
+        // A forward under the prefix never carries one (the sender drops every mesh: property
+        // of the message's own): its properties are not scanned for it, which every numbered
+        // forward would otherwise cost the receiving agent once more.
+        if m.hasProperties, !topic.utf8.starts(with: forwardPrefix.utf8), let mark = m.userPropertyValue(Self.originMarker) {
             if routing.isPeerOrigin(mark) {
                 // A peer's agent delivered it here itself; it forwarded to every other peer
                 // that wanted it. Replays due meanwhile are not held back by it.
@@ -96,9 +103,8 @@ final class Forwarder: Sendable {
             metrics.originMarksUnverified.increment()
             unverifiedMark = true
             let (log, n) = throttles.origin.shouldLog()
-            if log { logger.warning("message with an unknown origin mark forwarded as a client's", metadata: ["topic": "\(m.topic.prefix(200))", "occurrence": "\(n)"]) }
+            if log { logger.warning("message with an unknown origin mark forwarded as a client's", metadata: ["topic": "\(topic.prefix(200))", "occurrence": "\(n)"]) }
         }
-        let topic = m.topic
         var replays: [ReplayRequest] = []
         let decision = routing.route(topic: topic, retained: m.retain, replays: &replays)
         // Before this message: it was routed by the interest those replays are for.
